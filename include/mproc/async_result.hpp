@@ -1,0 +1,199 @@
+#pragma once
+// AsyncResult<T>: the handle apply_async, map_async and starmap_async return, as in
+// Python (get, wait, ready, successful), plus callbacks run when the result arrives.
+
+#include <mproc/errors.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace mproc {
+namespace detail {
+
+/// Set on a pool's own thread, where callbacks run: waiting there for a result that
+/// the same thread must deliver would hang, so it is refused instead.
+inline thread_local bool on_pool_thread = false;
+
+inline void report_callback_exception(const char* which) noexcept {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mproc: exception in %s (ignored): %s\n", which, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "mproc: non-standard exception in %s (ignored)\n", which);
+  }
+}
+
+/// The shared state behind an AsyncResult: filled once by the pool, read by the user.
+template <class T>
+class ResultState {
+ public:
+  using Callback = std::function<void(const T&)>;
+  using ErrorCallback = std::function<void(const Error&)>;
+
+  void set_callbacks(Callback callback, ErrorCallback error_callback) {
+    callback_ = std::move(callback);
+    error_callback_ = std::move(error_callback);
+  }
+
+  /// Stores the value, runs the callback, then wakes the waiters (so a get() that
+  /// returns happens after the callback, as in Python).
+  void set_value(T value) {
+    {
+      std::lock_guard lock(mutex_);
+      value_.emplace(std::move(value));
+    }
+    if (callback_) {
+      try {
+        callback_(*value_);
+      } catch (...) {
+        report_callback_exception("an AsyncResult callback");
+      }
+    }
+    mark_done();
+  }
+
+  void set_error(std::exception_ptr error) {
+    {
+      std::lock_guard lock(mutex_);
+      error_ = error;
+    }
+    if (error_callback_) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const Error& e) {
+        try {
+          error_callback_(e);
+        } catch (...) {
+          report_callback_exception("an AsyncResult error_callback");
+        }
+      } catch (...) {
+      }
+    }
+    mark_done();
+  }
+
+  bool ready() const {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+
+  /// Waits until done or the deadline passes; returns whether it is done.
+  template <class Clock, class Duration>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
+    std::unique_lock lock(mutex_);
+    if (!done_ && on_pool_thread) {
+      throw ValueError("mproc: waiting for a pool result inside a pool callback would never end");
+    }
+    return cv_.wait_until(lock, deadline, [&] { return done_; });
+  }
+  void wait() const {
+    std::unique_lock lock(mutex_);
+    if (!done_ && on_pool_thread) {
+      throw ValueError("mproc: waiting for a pool result inside a pool callback would never end");
+    }
+    cv_.wait(lock, [&] { return done_; });
+  }
+
+  /// After wait(): the value, or the stored exception rethrown.
+  T& value() {
+    if (error_) std::rethrow_exception(error_);
+    return *value_;
+  }
+  bool successful() const {
+    std::lock_guard lock(mutex_);
+    if (!done_) throw ValueError("mproc: AsyncResult::successful() called before the result is ready");
+    return !error_;
+  }
+
+ private:
+  void mark_done() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  bool done_ = false;
+  std::optional<T> value_;
+  std::exception_ptr error_;
+  Callback callback_;
+  ErrorCallback error_callback_;
+};
+
+}  // namespace detail
+
+/// The result of an asynchronous pool call. Copies share one result.
+template <class T>
+class AsyncResult {
+ public:
+  using value_type = T;
+
+  AsyncResult() = default;
+  explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) : state_(std::move(state)) {}
+
+  /// Waits for the result and returns it, or rethrows the task's error
+  /// (RemoteError, WorkerLost, TimeoutError, PoolClosed).
+  const T& get() & {
+    state().wait();
+    return state_->value();
+  }
+  /// As get(), moving the value out of a temporary AsyncResult.
+  T get() && {
+    state().wait();
+    return std::move(state_->value());
+  }
+  /// As get(), but throws TimeoutError if the result is not ready within timeout.
+  /// The task itself keeps running.
+  template <class Rep, class Period>
+  const T& get(std::chrono::duration<Rep, Period> timeout) & {
+    wait_or_throw(timeout);
+    return state_->value();
+  }
+  template <class Rep, class Period>
+  T get(std::chrono::duration<Rep, Period> timeout) && {
+    wait_or_throw(timeout);
+    return std::move(state_->value());
+  }
+
+  /// Blocks until the result is ready.
+  void wait() const { state().wait(); }
+  /// Blocks until the result is ready or timeout passes; returns whether it is ready.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return state().wait_until(std::chrono::steady_clock::now() + timeout);
+  }
+  /// Whether the result has arrived (successfully or not).
+  bool ready() const { return state().ready(); }
+  /// Whether the task succeeded; throws ValueError if it is not ready yet.
+  bool successful() const { return state().successful(); }
+  /// Whether this handle refers to a result (false when default-constructed).
+  bool valid() const noexcept { return state_ != nullptr; }
+
+ private:
+  detail::ResultState<T>& state() const {
+    if (!state_) throw ValueError("mproc: AsyncResult has no result (default-constructed)");
+    return *state_;
+  }
+  template <class Rep, class Period>
+  void wait_or_throw(std::chrono::duration<Rep, Period> timeout) const {
+    if (!wait_for(timeout)) {
+      throw TimeoutError("mproc: result not ready within " +
+                         std::to_string(std::chrono::duration<double>(timeout).count()) + " s");
+    }
+  }
+
+  std::shared_ptr<detail::ResultState<T>> state_;
+};
+
+}  // namespace mproc

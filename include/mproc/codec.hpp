@@ -1,0 +1,379 @@
+#pragma once
+// The codec: how a value becomes bytes in one process and a value again in another.
+//
+//   trivially copyable types        plain copy (memcpy)
+//   bool, optional, variant         checked tag bytes (a stray byte never becomes a bad bool)
+//   string, vector, deque, list,
+//   array, pair, tuple, map, set,
+//   unordered_map/set (multi too)   recursively, lengths as varints
+//   user types with cereal          cereal's binary archive (serialize, or save/load)
+//
+// mproc::Sendable<T> says whether T can travel; every entry point static_asserts it
+// and names the offending type when it can't. Decoding never trusts its input:
+// every length is checked against the bytes left, and bad bytes are a ProtocolError.
+
+#include <mproc/detail/bytes.hpp>
+#include <mproc/detail/cereal_bridge.hpp>
+#include <mproc/errors.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace mproc {
+namespace detail {
+
+template <class T, template <class...> class Template>
+inline constexpr bool is_specialization_of = false;
+template <template <class...> class Template, class... Args>
+inline constexpr bool is_specialization_of<Template<Args...>, Template> = true;
+
+template <class T>
+inline constexpr bool is_std_array = false;
+template <class T, std::size_t N>
+inline constexpr bool is_std_array<std::array<T, N>> = true;
+
+template <class T>
+inline constexpr bool is_std_span = false;
+template <class T, std::size_t N>
+inline constexpr bool is_std_span<std::span<T, N>> = true;
+
+enum class Kind { none, boolean, trivial, string, sequence, array, tuple, optional, variant, map, set, cereal };
+
+// Trivially copyable types that hold pointers or need their bytes validated are
+// excluded from the plain-copy path.
+template <class T>
+inline constexpr bool plain_copyable =
+    std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+    !std::is_same_v<T, bool> && !is_specialization_of<T, std::optional> &&
+    !is_specialization_of<T, std::variant> && !is_specialization_of<T, std::basic_string_view> &&
+    !is_specialization_of<T, std::reference_wrapper> && !is_std_span<T>;
+
+template <class T>
+consteval Kind kind_of() {
+  if constexpr (std::is_same_v<T, bool>) return Kind::boolean;
+  else if constexpr (plain_copyable<T>) return Kind::trivial;
+  else if constexpr (is_specialization_of<T, std::basic_string>) {
+    return plain_copyable<typename T::value_type> ? Kind::string : Kind::none;
+  }
+  else if constexpr (is_specialization_of<T, std::vector> || is_specialization_of<T, std::deque> ||
+                     is_specialization_of<T, std::list>) return Kind::sequence;
+  else if constexpr (is_std_array<T>) return Kind::array;
+  else if constexpr (is_specialization_of<T, std::pair> || is_specialization_of<T, std::tuple>) return Kind::tuple;
+  else if constexpr (is_specialization_of<T, std::optional>) return Kind::optional;
+  else if constexpr (is_specialization_of<T, std::variant>) return Kind::variant;
+  else if constexpr (is_specialization_of<T, std::map> || is_specialization_of<T, std::multimap> ||
+                     is_specialization_of<T, std::unordered_map> ||
+                     is_specialization_of<T, std::unordered_multimap>) return Kind::map;
+  else if constexpr (is_specialization_of<T, std::set> || is_specialization_of<T, std::multiset> ||
+                     is_specialization_of<T, std::unordered_set> ||
+                     is_specialization_of<T, std::unordered_multiset>) return Kind::set;
+  else if constexpr (std::is_class_v<T> && !std::is_pointer_v<T> && has_cereal_serialization<T>) return Kind::cereal;
+  else return Kind::none;
+}
+
+template <class T>
+consteval bool sendable();
+
+template <class... Ts>
+consteval bool all_sendable(std::type_identity<std::tuple<Ts...>>) { return (sendable<Ts>() && ...); }
+template <class A, class B>
+consteval bool all_sendable(std::type_identity<std::pair<A, B>>) { return sendable<A>() && sendable<B>(); }
+template <class... Ts>
+consteval bool all_sendable(std::type_identity<std::variant<Ts...>>) { return (sendable<Ts>() && ...); }
+
+template <class T>
+consteval bool sendable() {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::none) return false;
+  else if constexpr (kind == Kind::sequence || kind == Kind::array || kind == Kind::set) {
+    return sendable<typename T::value_type>();
+  } else if constexpr (kind == Kind::optional) return sendable<typename T::value_type>();
+  else if constexpr (kind == Kind::map) {
+    return sendable<typename T::key_type>() && sendable<typename T::mapped_type>();
+  } else if constexpr (kind == Kind::tuple || kind == Kind::variant) {
+    return all_sendable(std::type_identity<T>{});
+  } else return true;
+}
+
+// The innermost type that makes T unsendable, so the compile error can name it.
+template <class T>
+struct first_unsendable;
+template <class... Ts>
+struct first_unsendable_of;
+template <>
+struct first_unsendable_of<> { using type = void; };
+template <class T, class... Ts>
+struct first_unsendable_of<T, Ts...> {
+  using type = std::conditional_t<sendable<T>(), typename first_unsendable_of<Ts...>::type,
+                                  typename first_unsendable<T>::type>;
+};
+template <class T>
+struct element_types { using type = first_unsendable_of<>; };
+template <class T>
+concept has_value_type = requires { typename T::value_type; };
+template <class T>
+concept has_mapped_type = has_value_type<T> && requires { typename T::mapped_type; };
+template <has_value_type T>
+struct element_types<T> { using type = first_unsendable_of<typename T::value_type>; };
+template <has_mapped_type T>
+struct element_types<T> { using type = first_unsendable_of<typename T::key_type, typename T::mapped_type>; };
+template <template <class...> class Tuple, class... Ts>
+  requires(is_specialization_of<Tuple<Ts...>, std::tuple> || is_specialization_of<Tuple<Ts...>, std::pair> ||
+           is_specialization_of<Tuple<Ts...>, std::variant>)
+struct element_types<Tuple<Ts...>> { using type = first_unsendable_of<Ts...>; };
+template <class T>
+struct first_unsendable {
+  using inner = typename element_types<T>::type::type;
+  using type = std::conditional_t<kind_of<T>() == Kind::none || std::is_void_v<inner>, T, inner>;
+};
+
+// The smallest number of bytes any value of T encodes to; bounds element counts.
+template <class T>
+consteval std::size_t min_encoded_size() {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::trivial) return sizeof(T);
+  else if constexpr (kind == Kind::array) {
+    return std::tuple_size_v<T> * min_encoded_size<typename T::value_type>();
+  } else if constexpr (kind == Kind::tuple) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (std::size_t{0} + ... + min_encoded_size<std::tuple_element_t<I, T>>());
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else if constexpr (kind == Kind::cereal) return sizeof(std::uint64_t);
+  else return 1;  // a tag byte or a varint length
+}
+
+/// The encoded size of T when every value of T encodes to the same number of bytes
+/// (plain copies and tuples/arrays of them), else 0. Fixed-size items need no offsets.
+template <class T>
+consteval std::size_t fixed_encoded_size() {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::trivial) return sizeof(T);
+  else if constexpr (kind == Kind::boolean) return 1;
+  else if constexpr (kind == Kind::array) {
+    constexpr std::size_t e = fixed_encoded_size<typename T::value_type>();
+    return std::tuple_size_v<T> == 0 ? 0 : e * std::tuple_size_v<T>;
+  } else if constexpr (kind == Kind::tuple) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      constexpr std::size_t sizes[] = {fixed_encoded_size<std::tuple_element_t<I, T>>()..., 1};
+      for (std::size_t i = 0; i + 1 < sizeof(sizes) / sizeof(sizes[0]); ++i) {
+        if (sizes[i] == 0) return std::size_t{0};
+      }
+      return (std::size_t{0} + ... + sizes[I]);
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else return 0;
+}
+
+template <class T>
+void encode_value(Writer& w, const T& value);
+template <class T>
+T decode_value(Reader& r);
+
+template <class Seq>
+void encode_elements(Writer& w, const Seq& seq) {
+  using E = typename Seq::value_type;
+  w.varint(seq.size());
+  if constexpr (kind_of<E>() == Kind::trivial && requires { seq.data(); }) {
+    w.raw(seq.data(), seq.size() * sizeof(E));
+  } else {
+    for (const auto& e : seq) encode_value(w, e);
+  }
+}
+
+template <class Tuple, std::size_t... I>
+Tuple decode_tuple(Reader& r, std::index_sequence<I...>) {
+  // Braced initialisation evaluates left to right, so fields decode in order.
+  return Tuple{decode_value<std::tuple_element_t<I, Tuple>>(r)...};
+}
+
+template <class Variant, std::size_t I = 0>
+Variant decode_variant(Reader& r, std::size_t index) {
+  if constexpr (I < std::variant_size_v<Variant>) {
+    if (index == I) return Variant(std::in_place_index<I>, decode_value<std::variant_alternative_t<I, Variant>>(r));
+    return decode_variant<Variant, I + 1>(r, index);
+  } else {
+    throw ProtocolError("mproc: variant index " + std::to_string(index) + " out of range");
+  }
+}
+
+template <class T>
+void encode_value(Writer& w, const T& value) {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::boolean) {
+    w.pod(static_cast<std::uint8_t>(value ? 1 : 0));
+  } else if constexpr (kind == Kind::trivial) {
+    w.pod(value);
+  } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::map || kind == Kind::set) {
+    if constexpr (kind == Kind::map) {
+      w.varint(value.size());
+      for (const auto& [k, v] : value) {
+        encode_value(w, k);
+        encode_value(w, v);
+      }
+    } else {
+      encode_elements(w, value);
+    }
+  } else if constexpr (kind == Kind::array) {
+    for (const auto& e : value) encode_value(w, e);
+  } else if constexpr (kind == Kind::tuple) {
+    std::apply([&w](const auto&... e) { (encode_value(w, e), ...); }, value);
+  } else if constexpr (kind == Kind::optional) {
+    w.pod(static_cast<std::uint8_t>(value.has_value() ? 1 : 0));
+    if (value) encode_value(w, *value);
+  } else if constexpr (kind == Kind::variant) {
+    if (value.valueless_by_exception()) throw ValueError("mproc: cannot send a valueless std::variant");
+    w.varint(value.index());
+    std::visit([&w](const auto& alt) { encode_value(w, alt); }, value);
+  } else if constexpr (kind == Kind::cereal) {
+    cereal_encode(w, value);
+  }
+  // Kind::none is rejected by require_sendable at every public entry point; staying
+  // silent here keeps that the only compile error a user sees.
+}
+
+inline bool decode_flag(Reader& r) {
+  const auto byte = r.pod<std::uint8_t>();
+  if (byte > 1) throw ProtocolError("mproc: invalid flag byte " + std::to_string(byte));
+  return byte == 1;
+}
+
+template <class T>
+T decode_value(Reader& r) {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::boolean) {
+    return decode_flag(r);
+  } else if constexpr (kind == Kind::trivial) {
+    return r.pod<T>();
+  } else if constexpr (kind == Kind::string) {
+    using C = typename T::value_type;
+    const std::size_t n = r.count(sizeof(C));
+    T s(n, C{});
+    r.raw(s.data(), n * sizeof(C));
+    return s;
+  } else if constexpr (kind == Kind::sequence) {
+    using E = typename T::value_type;
+    const std::size_t n = r.count(min_encoded_size<E>());
+    T seq;
+    if constexpr (kind_of<E>() == Kind::trivial && requires { seq.data(); }) {
+      seq.resize(n);
+      r.raw(seq.data(), n * sizeof(E));
+    } else {
+      if constexpr (requires { seq.reserve(n); }) seq.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) seq.push_back(decode_value<E>(r));
+    }
+    return seq;
+  } else if constexpr (kind == Kind::array) {
+    return [&r]<std::size_t... I>(std::index_sequence<I...>) {
+      return T{((void)I, decode_value<typename T::value_type>(r))...};
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else if constexpr (kind == Kind::tuple) {
+    return decode_tuple<T>(r, std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else if constexpr (kind == Kind::optional) {
+    if (!decode_flag(r)) return T{};
+    return T(decode_value<typename T::value_type>(r));
+  } else if constexpr (kind == Kind::variant) {
+    return decode_variant<T>(r, static_cast<std::size_t>(r.varint()));
+  } else if constexpr (kind == Kind::map) {
+    using K = typename T::key_type;
+    using V = typename T::mapped_type;
+    const std::size_t n = r.count(min_encoded_size<K>() + min_encoded_size<V>());
+    T map;
+    for (std::size_t i = 0; i < n; ++i) {
+      K key = decode_value<K>(r);  // key before value: argument order is unspecified
+      V val = decode_value<V>(r);
+      map.emplace_hint(map.end(), std::move(key), std::move(val));
+    }
+    return map;
+  } else if constexpr (kind == Kind::set) {
+    using K = typename T::value_type;
+    const std::size_t n = r.count(min_encoded_size<K>());
+    T set;
+    for (std::size_t i = 0; i < n; ++i) set.emplace_hint(set.end(), decode_value<K>(r));
+    return set;
+  } else if constexpr (kind == Kind::cereal) {
+    return cereal_decode<T>(r);
+  } else {
+    throw ProtocolError("mproc: type is not Sendable");  // rejected at compile time first
+  }
+}
+
+/// The compile-time gate: value is whether T can be sent. When it can't, the
+/// static_assert fires inside send_check<Culprit>, so the compiler names the innermost
+/// type that cannot be sent in the line that points here.
+template <class Culprit, bool ok = sendable<Culprit>()>
+struct send_check : std::true_type {};
+template <class Culprit>
+struct send_check<Culprit, false> : std::false_type {
+  static_assert(sendable<Culprit>(),
+                "mproc: this type cannot be sent between processes. Make it trivially copyable, a "
+                "standard string/container/pair/tuple/optional/variant of sendable types, or give it a "
+                "cereal serialize() (or save()/load()) member and a default constructor.");
+};
+
+}  // namespace detail
+
+/// True when T can cross a process boundary (see the table at the top of codec.hpp).
+template <class T>
+concept Sendable = detail::sendable<std::remove_cvref_t<T>>();
+
+/// Fails to compile, with one message naming the culprit, when T cannot be sent.
+/// Callers then guard their bodies with `if constexpr (Sendable<T>)` so that the
+/// message is the only error the user sees.
+template <class T>
+constexpr void require_sendable() {
+  using Culprit = typename detail::first_unsendable<std::remove_cvref_t<T>>::type;
+  (void)detail::send_check<Culprit>{};
+}
+
+/// Appends the encoding of value to out.
+template <class T>
+void encode_into(Bytes& out, const T& value) {
+  require_sendable<T>();
+  if constexpr (Sendable<T>) {
+    detail::Writer w(out);
+    detail::encode_value(w, value);
+  }
+}
+
+/// The encoding of value.
+template <class T>
+Bytes encode(const T& value) {
+  Bytes out;
+  encode_into(out, value);
+  return out;
+}
+
+/// Decodes a T from exactly these bytes; throws ProtocolError if they are not one
+/// well-formed T.
+template <class T>
+T decode(std::span<const std::byte> bytes) {
+  require_sendable<T>();
+  if constexpr (Sendable<T>) {
+    detail::Reader r(bytes);
+    T value = detail::decode_value<std::remove_cv_t<T>>(r);
+    if (!r.at_end()) {
+      throw ProtocolError("mproc: " + std::to_string(r.remaining()) + " trailing bytes after the value");
+    }
+    return value;
+  } else {
+    throw ProtocolError("mproc: type is not Sendable");
+  }
+}
+
+}  // namespace mproc

@@ -1,0 +1,183 @@
+#pragma once
+// Bytes, the owned buffer every encoded value lives in, and the bounds-checked
+// Writer/Reader the codec and the frames use to fill and parse it.
+
+#include <mproc/errors.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace mproc {
+
+/// A move-only, growable byte buffer. Unlike std::vector<std::byte> it grows without
+/// zero-filling, which matters for the 100 MiB payloads that cross pipes.
+class Bytes {
+ public:
+  Bytes() = default;
+  explicit Bytes(std::size_t size) { resize(size); }
+  Bytes(const void* data, std::size_t size) { append(data, size); }
+  Bytes(Bytes&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        capacity_(std::exchange(other.capacity_, 0)) {}
+  Bytes& operator=(Bytes&& other) noexcept {
+    if (this != &other) {
+      std::free(data_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      capacity_ = std::exchange(other.capacity_, 0);
+    }
+    return *this;
+  }
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  ~Bytes() { std::free(data_); }
+
+  std::byte* data() noexcept { return data_; }
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::span<const std::byte> span() const noexcept { return {data_, size_}; }
+  operator std::span<const std::byte>() const noexcept { return span(); }
+
+  void clear() noexcept { size_ = 0; }
+  void reserve(std::size_t capacity) {
+    if (capacity <= capacity_) return;
+    // realloc lets glibc mremap large blocks instead of copying them.
+    auto* grown = static_cast<std::byte*>(std::realloc(data_, capacity));
+    if (grown == nullptr) throw std::bad_alloc();
+    data_ = grown;
+    capacity_ = capacity;
+  }
+  /// Makes room for n more bytes past size(), growing geometrically.
+  void reserve_more(std::size_t n) {
+    if (size_ + n > capacity_) reserve(std::max(size_ + n, capacity_ + capacity_ / 2));
+  }
+  /// Sets the size; new bytes are left uninitialised.
+  void resize(std::size_t size) {
+    if (size > size_) reserve_more(size - size_);
+    size_ = size;
+  }
+  /// Grows by n uninitialised bytes and returns a pointer to them.
+  std::byte* extend(std::size_t n) {
+    const std::size_t old = size_;
+    resize(size_ + n);
+    return data_ + old;
+  }
+  void append(const void* src, std::size_t n) {
+    if (n != 0) std::memcpy(extend(n), src, n);
+  }
+  /// Drops the first n bytes, keeping the rest (used by stream readers).
+  void consume_front(std::size_t n) noexcept {
+    if (n >= size_) {
+      size_ = 0;
+      return;
+    }
+    std::memmove(data_, data_ + n, size_ - n);
+    size_ -= n;
+  }
+
+ private:
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
+namespace detail {
+
+/// Appends encoded pieces to a Bytes buffer.
+class Writer {
+ public:
+  explicit Writer(Bytes& out) noexcept : out_(&out) {}
+
+  void raw(const void* src, std::size_t n) { out_->append(src, n); }
+  template <class T>
+  void pod(const T& value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    raw(&value, sizeof(T));
+  }
+  /// LEB128 unsigned integer: one byte for lengths below 128.
+  void varint(std::uint64_t value) {
+    std::byte buf[10];
+    std::size_t n = 0;
+    while (value >= 0x80) {
+      buf[n++] = static_cast<std::byte>((value & 0x7f) | 0x80);
+      value >>= 7;
+    }
+    buf[n++] = static_cast<std::byte>(value);
+    raw(buf, n);
+  }
+  Bytes& buffer() noexcept { return *out_; }
+
+ private:
+  Bytes* out_;
+};
+
+/// Reads encoded pieces from a byte span; every read is bounds-checked and a short
+/// or malformed input throws ProtocolError.
+class Reader {
+ public:
+  explicit Reader(std::span<const std::byte> in) noexcept : in_(in) {}
+
+  std::size_t remaining() const noexcept { return in_.size() - pos_; }
+  std::size_t position() const noexcept { return pos_; }
+  bool at_end() const noexcept { return pos_ == in_.size(); }
+
+  /// Returns a pointer to the next n bytes and moves past them.
+  const std::byte* take(std::size_t n) {
+    if (n > remaining()) {
+      throw ProtocolError("mproc: truncated data: needed " + std::to_string(n) + " bytes, " +
+                          std::to_string(remaining()) + " left");
+    }
+    const std::byte* p = in_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  void raw(void* dst, std::size_t n) {
+    const std::byte* p = take(n);
+    if (n != 0) std::memcpy(dst, p, n);
+  }
+  template <class T>
+  T pod() {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    raw(&value, sizeof(T));
+    return value;
+  }
+  std::uint64_t varint() {
+    std::uint64_t value = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+      const auto byte = std::to_integer<std::uint64_t>(*take(1));
+      if (shift == 63 && byte > 1) break;  // more than 64 bits
+      value |= (byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return value;
+    }
+    throw ProtocolError("mproc: malformed length (varint longer than 64 bits)");
+  }
+  /// A count of elements that each take at least min_bytes: a count the remaining
+  /// input cannot hold is rejected before anything is allocated.
+  std::size_t count(std::size_t min_bytes) {
+    const std::uint64_t n = varint();
+    const std::size_t unit = min_bytes == 0 ? 1 : min_bytes;
+    if (n > remaining() / unit) {
+      throw ProtocolError("mproc: element count " + std::to_string(n) + " exceeds the " +
+                          std::to_string(remaining()) + " bytes left");
+    }
+    return static_cast<std::size_t>(n);
+  }
+
+ private:
+  std::span<const std::byte> in_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace detail
+}  // namespace mproc

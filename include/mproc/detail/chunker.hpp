@@ -1,0 +1,69 @@
+#pragma once
+// Automatic chunk sizes. Python cuts a map into about 4 chunks per worker, whatever
+// the tasks cost: fine for tiny tasks, badly unbalanced for long uneven ones. mproc
+// measures how long items take (workers report each chunk's compute time) and sizes
+// each chunk from that:
+//   - never more than a quarter of what is left per worker (the tail stays balanced:
+//     chunks shrink as the work runs out, as in guided self-scheduling);
+//   - never longer than max_chunk_seconds (progress, imap latency, retry cost);
+//   - never shorter than min_chunk_seconds (so per-chunk overhead stays ~1%).
+// Until a measurement exists the first chunks hold a single item (a probe).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace mproc::detail {
+
+class ChunkPolicy {
+ public:
+  static constexpr double min_chunk_seconds = 0.002;
+  static constexpr double max_chunk_seconds = 0.05;
+  static constexpr std::size_t chunks_per_worker = 4;
+  static constexpr std::size_t max_chunk_items = std::size_t{1} << 22;
+
+  explicit ChunkPolicy(std::size_t fixed = 0) noexcept : fixed_(fixed) {}
+
+  /// A worker spent elapsed_ns computing count items.
+  void record(std::size_t count, std::int64_t elapsed_ns) noexcept {
+    items_ += count;
+    ns_ += static_cast<double>(std::max<std::int64_t>(elapsed_ns, 0));
+  }
+  /// Mean seconds per item measured so far, if any.
+  std::optional<double> item_seconds() const noexcept {
+    if (items_ == 0) return std::nullopt;
+    return std::max(ns_ / static_cast<double>(items_), 1.0) * 1e-9;  // at least 1 ns
+  }
+  std::size_t fixed() const noexcept { return fixed_; }
+
+  /// The size of the next chunk, given how many items are left (nullopt: unknown,
+  /// an endless stream) and how many workers share them.
+  std::size_t next(std::optional<std::size_t> remaining, std::size_t workers) const noexcept {
+    if (fixed_ != 0) return fixed_;
+    const auto per_item = item_seconds();
+    if (!per_item) return 1;
+    const auto lo = static_cast<std::size_t>(std::ceil(min_chunk_seconds / *per_item));
+    const auto hi = std::max<std::size_t>(1, static_cast<std::size_t>(max_chunk_seconds / *per_item));
+    std::size_t size = hi;
+    if (remaining) {
+      const std::size_t share = (*remaining + chunks_per_worker * workers - 1) / (chunks_per_worker * workers);
+      size = std::clamp(share, std::min(lo, hi), hi);
+    }
+    return std::clamp<std::size_t>(size, 1, max_chunk_items);
+  }
+
+  /// How many items a stream should keep submitted ahead of its consumer.
+  std::size_t stream_window(std::size_t workers) const noexcept {
+    const std::size_t chunk = next(std::nullopt, workers);
+    return std::clamp<std::size_t>(chunk * workers * chunks_per_worker, 2 * workers, max_chunk_items);
+  }
+
+ private:
+  std::size_t fixed_;
+  std::size_t items_ = 0;
+  double ns_ = 0;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,167 @@
+#pragma once
+// Running a chunk of tasks: decode each argument tuple, call F, encode the outcome.
+// The same code runs in a forked worker, in serial mode in the caller's own thread,
+// and on MPI ranks, so all three give the same results and the same errors.
+//
+// A chunk's outcome payload:
+//   [i64 elapsed_ns][u32 count][u32 error_count][u64 results_bytes]
+//   results: the encoded results of the items that succeeded, in item order
+//   errors:  error_count x [u32 item][string type][string message], by item
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/signature.hpp>
+#include <mproc/detail/type_name.hpp>
+#include <mproc/detail/worker_slots.hpp>
+
+#include <cxxabi.h>
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+namespace mproc {
+
+/// What a Pool returns for a task whose function returns void, as Python returns None.
+struct None {
+  bool operator==(const None&) const = default;
+};
+
+namespace detail {
+
+/// The type and message of the exception being handled (call inside a catch block).
+struct ExceptionInfo {
+  std::string type;
+  std::string message;
+};
+inline ExceptionInfo describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return {demangle(typeid(e).name()), e.what()};
+  } catch (...) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    return {t ? demangle(t->name()) : std::string("unknown exception"), ""};
+  }
+}
+
+struct ChunkOutcomeHeader {
+  std::int64_t elapsed_ns;
+  std::uint32_t count;
+  std::uint32_t error_count;
+  std::uint64_t results_bytes;
+};
+
+/// A parsed chunk outcome: which items failed and the encoded results of the rest.
+struct ChunkOutcome {
+  ChunkOutcomeHeader header{};
+  std::span<const std::byte> results;
+  std::vector<std::pair<std::uint32_t, ExceptionInfo>> errors;  // ascending item order
+};
+
+inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
+  Reader r(payload);
+  ChunkOutcome out;
+  out.header = r.pod<ChunkOutcomeHeader>();
+  const auto& h = out.header;
+  if (h.error_count > h.count) throw ProtocolError("mproc: chunk outcome has more errors than items");
+  if (h.results_bytes > r.remaining()) throw ProtocolError("mproc: chunk outcome results overrun the frame");
+  out.results = {r.take(static_cast<std::size_t>(h.results_bytes)), static_cast<std::size_t>(h.results_bytes)};
+  out.errors.reserve(h.error_count);
+  for (std::uint32_t i = 0; i < h.error_count; ++i) {
+    const auto item = r.pod<std::uint32_t>();
+    if (item >= h.count || (!out.errors.empty() && item <= out.errors.back().first)) {
+      throw ProtocolError("mproc: chunk outcome error list is out of order");
+    }
+    ExceptionInfo info{decode_value<std::string>(r), decode_value<std::string>(r)};
+    out.errors.emplace_back(item, std::move(info));
+  }
+  if (!r.at_end()) throw ProtocolError("mproc: trailing bytes after a chunk outcome");
+  return out;
+}
+
+/// How F is called from decoded arguments: parameters declared as non-const lvalue
+/// references get the decoded object itself, all others get it moved.
+template <class Param, class Arg>
+decltype(auto) pass_argument(Arg& arg) {
+  if constexpr (std::is_lvalue_reference_v<Param> && !std::is_const_v<std::remove_reference_t<Param>>) {
+    return (arg);
+  } else {
+    return std::move(arg);
+  }
+}
+
+template <class F>
+struct TaskTraits {
+  using Sig = signature<std::remove_cvref_t<F>>;
+  using Args = typename Sig::args;      // decoded argument tuple
+  using Params = typename Sig::params;  // declared parameter types
+  using RawResult = typename Sig::result;
+  using Result = std::conditional_t<std::is_void_v<RawResult>, None, std::remove_cvref_t<RawResult>>;
+
+  static Result call(F& fn, Args& args) {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) -> Result {
+      if constexpr (std::is_void_v<RawResult>) {
+        std::invoke(fn, pass_argument<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+        return None{};
+      } else {
+        return std::invoke(fn, pass_argument<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+      }
+    }(std::make_index_sequence<std::tuple_size_v<Args>>{});
+  }
+};
+
+/// Runs every item of a chunk (its encoded argument tuples, back to back) and
+/// appends the outcome payload to out. slot, if given, is told which item runs.
+template <class F>
+void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, Bytes& out, WorkerSlot* slot,
+               bool timed) {
+  using Traits = TaskTraits<F>;
+  const std::size_t header_at = out.size();
+  out.extend(sizeof(ChunkOutcomeHeader));
+  const std::size_t results_at = out.size();
+  std::vector<std::pair<std::uint32_t, ExceptionInfo>> errors;
+  Reader in(items);
+  Writer w(out);
+  const std::int64_t start = monotonic_ns();
+  std::uint32_t item = 0;
+  while (!in.at_end()) {
+    if (slot != nullptr) slot->begin(chunk_id, item, timed);
+    std::optional<typename Traits::Args> args;
+    try {
+      args.emplace(decode_value<typename Traits::Args>(in));
+    } catch (...) {
+      // Undecodable input: the items after it can't be found, so the chunk ends here
+      // and the parent fails the ones it never got an outcome for.
+      errors.emplace_back(item++, describe_current_exception());
+      break;
+    }
+    const std::size_t before = out.size();
+    try {
+      encode_value(w, Traits::call(fn, *args));
+    } catch (...) {
+      out.resize(before);  // drop a partly encoded result
+      errors.emplace_back(item, describe_current_exception());
+    }
+    ++item;
+  }
+  if (slot != nullptr) slot->idle();
+  ChunkOutcomeHeader h{monotonic_ns() - start, item, static_cast<std::uint32_t>(errors.size()),
+                       out.size() - results_at};
+  for (auto& [index, info] : errors) {
+    w.pod(index);
+    encode_value(w, info.type);
+    encode_value(w, info.message);
+  }
+  std::memcpy(out.data() + header_at, &h, sizeof h);
+}
+
+}  // namespace detail
+}  // namespace mproc

@@ -1,0 +1,89 @@
+#pragma once
+// The board where each worker posts which item it is running. It lives in an
+// anonymous shared mapping made before the workers are forked, so the parent can
+// read it at any time, and still after the worker died: that is how the parent
+// knows exactly which item a dead worker was running.
+
+#include <mproc/errors.hpp>
+
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <new>
+#include <utility>
+
+namespace mproc::detail {
+
+/// Packs "item `item` of chunk `chunk`" into one word; 0 means "not running an item".
+/// Only the low 32 bits of the chunk id are kept: a worker never holds chunks whose
+/// ids differ by 2^32.
+inline std::uint64_t running_word(std::uint64_t chunk, std::uint32_t item) noexcept {
+  return (chunk << 32) | (std::uint64_t{item} + 1);
+}
+inline bool word_is_chunk(std::uint64_t word, std::uint64_t chunk) noexcept {
+  return word != 0 && (word >> 32) == (chunk & 0xffffffffu);
+}
+inline std::uint32_t word_item(std::uint64_t word) noexcept {
+  return static_cast<std::uint32_t>((word & 0xffffffffu) - 1);
+}
+
+inline std::int64_t monotonic_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+/// One worker's post, on its own cache line.
+struct alignas(64) WorkerSlot {
+  std::atomic<std::uint64_t> running{0};   // running_word(), or 0
+  std::atomic<std::int64_t> started_ns{0};  // when the running item started (if timed)
+
+  /// Worker side: item `item` of `chunk` starts now.
+  void begin(std::uint64_t chunk, std::uint32_t item, bool timed) noexcept {
+    if (timed) started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    running.store(running_word(chunk, item), std::memory_order_release);
+  }
+  void idle() noexcept { running.store(0, std::memory_order_release); }
+
+  /// Parent side: a consistent (running, started) pair.
+  std::pair<std::uint64_t, std::int64_t> read() const noexcept {
+    for (;;) {
+      const auto word = running.load(std::memory_order_acquire);
+      const auto started = started_ns.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (running.load(std::memory_order_relaxed) == word) return {word, started};
+    }
+  }
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "worker slots need address-free atomics");
+
+/// A table of slots in memory shared with every worker forked after it was made.
+class WorkerSlots {
+ public:
+  explicit WorkerSlots(std::size_t count) : count_(count) {
+    bytes_ = count * sizeof(WorkerSlot);
+    if (bytes_ == 0) return;
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw OSError("mmap(worker slots)", errno);
+    slots_ = static_cast<WorkerSlot*>(p);
+    for (std::size_t i = 0; i < count; ++i) new (slots_ + i) WorkerSlot();
+  }
+  WorkerSlots(const WorkerSlots&) = delete;
+  WorkerSlots& operator=(const WorkerSlots&) = delete;
+  ~WorkerSlots() {
+    if (slots_ != nullptr) ::munmap(slots_, bytes_);
+  }
+  WorkerSlot& operator[](std::size_t i) const noexcept { return slots_[i]; }
+  std::size_t size() const noexcept { return count_; }
+
+ private:
+  WorkerSlot* slots_ = nullptr;
+  std::size_t count_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,9 @@
+#pragma once
+// mproc: Python's multiprocessing for C++. Include this one header for everything.
+
+#include <mproc/async_result.hpp>
+#include <mproc/codec.hpp>
+#include <mproc/cpu_count.hpp>
+#include <mproc/errors.hpp>
+#include <mproc/imap.hpp>
+#include <mproc/pool.hpp>

@@ -46,7 +46,7 @@ struct PoolOptions {
   std::size_t maxtasksperchild = 0;
   /// Runs once in each worker right after it is forked (load a model, open a file).
   /// If it throws, the pool is broken: pending and later calls fail with its error.
-  std::function<void()> initializer;
+  std::function<void()> initializer = {};
   /// A task running longer than this has its worker killed and fails with
   /// TimeoutError; zero means no limit. Ignored in serial mode.
   std::chrono::nanoseconds task_timeout{0};

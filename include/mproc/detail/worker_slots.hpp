@@ -4,12 +4,9 @@
 // read it at any time, and still after the worker died: that is how the parent
 // knows exactly which item a dead worker was running.
 
-#include <mproc/errors.hpp>
-
-#include <sys/mman.h>
+#include <mproc/detail/shared_mapping.hpp>
 
 #include <atomic>
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
@@ -64,26 +61,15 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "worker slots nee
 /// A table of slots in memory shared with every worker forked after it was made.
 class WorkerSlots {
  public:
-  explicit WorkerSlots(std::size_t count) : count_(count) {
-    bytes_ = count * sizeof(WorkerSlot);
-    if (bytes_ == 0) return;
-    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw OSError("mmap(worker slots)", errno);
-    slots_ = static_cast<WorkerSlot*>(p);
-    for (std::size_t i = 0; i < count; ++i) new (slots_ + i) WorkerSlot();
+  explicit WorkerSlots(std::size_t count) : count_(count), memory_(count * sizeof(WorkerSlot)) {
+    for (std::size_t i = 0; i < count; ++i) new (memory_.as<WorkerSlot>() + i) WorkerSlot();
   }
-  WorkerSlots(const WorkerSlots&) = delete;
-  WorkerSlots& operator=(const WorkerSlots&) = delete;
-  ~WorkerSlots() {
-    if (slots_ != nullptr) ::munmap(slots_, bytes_);
-  }
-  WorkerSlot& operator[](std::size_t i) const noexcept { return slots_[i]; }
+  WorkerSlot& operator[](std::size_t i) const noexcept { return memory_.as<WorkerSlot>()[i]; }
   std::size_t size() const noexcept { return count_; }
 
  private:
-  WorkerSlot* slots_ = nullptr;
-  std::size_t count_ = 0;
-  std::size_t bytes_ = 0;
+  std::size_t count_;
+  SharedMapping memory_;
 };
 
 }  // namespace mproc::detail

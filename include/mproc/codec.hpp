@@ -7,6 +7,7 @@
 //   array, pair, tuple, map, set,
 //   unordered_map/set (multi too)   recursively, lengths as varints
 //   user types with cereal          cereal's binary archive (serialize, or save/load)
+//   types with a Codec<T>           the specialization's encode/decode
 //
 // mproc::Sendable<T> says whether T can travel; every entry point static_asserts it
 // and names the offending type when it can't. Decoding never trusts its input:
@@ -17,6 +18,7 @@
 #include <mproc/errors.hpp>
 
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -37,7 +39,23 @@
 #include <vector>
 
 namespace mproc {
+
+/// Customization point: specialize Codec<T> with
+///   static void encode(detail::Writer&, const T&);
+///   static T decode(detail::Reader&);
+/// to send a type that needs more than its bytes (mproc's own shared-memory handles
+/// use it). It takes precedence over every built-in rule. An encoding must take at
+/// least one byte (element counts are checked against the bytes left).
+template <class T>
+struct Codec;
+
 namespace detail {
+
+template <class T>
+concept has_custom_codec = requires(Writer& w, Reader& r, const T& v) {
+  Codec<T>::encode(w, v);
+  { Codec<T>::decode(r) } -> std::same_as<T>;
+};
 
 template <class T, template <class...> class Template>
 inline constexpr bool is_specialization_of = false;
@@ -54,7 +72,7 @@ inline constexpr bool is_std_span = false;
 template <class T, std::size_t N>
 inline constexpr bool is_std_span<std::span<T, N>> = true;
 
-enum class Kind { none, boolean, trivial, string, sequence, array, tuple, optional, variant, map, set, cereal };
+enum class Kind { none, custom, boolean, trivial, string, sequence, array, tuple, optional, variant, map, set, cereal };
 
 // Trivially copyable types that hold pointers or need their bytes validated are
 // excluded from the plain-copy path.
@@ -67,7 +85,8 @@ inline constexpr bool plain_copyable =
 
 template <class T>
 consteval Kind kind_of() {
-  if constexpr (std::is_same_v<T, bool>) return Kind::boolean;
+  if constexpr (has_custom_codec<T>) return Kind::custom;
+  else if constexpr (std::is_same_v<T, bool>) return Kind::boolean;
   else if constexpr (plain_copyable<T>) return Kind::trivial;
   else if constexpr (is_specialization_of<T, std::basic_string>) {
     return plain_copyable<typename T::value_type> ? Kind::string : Kind::none;
@@ -215,7 +234,9 @@ Variant decode_variant(Reader& r, std::size_t index) {
 template <class T>
 void encode_value(Writer& w, const T& value) {
   constexpr Kind kind = kind_of<T>();
-  if constexpr (kind == Kind::boolean) {
+  if constexpr (kind == Kind::custom) {
+    Codec<T>::encode(w, value);
+  } else if constexpr (kind == Kind::boolean) {
     w.pod(static_cast<std::uint8_t>(value ? 1 : 0));
   } else if constexpr (kind == Kind::trivial) {
     w.pod(value);
@@ -256,7 +277,9 @@ inline bool decode_flag(Reader& r) {
 template <class T>
 T decode_value(Reader& r) {
   constexpr Kind kind = kind_of<T>();
-  if constexpr (kind == Kind::boolean) {
+  if constexpr (kind == Kind::custom) {
+    return Codec<T>::decode(r);
+  } else if constexpr (kind == Kind::boolean) {
     return decode_flag(r);
   } else if constexpr (kind == Kind::trivial) {
     return r.pod<T>();

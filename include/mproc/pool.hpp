@@ -440,7 +440,7 @@ class Pool {
       std::lock_guard lock(core_->mutex());
       job_->cancelled = true;
       job_->input_closed = true;
-      core_->wake_locked();
+      core_->job_changed_locked(job_);
     }
     detail::StreamJob<result_type>& job() noexcept override { return *job_; }
 
@@ -478,7 +478,7 @@ class Pool {
       job_->input.append(std::move(bytes), std::move(offsets), n);
       fed_ += n;
       if (exhausted_) job_->input_closed = true;
-      core_->wake_locked();
+      core_->job_changed_locked(job_);
     }
     bool pump_serial(std::size_t consumed) {
       if (consumed < fed_) return true;

@@ -27,12 +27,12 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace mproc::detail {
@@ -87,7 +87,8 @@ class PoolCore {
   /// terminate(), or the error that broke the pool.
   void submit_locked(std::shared_ptr<Job> job) {
     check_open_locked();
-    jobs_.push_back(std::move(job));
+    live_.emplace(job.get(), job);
+    pending_.push_back(std::move(job));
     wake_locked();
   }
   /// Throws if the pool takes no more work. Call with mutex() held.
@@ -97,6 +98,10 @@ class PoolCore {
   }
   /// Tells the pool's thread that a job changed (more input, input ended,
   /// cancelled). Call with mutex() held.
+  void job_changed_locked(const std::shared_ptr<Job>& job) {
+    touched_.push_back(job);
+    wake_locked();
+  }
   void wake_locked() {
     if (sleeping_) {
       const std::uint64_t one = 1;
@@ -110,7 +115,10 @@ class PoolCore {
     std::lock_guard lock(mutex_);
     closed_ = true;
     // Streams still reading their input end with what they submitted so far.
-    for (auto& job : jobs_) job->input_closed = true;
+    for (auto& [ptr, job] : live_) {
+      job->input_closed = true;
+      touched_.push_back(job);
+    }
     wake_locked();
   }
   bool closed() const {
@@ -219,9 +227,9 @@ class PoolCore {
           return;
         }
         if (broken_) return;
-        settle_finished_jobs_locked();
+        retire_finished_jobs_locked();
         dispatch_locked();
-        if (closed_ && jobs_.empty()) return;
+        if (closed_ && live_.empty()) return;
         sleeping_ = true;
       }
       run_deferred();
@@ -368,7 +376,7 @@ class PoolCore {
                                  "mproc: task " + std::to_string(index) + " ran past task_timeout (" +
                                  seconds_text(config_.task_timeout) + "); its worker process " +
                                  std::to_string(w.child.pid()) + " was killed")));
-          settle_items(*c.job, index, 1);
+          settle_items(c.job, index, 1);
         } else if (c.attempts < config_.retries) {
           again.push_back({c.job, index, 1, c.attempts + 1});
         } else {
@@ -377,7 +385,7 @@ class PoolCore {
                                      status.describe() + " while running task " + std::to_string(index) +
                                      (config_.retries > 0 ? " (attempt " + std::to_string(c.attempts + 1) + ")" : ""),
                                  status.signal, status.exit_code)));
-          settle_items(*c.job, index, 1);
+          settle_items(c.job, index, 1);
         }
         if (k + 1 < c.count) again.push_back({c.job, index + 1, c.count - k - 1, c.attempts});
       } else {
@@ -387,6 +395,7 @@ class PoolCore {
     }
     {
       std::lock_guard lock(mutex_);
+      for (InFlight& c : w.held) touched_.push_back(c.job);
       requeue_.insert(requeue_.begin(), again.begin(), again.end());
       std::erase(pids_, w.child.pid());
     }
@@ -401,7 +410,7 @@ class PoolCore {
     bool needed;
     {
       std::lock_guard lock(mutex_);
-      needed = !broken_ && !terminating_ && (!closed_ || !jobs_.empty());
+      needed = !broken_ && !terminating_ && (!closed_ || !live_.empty());
     }
     if (needed) spawn(slot);
   }
@@ -460,7 +469,12 @@ class PoolCore {
       if (r.count == 0) requeue_.pop_front();
       return c;
     }
-    for (const auto& job : jobs_) {
+    // Jobs leave the front of pending_ once everything they will ever have is cut.
+    while (!pending_.empty() && !pending_.front()->has_undispatched() &&
+           (pending_.front()->input_closed || pending_.front()->cancelled)) {
+      pending_.pop_front();
+    }
+    for (const auto& job : pending_) {
       if (!job->has_undispatched()) continue;
       std::optional<std::size_t> remaining;
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
@@ -475,23 +489,26 @@ class PoolCore {
 
   void settle(const InFlight& c, std::size_t count) {
     --c.job->in_flight;
-    settle_items(*c.job, c.first, count);
+    settle_items(c.job, c.first, count);
   }
-  void settle_items(Job& job, std::size_t first, std::size_t count) {
-    job.settled += count;
+  void settle_items(const std::shared_ptr<Job>& job, std::size_t first, std::size_t count) {
+    job->settled += count;
     std::lock_guard lock(mutex_);
-    job.input.settle(first, count);
+    job->input.settle(first, count);
+    touched_.push_back(job);
   }
 
-  /// Moves finished (or cancelled and drained) jobs out of the queue; their finish()
-  /// runs later without the mutex, since it runs user callbacks.
-  void settle_finished_jobs_locked() {
-    std::erase_if(jobs_, [&](const std::shared_ptr<Job>& job) {
+  /// Retires the jobs touched since the last pass that are now finished (or
+  /// cancelled and drained); their finish() runs later without the mutex, since it
+  /// runs user callbacks.
+  void retire_finished_jobs_locked() {
+    for (const auto& job : touched_) {
       const bool done = job->input_closed && job->settled == job->input.size() && job->in_flight == 0;
       const bool dropped = job->cancelled && job->in_flight == 0;
-      if (done && !job->cancelled) deferred_.push_back([job] { job->finish(); });
-      return done || dropped;
-    });
+      if (!(done || dropped) || live_.erase(job.get()) == 0) continue;
+      if (!job->cancelled) deferred_.push_back([job] { job->finish(); });
+    }
+    touched_.clear();
   }
 
   void run_deferred() {
@@ -504,8 +521,10 @@ class PoolCore {
   }
 
   void abandon_all_locked_then(std::exception_ptr error) {
-    for (auto& job : jobs_) deferred_.push_back([job, error] { job->abandon(error); });
-    jobs_.clear();
+    for (auto& [ptr, job] : live_) deferred_.push_back([job = job, error] { job->abandon(error); });
+    live_.clear();
+    pending_.clear();
+    touched_.clear();
     requeue_.clear();
   }
 
@@ -627,7 +646,9 @@ class PoolCore {
 
   // Guarded by mutex_.
   mutable std::mutex mutex_;
-  std::list<std::shared_ptr<Job>> jobs_;
+  std::unordered_map<Job*, std::shared_ptr<Job>> live_;  // submitted and not finished
+  std::deque<std::shared_ptr<Job>> pending_;              // may still have items to cut, in order
+  std::vector<std::shared_ptr<Job>> touched_;             // to check for completion
   std::deque<Range> requeue_;
   std::vector<std::function<void()>> deferred_;
   std::vector<pid_t> pids_;

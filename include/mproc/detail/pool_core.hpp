@@ -320,6 +320,7 @@ class PoolCore {
     switch (f.header.kind) {
       case FrameKind::ready:
         w.ready = true;
+        failed_starts_ = 0;
         return;
       case FrameKind::init_failed: {
         const auto info = decode<std::pair<std::string, std::string>>(f.payload);
@@ -401,10 +402,13 @@ class PoolCore {
     }
     const std::size_t slot = w.slot;
     std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
-    if (!was_ready && !broken_) {
+    // A worker killed from outside while starting is simply replaced; several in a
+    // row dying before they are ready means starting itself fails (a crashing
+    // initializer): stop there rather than fork forever, as Python's Pool does.
+    if (!was_ready && ++failed_starts_ >= max_failed_starts && !broken_) {
       break_pool(std::make_exception_ptr(
-          Error("mproc: a worker process " + status.describe() + " before it was ready (in the initializer?); "
-                "the pool is broken")));
+          Error("mproc: " + std::to_string(failed_starts_) + " worker processes in a row died before they were "
+                "ready (the last " + status.describe() + "; a crash in the initializer?); the pool is broken")));
       return;
     }
     bool needed;
@@ -583,14 +587,17 @@ class PoolCore {
   std::chrono::nanoseconds next_timeout() const {
     if (config_.task_timeout.count() <= 0) return std::chrono::nanoseconds(-1);
     std::optional<std::int64_t> earliest;
+    bool busy = false;
     for (const auto& w : workers_) {
       if (w->held.empty() || w->timed_out) continue;
+      busy = true;
       const auto [running, started] = slots_[w->slot].read();
       if (running == 0) continue;
       const std::int64_t due = started + config_.task_timeout.count();
       earliest = earliest ? std::min(*earliest, due) : due;
     }
-    // A worker may start a timed item while we sleep: look again within the timeout.
+    if (!busy) return std::chrono::nanoseconds(-1);
+    // A busy worker may start its next item while we sleep: look again within the timeout.
     const std::int64_t now = monotonic_ns();
     const std::int64_t wait = earliest ? std::max<std::int64_t>(*earliest - now, 0) : config_.task_timeout.count();
     return std::chrono::nanoseconds(wait);
@@ -660,6 +667,8 @@ class PoolCore {
   // The pool's thread only.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint64_t next_chunk_id_ = 1;
+  static constexpr int max_failed_starts = 3;
+  int failed_starts_ = 0;  // workers in a row that died before ready
 };
 
 }  // namespace mproc::detail

@@ -287,13 +287,14 @@ class Pool {
     }
   }
 
-  /// Encodes up to max items from [it, end) and appends them to job's input.
+  /// Encodes items from [it, end) into bytes (and their offsets, for variable-size
+  /// items): at most max items, and no more once max_bytes are filled.
   template <class It, class Sent, class Convert>
   static std::size_t encode_items(It& it, const Sent& end, std::size_t max, Convert convert, Bytes& bytes,
-                                  std::vector<std::size_t>& offsets) {
+                                  std::vector<std::size_t>& offsets, std::size_t max_bytes = SIZE_MAX) {
     detail::Writer w(bytes);
     std::size_t n = 0;
-    for (; n < max && it != end; ++it, ++n) {
+    for (; n < max && it != end && bytes.size() < max_bytes; ++it, ++n) {
       if constexpr (item_size == 0) offsets.push_back(bytes.size());
       detail::encode_value(w, convert(*it));
     }
@@ -459,12 +460,17 @@ class Pool {
         std::lock_guard lock(core_->mutex());
         window = job_->chunking.stream_window(core_->processes());
       }
+      if (fed_ > 0) {  // big items: keep what is ahead of the consumer near max_ahead_bytes
+        const std::size_t by_bytes = max_ahead_bytes / std::max<std::size_t>(1, bytes_fed_ / fed_);
+        window = std::max(std::min(window, by_bytes), 2 * core_->processes());
+      }
       const std::size_t ahead = fed_ - consumed;
       if (ahead > 0 && ahead * 2 > window) return;  // enough in flight
       Bytes bytes;
       std::vector<std::size_t> offsets;
-      const std::size_t n =
-          encode_items(it_, std::ranges::end(range_), window - ahead, convert_, bytes, offsets);
+      const std::size_t n = encode_items(it_, std::ranges::end(range_), window - std::min(window, ahead), convert_,
+                                         bytes, offsets, max_ahead_bytes);
+      bytes_fed_ += bytes.size();
       exhausted_ = it_ == std::ranges::end(range_);
       std::lock_guard lock(core_->mutex());
       if (job_->input_closed) {
@@ -499,8 +505,10 @@ class Pool {
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
     std::ranges::iterator_t<std::remove_reference_t<R>> it_;
     std::shared_ptr<detail::StreamJob<result_type>> job_;
+    static constexpr std::size_t max_ahead_bytes = std::size_t{64} << 20;
     MapConvert convert_;
     std::size_t fed_ = 0;
+    std::size_t bytes_fed_ = 0;
     bool exhausted_ = false;
   };
 

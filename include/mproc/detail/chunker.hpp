@@ -23,6 +23,8 @@ class ChunkPolicy {
   static constexpr double max_chunk_seconds = 0.05;
   static constexpr std::size_t chunks_per_worker = 4;
   static constexpr std::size_t max_chunk_items = std::size_t{1} << 22;
+  static constexpr double stream_ahead_seconds = 0.01;
+  static constexpr std::size_t max_stream_window = std::size_t{1} << 20;
 
   explicit ChunkPolicy(std::size_t fixed = 0) noexcept : fixed_(fixed) {}
 
@@ -54,16 +56,37 @@ class ChunkPolicy {
     return std::clamp<std::size_t>(size, 1, max_chunk_items);
   }
 
-  /// How many items a stream should keep submitted ahead of its consumer.
+  /// How many items a stream should keep submitted ahead of its consumer: four
+  /// chunks per worker, and at least ~10 ms of work per worker once item costs are
+  /// known (so small fixed chunks still travel in batches); bounded so memory stays flat.
   std::size_t stream_window(std::size_t workers) const noexcept {
-    const std::size_t chunk = next(std::nullopt, workers);
-    return std::clamp<std::size_t>(chunk * workers * chunks_per_worker, 2 * workers, max_chunk_items);
+    std::size_t window = next(std::nullopt, workers) * workers * chunks_per_worker;
+    if (const auto per_item = item_seconds()) {
+      window = std::max(window, workers * static_cast<std::size_t>(stream_ahead_seconds / *per_item));
+    }
+    return std::clamp<std::size_t>(window, 2 * workers, max_stream_window);
   }
 
  private:
   std::size_t fixed_;
   std::size_t items_ = 0;
   double ns_ = 0;
+};
+
+/// The recent cost of an item over all of a pool's jobs: an exponentially weighted
+/// mean per chunk, so it follows a workload that changes from tiny to long tasks.
+class RecentItemTime {
+ public:
+  void record(std::size_t count, std::int64_t elapsed_ns) noexcept {
+    if (count == 0) return;
+    const double sample = std::max(static_cast<double>(elapsed_ns) / static_cast<double>(count), 1.0) * 1e-9;
+    seconds_ = seconds_ ? *seconds_ + weight * (sample - *seconds_) : sample;
+  }
+  std::optional<double> item_seconds() const noexcept { return seconds_; }
+
+ private:
+  static constexpr double weight = 0.25;
+  std::optional<double> seconds_;
 };
 
 }  // namespace mproc::detail

@@ -188,6 +188,7 @@ class PoolCore {
     std::deque<Outgoing> out;
     std::size_t out_written = 0;  // bytes of out.front() already written
     std::size_t assigned = 0;     // items ever handed to this worker
+    std::size_t held_items = 0;   // items in held
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild)
     std::optional<std::uint64_t> timed_out;  // the running word it was killed for
@@ -343,11 +344,13 @@ class PoolCore {
     InFlight c = std::move(w.held.front());
     if (outcome.header.count > c.count) throw ProtocolError("mproc: a worker returned too many outcomes");
     w.held.pop_front();
+    w.held_items -= c.count;
     bool cancelled;
     {
       std::lock_guard lock(mutex_);
       cancelled = c.job->cancelled;
       c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
+      timing_.record(outcome.header.count, outcome.header.elapsed_ns);
     }
     if (!cancelled) {
       c.job->deliver(c.first, outcome);
@@ -434,6 +437,7 @@ class PoolCore {
         const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
         w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
         w.assigned += chunk->count;
+        w.held_items += chunk->count;
         ++chunk->job->in_flight;
         w.held.push_back(std::move(*chunk));
         if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) w.retiring = true;
@@ -445,17 +449,14 @@ class PoolCore {
   /// A worker gets another chunk while it holds fewer than two, or while what it
   /// holds is measured to be under a millisecond of work (tiny tasks travel in
   /// batches that way, while long ones are not hoarded by one worker).
+  /// The measure is pool-wide (all jobs run the same F), so a stream of fresh
+  /// one-item jobs such as apply_async calls is batched too.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
     if (w.held.size() < 2) return true;
     if (w.held.size() >= 256) return false;
-    double seconds = 0;
-    for (const InFlight& c : w.held) {
-      const auto per_item = c.job->chunking.item_seconds();
-      if (!per_item) return false;
-      seconds += *per_item * static_cast<double>(c.count);
-    }
-    return seconds < 0.001;
+    const auto per_item = timing_.item_seconds();
+    return per_item && *per_item * static_cast<double>(w.held_items) < 0.001;
   }
 
   std::optional<InFlight> cut_chunk_locked(const Worker& w) {
@@ -663,6 +664,7 @@ class PoolCore {
   bool terminating_ = false;
   bool sleeping_ = false;
   std::exception_ptr broken_;
+  RecentItemTime timing_;  // item durations over all jobs
 
   // The pool's thread only.
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -21,6 +21,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <list>
@@ -292,15 +293,22 @@ T decode_value(Reader& r) {
   } else if constexpr (kind == Kind::sequence) {
     using E = typename T::value_type;
     const std::size_t n = r.count(min_encoded_size<E>());
-    T seq;
-    if constexpr (kind_of<E>() == Kind::trivial && requires { seq.data(); }) {
-      seq.resize(n);
-      r.raw(seq.data(), n * sizeof(E));
+    if constexpr (kind_of<E>() == Kind::trivial && requires(T t) { t.data(); }) {
+      // One pass, no zero-fill first: these vectors can be hundreds of MiB.
+      const std::byte* p = r.take(n * sizeof(E));
+      if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) == 0) {
+        const E* first = reinterpret_cast<const E*>(p);  // copied with memmove, never read as E
+        return T(first, first + n);
+      }
+      T seq(n, E{});
+      std::memcpy(seq.data(), p, n * sizeof(E));
+      return seq;
     } else {
+      T seq;
       if constexpr (requires { seq.reserve(n); }) seq.reserve(n);
       for (std::size_t i = 0; i < n; ++i) seq.push_back(decode_value<E>(r));
+      return seq;
     }
-    return seq;
   } else if constexpr (kind == Kind::array) {
     return [&r]<std::size_t... I>(std::index_sequence<I...>) {
       return T{((void)I, decode_value<typename T::value_type>(r))...};

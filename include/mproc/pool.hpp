@@ -172,7 +172,8 @@ class Pool {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       static_assert(std::is_constructible_v<Args, decltype(std::get<I>(std::move(all)))...>,
                     "mproc: Pool::apply_async: the arguments do not convert to F's parameter types");
-      encode_into(bytes, Args(std::get<I>(std::move(all))...));
+      detail::Writer w(bytes);
+      encode_args(w, std::get<I>(std::move(all))...);
     }(std::make_index_sequence<arity>{});
     job->input.append(std::move(bytes), {0}, 1);
     job->input_closed = true;
@@ -254,16 +255,29 @@ class Pool {
 
   // ---- argument conversion
 
+  /// Encodes F's arguments as the Args tuple would be encoded, without building it:
+  /// an argument already of the parameter's type is encoded in place, not copied.
+  template <class... Xs>
+  static void encode_args(detail::Writer& w, Xs&&... xs) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (encode_arg<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
+    }(std::index_sequence_for<Xs...>{});
+  }
+  template <class A, class X>
+  static void encode_arg(detail::Writer& w, X&& x) {
+    if constexpr (std::is_same_v<std::remove_cvref_t<X>, A>) detail::encode_value(w, x);
+    else detail::encode_value(w, A(std::forward<X>(x)));
+  }
   struct MapConvert {
     template <class X>
-    Args operator()(X&& x) const {
-      return Args(std::forward<X>(x));
+    void operator()(detail::Writer& w, X&& x) const {
+      encode_args(w, std::forward<X>(x));
     }
   };
   struct StarConvert {
     template <class X>
-    Args operator()(X&& x) const {
-      return std::apply([](auto&&... e) { return Args(std::forward<decltype(e)>(e)...); }, std::forward<X>(x));
+    void operator()(detail::Writer& w, X&& x) const {
+      std::apply([&w](auto&&... e) { encode_args(w, std::forward<decltype(e)>(e)...); }, std::forward<X>(x));
     }
   };
   template <class E>
@@ -296,7 +310,7 @@ class Pool {
     std::size_t n = 0;
     for (; n < max && it != end && bytes.size() < max_bytes; ++it, ++n) {
       if constexpr (item_size == 0) offsets.push_back(bytes.size());
-      detail::encode_value(w, convert(*it));
+      convert(w, *it);
     }
     return n;
   }

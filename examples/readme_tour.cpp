@@ -1,0 +1,81 @@
+// The README's code, compiled and run by ctest: every block between
+// "// [snippet]" and "// [/snippet]" appears verbatim in README.md (checked by the
+// readme.snippets test), so the README never shows code that does not build.
+#include <mproc/mproc.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// [snippet]
+long cube(int n) { return long(n) * n * n; }
+// [/snippet]
+
+// [snippet]
+struct Order {  // a user type: cereal serialization makes it Sendable
+  std::string customer;
+  std::vector<double> amounts;
+  template <class Archive>
+  void serialize(Archive& ar) { ar(customer, amounts); }
+};
+
+double total(const Order& o) { return std::accumulate(o.amounts.begin(), o.amounts.end(), 0.0); }
+// [/snippet]
+
+int parse(const std::string& s) { return std::stoi(s); }  // throws on bad input
+
+void quick_start() {
+  // [snippet]
+  mproc::Pool pool(cube);                        // one worker process per core
+  std::vector<int> inputs = {1, 2, 3, 4, 5};
+  std::vector<long> cubes = pool.map(inputs);    // {1, 8, 27, 64, 125}, in input order
+  // [/snippet]
+  std::cout << "cubes:";
+  for (long c : cubes) std::cout << ' ' << c;
+  std::cout << '\n';
+}
+
+void async_and_lazy() {
+  mproc::Pool pool(cube, {.processes = 2});
+  // [snippet]
+  // apply_async: a future; the callback runs in this process when the result arrives.
+  mproc::AsyncResult<long> r = pool.apply_async(12, [](const long& v) { std::printf("callback got %ld\n", v); });
+  long twelve_cubed = r.get();                   // 1728
+
+  // imap: lazy and in order; the input may be endless, only a window is in flight.
+  long sum = 0;
+  for (long c : pool.imap(std::vector<int>{1, 2, 3})) sum += c;   // 36
+  // [/snippet]
+  std::printf("apply_async: %ld, imap sum: %ld\n", twelve_cubed, sum);
+}
+
+void user_types() {
+  // [snippet]
+  mproc::Pool pool(total, {.processes = 2, .progress = true});
+  std::vector<Order> orders = {{"ada", {1.5, 2.5}}, {"bob", {10.0}}};
+  std::vector<double> totals = pool.map(orders);  // {4.0, 10.0}
+  // [/snippet]
+  std::printf("totals: %.1f %.1f\n", totals[0], totals[1]);
+}
+
+void errors() {
+  // [snippet]
+  mproc::Pool pool(parse, {.processes = 2});
+  try {
+    pool.map(std::vector<std::string>{"1", "two", "3"});
+  } catch (const mproc::RemoteError& e) {        // the worker's exception, type and message
+    std::cout << "task failed: " << e.what() << '\n';   // std::invalid_argument: stoi
+  }
+  // [/snippet]
+}
+
+int main() {
+  quick_start();
+  async_and_lazy();
+  user_types();
+  errors();
+}

@@ -11,6 +11,7 @@
 
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/fd.hpp>
+#include <mproc/detail/fork_server.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/job.hpp>
 #include <mproc/detail/worker_slots.hpp>
@@ -42,7 +43,7 @@ struct WorkerEnv {
   int task_fd;     // frames from the parent (read end)
   int result_fd;   // frames to the parent (write end)
   WorkerSlot* slot;
-  pid_t parent;    // the pool's process, to notice if it is already gone
+  pid_t parent;    // the worker's parent (the fork server), to notice if it is already gone
   bool timed;      // post item start times (task_timeout is set)
 };
 
@@ -57,7 +58,7 @@ struct PoolConfig {
 class PoolCore {
  public:
   explicit PoolCore(PoolConfig config)
-      : config_(std::move(config)), slots_(config_.processes), parent_(::getpid()) {
+      : config_(std::move(config)), slots_(config_.processes) {
     const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0) throw OSError("eventfd", errno);
     wake_fd_ = Fd(efd).make_private();
@@ -179,7 +180,8 @@ class PoolCore {
   };
   struct Worker {
     std::size_t slot = 0;
-    Child child;
+    pid_t pid = -1;
+    Fd pidfd;  // to signal it: never a recycled pid
     Fd task_w;
     Fd result_r;
     bool result_eof = false;
@@ -192,6 +194,8 @@ class PoolCore {
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild)
     std::optional<std::uint64_t> timed_out;  // the running word it was killed for
+
+    void kill(int sig) const noexcept { (void)::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); }
   };
   using Clock = std::chrono::steady_clock;
 
@@ -201,6 +205,10 @@ class PoolCore {
     on_pool_thread = true;
     std::exception_ptr fatal;
     try {
+      const bool timed = config_.task_timeout.count() > 0;
+      server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
+        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed});
+      });
       for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
       loop();
     } catch (...) {
@@ -238,9 +246,9 @@ class PoolCore {
 
       fds.clear();
       fds.push_back({wake_fd_.get(), POLLIN, 0});
+      fds.push_back({server_->fd(), POLLIN, 0});
       for (auto& w : workers_) {
         fds.push_back({w->result_eof ? -1 : w->result_r.get(), POLLIN, 0});
-        fds.push_back({w->child.pidfd(), POLLIN, 0});
         fds.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
       }
       poll_fds(fds.data(), fds.size(), next_timeout());
@@ -252,18 +260,23 @@ class PoolCore {
         std::uint64_t count;
         (void)!::read(wake_fd_.get(), &count, sizeof count);
       }
-      // Index by position: workers_ changes only below, after this pass.
-      std::vector<Worker*> exited;
       for (std::size_t i = 0; i < workers_.size(); ++i) {
-        Worker& w = *workers_[i];
-        const pollfd& rf = fds[1 + 3 * i];
-        const pollfd& pf = fds[2 + 3 * i];
-        if (rf.revents != 0) read_results(w);
-        if (pf.revents != 0) exited.push_back(&w);
+        if (fds[2 + 2 * i].revents != 0) read_results(*workers_[i]);
       }
-      for (Worker* w : exited) on_exit(*w);
+      if (fds[1].revents != 0) handle_exits();
       check_timeouts();
       run_deferred();
+    }
+  }
+
+  /// Handles the workers the fork server reported dead.
+  void handle_exits() {
+    for (const auto& [pid, status] : server_->take_exits()) {
+      for (auto& w : workers_) {
+        if (w->pid != pid) continue;
+        on_exit(*w, status);  // removes w from workers_
+        break;
+      }
     }
   }
 
@@ -273,24 +286,16 @@ class PoolCore {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
     slots_[slot].idle();
-    constexpr int pipe_bytes = 1 << 20;
-    PipeEnds task = make_pipe(pipe_bytes);
-    PipeEnds result = make_pipe(pipe_bytes);
-    task.write.make_private();
-    result.read.make_private();
-    task.read.make_private();
-    result.write.make_private();
-    WorkerEnv env{task.read.get(), result.write.get(), &slots_[slot], parent_, config_.task_timeout.count() > 0};
-    w->child = fork_child({env.task_fd, env.result_fd}, [&] { return config_.worker_main(env); });
-    task.read.reset();
-    result.write.reset();
-    set_nonblocking(task.write.get(), true);
-    set_nonblocking(result.read.get(), true);
-    w->task_w = std::move(task.write);
-    w->result_r = std::move(result.read);
+    SpawnedWorker spawned = server_->spawn(slot);
+    w->pid = spawned.pid;
+    w->pidfd = std::move(spawned.pidfd);
+    w->task_w = std::move(spawned.task_w);
+    w->result_r = std::move(spawned.result_r);
+    set_nonblocking(w->task_w.get(), true);
+    set_nonblocking(w->result_r.get(), true);
     {
       std::lock_guard lock(mutex_);
-      pids_.push_back(w->child.pid());
+      pids_.push_back(w->pid);
     }
     workers_.push_back(std::move(w));
   }
@@ -310,7 +315,7 @@ class PoolCore {
         while (auto frame = w.in.next()) handle_frame(w, *frame);
       } catch (const ProtocolError&) {
         w.result_eof = true;  // a worker that talks nonsense is replaced
-        w.child.kill(SIGKILL);
+        w.kill(SIGKILL);
         return;
       }
       w.in.release();
@@ -364,9 +369,8 @@ class PoolCore {
     if (w.retiring && w.held.empty()) w.task_w.reset();  // EOF: the worker exits
   }
 
-  void on_exit(Worker& w) {
+  void on_exit(Worker& w, const ExitStatus& status) {
     if (!w.result_eof) read_results(w);  // its last complete outcomes
-    const ExitStatus status = w.child.wait().value_or(ExitStatus{});
     const std::uint64_t running = slots_[w.slot].read().first;
     const bool was_ready = w.ready;
     std::vector<Range> again;
@@ -379,13 +383,13 @@ class PoolCore {
           c.job->fail(index, std::make_exception_ptr(TimeoutError(
                                  "mproc: task " + std::to_string(index) + " ran past task_timeout (" +
                                  seconds_text(config_.task_timeout) + "); its worker process " +
-                                 std::to_string(w.child.pid()) + " was killed")));
+                                 std::to_string(w.pid) + " was killed")));
           settle_items(c.job, index, 1);
         } else if (c.attempts < config_.retries) {
           again.push_back({c.job, index, 1, c.attempts + 1});
         } else {
           c.job->fail(index, std::make_exception_ptr(WorkerLost(
-                                 "mproc: worker process " + std::to_string(w.child.pid()) + " " +
+                                 "mproc: worker process " + std::to_string(w.pid) + " " +
                                      status.describe() + " while running task " + std::to_string(index) +
                                      (config_.retries > 0 ? " (attempt " + std::to_string(c.attempts + 1) + ")" : ""),
                                  status.signal, status.exit_code)));
@@ -401,7 +405,7 @@ class PoolCore {
       std::lock_guard lock(mutex_);
       for (InFlight& c : w.held) touched_.push_back(c.job);
       requeue_.insert(requeue_.begin(), again.begin(), again.end());
-      std::erase(pids_, w.child.pid());
+      std::erase(pids_, w.pid);
     }
     const std::size_t slot = w.slot;
     std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
@@ -543,7 +547,7 @@ class PoolCore {
       abandon_all_locked_then(broken_);
     }
     run_deferred();
-    for (auto& w : workers_) w->child.kill(SIGKILL);
+    for (auto& w : workers_) w->kill(SIGKILL);
   }
 
   // ------------------------------------------------------------------ I/O
@@ -612,7 +616,7 @@ class PoolCore {
       const auto [running, started] = slots_[w->slot].read();
       if (running != 0 && now - started >= config_.task_timeout.count()) {
         w->timed_out = running;
-        w->child.kill(SIGKILL);
+        w->kill(SIGKILL);
       }
     }
   }
@@ -626,17 +630,25 @@ class PoolCore {
   // ------------------------------------------------------------------ shutdown
 
   void stop_workers() {
-    for (auto& w : workers_) w->task_w.reset();  // EOF: idle workers exit at once
-    const bool kill_now = [&] {
-      std::lock_guard lock(mutex_);
-      return terminating_ || broken_ != nullptr;
-    }();
-    const auto deadline = Clock::now() + std::chrono::seconds(kill_now ? 0 : 10);
-    for (auto& w : workers_) {
-      if (kill_now) w->child.kill(SIGKILL);
-      w->child.wait(std::max(deadline - Clock::now(), Clock::duration::zero()));
-      w->child.kill(SIGKILL);  // still there after the grace period
-      w->child.wait();
+    if (server_) {
+      for (auto& w : workers_) w->task_w.reset();  // EOF: idle workers exit at once
+      const bool kill_now = [&] {
+        std::lock_guard lock(mutex_);
+        return terminating_ || broken_ != nullptr;
+      }();
+      const auto deadline = Clock::now() + std::chrono::seconds(kill_now ? 0 : 10);
+      try {
+        while (!workers_.empty()) {
+          const auto left = deadline - Clock::now();
+          if (kill_now || left <= Clock::duration::zero()) {
+            for (auto& w : workers_) w->kill(SIGKILL);  // now, or still there after the grace period
+          }
+          if (server_->wait_readable(std::max(left, Clock::duration(std::chrono::seconds(1))))) handle_exits();
+        }
+      } catch (const Error&) {
+        // The server is gone; its workers died with it (PR_SET_PDEATHSIG).
+      }
+      server_.reset();  // the server kills and reaps anything left, then exits
     }
     workers_.clear();
     {
@@ -648,8 +660,8 @@ class PoolCore {
 
   PoolConfig config_;
   WorkerSlots slots_;
-  pid_t parent_;
   Fd wake_fd_;
+  std::optional<ForkServer> server_;  // made by, and used from, the pool's thread
   std::thread thread_;
 
   // Guarded by mutex_.

@@ -102,6 +102,7 @@ class IMap {
     if (ended_) return;
     if (!source_->pump(consumed_)) {
       ended_ = true;
+      source_->job().close_progress();
       return;
     }
     current_.emplace(source_->job().wait_pop());

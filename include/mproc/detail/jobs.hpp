@@ -140,7 +140,10 @@ class StreamJob final : public Job {
     }
     cv_.notify_all();
   }
-  void finish() override {
+  void finish() override { close_progress(); }
+  /// Draws the bar's last line; the consumer calls it when the stream ends, so the
+  /// line comes before whatever the program prints next.
+  void close_progress() {
     if (progress_) progress_->close();
   }
   void abandon(std::exception_ptr error) override {

@@ -4,8 +4,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -23,10 +25,10 @@ class ProgressBar {
   ProgressBar& operator=(const ProgressBar&) = delete;
   ~ProgressBar() { close(); }
 
-  void set_total(std::size_t total) { total_ = total; }
-
   /// Counts n more items done; redraws when enough time has passed.
   void update(std::size_t n = 1) {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
     done_ += n;
     const auto now = clock::now();
     if (now - last_draw_ >= (tty_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(3000))) {
@@ -37,6 +39,7 @@ class ProgressBar {
 
   /// Draws the final state once and ends the line.
   void close() {
+    std::lock_guard lock(mutex_);
     if (closed_) return;
     closed_ = true;
     draw(true);
@@ -80,6 +83,7 @@ class ProgressBar {
     (void)!::write(fd_, text.data(), text.size());
   }
 
+  std::mutex mutex_;
   std::optional<std::size_t> total_;
   std::size_t done_ = 0;
   int fd_;

@@ -24,12 +24,17 @@ enum class FrameKind : std::uint8_t {
   init_failed = 4,  // worker -> parent: the initializer threw (payload: type, message)
   message = 5,      // one Queue or Pipe item
   stop = 6,         // end of a stream (a worker's last frame, an MPI rank's release)
+  padding = 7,      // filler in a Queue's ring: the reader skips to the end of the lap
 };
-inline constexpr std::uint8_t max_frame_kind = 6;
+inline constexpr std::uint8_t max_frame_kind = 7;
 
 inline constexpr std::uint32_t frame_magic = 0x4352504d;  // "MPRC" in memory order
 /// A payload bigger than this is certainly a corrupt header, not a real message.
 inline constexpr std::uint64_t max_frame_payload = std::uint64_t{1} << 40;
+
+/// Header flag: the payload is not in the stream but in a shared-memory lane
+/// (lane.hpp); `size` is still its length.
+inline constexpr std::uint8_t frame_flag_in_lane = 0x1;
 
 struct FrameHeader {
   std::uint32_t magic = frame_magic;
@@ -41,6 +46,11 @@ struct FrameHeader {
 };
 static_assert(sizeof(FrameHeader) == 24);
 inline constexpr std::size_t frame_header_size = sizeof(FrameHeader);
+
+/// How many payload bytes follow the header in the stream itself.
+inline std::size_t inline_payload_size(const FrameHeader& h) noexcept {
+  return (h.flags & frame_flag_in_lane) != 0 ? 0 : static_cast<std::size_t>(h.size);
+}
 
 /// Validates a header read from untrusted bytes.
 inline FrameHeader parse_frame_header(std::span<const std::byte> bytes) {
@@ -68,7 +78,8 @@ inline FrameHeader make_frame_header(FrameKind kind, std::uint64_t id, std::uint
   return h;
 }
 
-/// A complete frame: its header and a view of its payload.
+/// A complete frame: its header and a view of its payload (empty if the payload is
+/// in a lane).
 struct FrameView {
   FrameHeader header;
   std::span<const std::byte> payload;
@@ -84,7 +95,7 @@ class FrameAssembler {
   std::span<std::byte> prepare(std::size_t min_read = 64 * 1024) {
     std::size_t want = min_read;
     if (pending_) {
-      const auto frame_end = frame_header_size + static_cast<std::size_t>(pending_->size);
+      const auto frame_end = frame_header_size + inline_payload_size(*pending_);
       if (frame_end > unread()) want = std::max(want, frame_end - unread());
     }
     buf_.reserve_more(want);
@@ -97,15 +108,16 @@ class FrameAssembler {
     const std::size_t avail = unread();
     if (avail < frame_header_size) return false;
     if (!pending_) pending_ = parse_frame_header({buf_.data() + start_, avail});
-    return avail - frame_header_size >= pending_->size;
+    return avail - frame_header_size >= inline_payload_size(*pending_);
   }
 
   /// The next complete frame, or nothing if more bytes are needed. Throws
   /// ProtocolError on a bad header.
   std::optional<FrameView> next() {
     if (!has_frame()) return std::nullopt;
-    FrameView frame{*pending_, {buf_.data() + start_ + frame_header_size, static_cast<std::size_t>(pending_->size)}};
-    start_ += frame_header_size + static_cast<std::size_t>(pending_->size);
+    const std::size_t size = inline_payload_size(*pending_);
+    FrameView frame{*pending_, {buf_.data() + start_ + frame_header_size, size}};
+    start_ += frame_header_size + size;
     pending_.reset();
     return frame;
   }

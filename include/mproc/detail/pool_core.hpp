@@ -14,6 +14,7 @@
 #include <mproc/detail/fork_server.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/job.hpp>
+#include <mproc/detail/lane.hpp>
 #include <mproc/detail/worker_slots.hpp>
 #include <mproc/errors.hpp>
 
@@ -45,6 +46,8 @@ struct WorkerEnv {
   WorkerSlot* slot;
   pid_t parent;    // the worker's parent (the fork server), to notice if it is already gone
   bool timed;      // post item start times (task_timeout is set)
+  Lane* task_lane;    // big task payloads from the parent
+  Lane* result_lane;  // big outcomes to the parent
 };
 
 struct PoolConfig {
@@ -59,6 +62,11 @@ class PoolCore {
  public:
   explicit PoolCore(PoolConfig config)
       : config_(std::move(config)), slots_(config_.processes) {
+    // Made before the fork server, so every worker shares them.
+    for (std::size_t i = 0; i < config_.processes; ++i) {
+      task_lanes_.push_back(std::make_unique<Lane>());
+      result_lanes_.push_back(std::make_unique<Lane>());
+    }
     const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0) throw OSError("eventfd", errno);
     wake_fd_ = Fd(efd).make_private();
@@ -207,7 +215,8 @@ class PoolCore {
     try {
       const bool timed = config_.task_timeout.count() > 0;
       server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
-        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed});
+        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed,
+                                             task_lanes_[slot].get(), result_lanes_[slot].get()});
       });
       for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
       loop();
@@ -286,6 +295,8 @@ class PoolCore {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
     slots_[slot].idle();
+    task_lanes_[slot]->reset();
+    result_lanes_[slot]->reset();
     SpawnedWorker spawned = server_->spawn(slot);
     w->pid = spawned.pid;
     w->pidfd = std::move(spawned.pidfd);
@@ -335,6 +346,12 @@ class PoolCore {
         return;
       }
       case FrameKind::result:
+        if ((f.header.flags & frame_flag_in_lane) != 0) {
+          Lane& lane = *result_lanes_[w.slot];
+          handle_result(w, FrameView{f.header, lane.view(static_cast<std::size_t>(f.header.size))});
+          lane.release(static_cast<std::size_t>(f.header.size));
+          return;
+        }
         return handle_result(w, f);
       default:
         throw ProtocolError("mproc: unexpected frame from a worker");
@@ -553,6 +570,16 @@ class PoolCore {
   // ------------------------------------------------------------------ I/O
 
   void flush_writes(Worker& w) {
+    // A big payload not yet started goes through the worker's lane if it is free.
+    for (std::size_t i = w.out_written == 0 ? 0 : 1; i < w.out.size(); ++i) {
+      Outgoing& o = w.out[i];
+      if (o.payload.size() < Lane::min_payload || (o.header.flags & frame_flag_in_lane) != 0) continue;
+      if (task_lanes_[w.slot]->try_put(o.payload)) {
+        o.header.flags |= frame_flag_in_lane;
+        o.payload = {};
+      }
+      break;
+    }
     while (!w.out.empty() && w.task_w) {
       iovec iov[64];
       int n = 0;
@@ -660,6 +687,8 @@ class PoolCore {
 
   PoolConfig config_;
   WorkerSlots slots_;
+  std::vector<std::unique_ptr<Lane>> task_lanes_;    // per slot, parent -> worker
+  std::vector<std::unique_ptr<Lane>> result_lanes_;  // per slot, worker -> parent
   Fd wake_fd_;
   std::optional<ForkServer> server_;  // made by, and used from, the pool's thread
   std::thread thread_;

@@ -16,9 +16,11 @@ namespace mproc::detail {
 class SharedMapping {
  public:
   SharedMapping() = default;
-  explicit SharedMapping(std::size_t bytes) : size_(bytes) {
+  /// noreserve: reserve address space only; pages are committed as they are touched.
+  explicit SharedMapping(std::size_t bytes, bool noreserve = false) : size_(bytes) {
     if (bytes == 0) return;
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    const int flags = MAP_SHARED | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) throw OSError("mmap(shared anonymous)", errno);
     data_ = p;
   }

@@ -55,10 +55,20 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
     const auto frame = reader.read();
     if (!frame || frame->header.kind == FrameKind::stop) break;
     if (frame->header.kind != FrameKind::task) throw ProtocolError("mproc: worker got an unexpected frame");
+    const bool task_in_lane = (frame->header.flags & frame_flag_in_lane) != 0;
+    const auto task_size = static_cast<std::size_t>(frame->header.size);
+    const auto items = task_in_lane ? env.task_lane->view(task_size) : frame->payload;
     const std::size_t header_at = batch.size();
     batch.extend(frame_header_size);
-    run_chunk(fn, frame->header.id, frame->payload, batch, env.slot, env.timed);
-    const FrameHeader h = make_frame_header(FrameKind::result, frame->header.id, batch.size() - header_at - frame_header_size);
+    run_chunk(fn, frame->header.id, items, batch, env.slot, env.timed);
+    if (task_in_lane) env.task_lane->release(task_size);
+    const std::span<const std::byte> outcome{batch.data() + header_at + frame_header_size,
+                                             batch.size() - header_at - frame_header_size};
+    FrameHeader h = make_frame_header(FrameKind::result, frame->header.id, outcome.size());
+    if (env.result_lane->try_put(outcome)) {  // the header follows the data, so the parent sees both
+      h.flags |= frame_flag_in_lane;
+      batch.resize(header_at + frame_header_size);
+    }
     std::memcpy(batch.data() + header_at, &h, sizeof h);
   }
   flush();

@@ -5,6 +5,9 @@
 #                                       the flagship demo (examples/flagship_demo)
 #   bash cmake/mproc.sh test            install deps, configure, build everything
 #                                       and run the whole test suite
+#   bash cmake/mproc.sh bench [--quick] install deps, configure, build the benchmarks
+#                                       and print mproc vs Python's multiprocessing
+#                                       and the machine's limits (bench/compare.py)
 #   bash cmake/mproc.sh deps            only install the Debian packages
 #
 # Environment: MPROC_BUILD_DIR  build directory (default: build, relative
@@ -21,7 +24,7 @@ BUILD_DIR="${MPROC_BUILD_DIR:-build}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 
 usage() {
-  echo "usage: bash cmake/mproc.sh {demo [args...]|test|deps}" >&2
+  echo "usage: bash cmake/mproc.sh {demo [args...]|test|bench [--quick]|deps}" >&2
   exit 2
 }
 
@@ -78,6 +81,11 @@ case "$cmd" in
     cmake --build "$BUILD_DIR" -j "$JOBS"
     # --no-tests=error: an empty suite is a broken build, not a success.
     ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
+    ;;
+  bench)
+    install_deps
+    configure
+    exec python3 bench/compare.py --build-dir "$BUILD_DIR" "$@"
     ;;
   *)
     usage

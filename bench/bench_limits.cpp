@@ -1,0 +1,199 @@
+// The machine's own limits, measured in the same run as mproc so the table can say
+// what share of the possible each workload reaches: a raw pipe round trip and raw
+// pipe bandwidth between two processes, memcpy bandwidth, and a process-shared
+// robust mutex, alone and contended by two processes. No mproc layer is involved
+// beyond the RAII owners of fds, children and mappings.
+#include "bench_support.hpp"
+
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/fd.hpp>
+#include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/shared_mapping.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <vector>
+
+namespace {
+
+using mproc::detail::Child;
+using mproc::detail::Fd;
+using mproc::detail::PipeEnds;
+
+/// Reads exactly n bytes; false on end of file.
+bool read_exact(int fd, void* data, std::size_t n) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = mproc::detail::read_some(fd, p, n);
+    if (r <= 0) return false;  // EOF (the pipes here block, so never EAGAIN)
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+/// Two pipes between this process and a child: down (to it) and up (from it).
+/// Every end is private, so the child keeps only the two it is given.
+struct Channel {
+  PipeEnds down;
+  PipeEnds up;
+  explicit Channel(int pipe_bytes = 0) : down(mproc::detail::make_pipe(pipe_bytes)), up(mproc::detail::make_pipe()) {
+    for (Fd* fd : {&down.read, &down.write, &up.read, &up.write}) fd->make_private();
+  }
+  /// Forks a child that runs body(down_read_fd, up_write_fd), and drops those ends here.
+  template <class Body>
+  Child fork(Body body) {
+    const int in = down.read.get(), out = up.write.get();
+    Child child = mproc::detail::fork_child({in, out}, [&] { return body(in, out); });
+    down.read.reset();
+    up.write.reset();
+    return child;
+  }
+  /// Ends the child's input and reaps it.
+  void finish(Child& child) {
+    down.write.reset();
+    child.wait();
+  }
+};
+
+// A message goes to a child and comes back, one at a time: the latency floor of any
+// request/response between processes (Pool::apply, a Pipe round trip).
+void pipe_round_trip(benchmark::State& state) {
+  Channel c;
+  Child child = c.fork([](int in, int out) {
+    std::uint64_t msg;
+    while (read_exact(in, &msg, sizeof msg)) {
+      if (!mproc::detail::write_all(out, &msg, sizeof msg)) return 1;
+    }
+    return 0;
+  });
+  std::uint64_t sent = 0, back = 0;
+  for (auto _ : state) {
+    ++sent;
+    mproc::detail::write_all(c.down.write.get(), &sent, sizeof sent);
+    if (!mproc_bench::check(state, read_exact(c.up.read.get(), &back, sizeof back) && back == sent,
+                            "the child echoed the message")) {
+      break;
+    }
+  }
+  c.finish(child);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(pipe_round_trip)->UseRealTime();
+
+// One process streams bytes to another through a pipe (1 MiB writes and reads), with
+// the kernel's default pipe buffer and with a 1 MiB one (mproc's worker pipes).
+void pipe_bandwidth(benchmark::State& state) {
+  const int pipe_bytes = static_cast<int>(state.range(0)) * 1024;
+  const std::size_t block = std::size_t{1} << 20;
+  const std::size_t total = mproc_bench::scaled(std::size_t{64} << 20, block) / block * block;
+  Channel c(pipe_bytes);
+  Child child = c.fork([&](int in, int out) {
+    std::vector<char> buf(block);
+    std::uint64_t want;
+    while (read_exact(in, &want, sizeof want)) {  // a round: `want` bytes, then an ack
+      for (std::uint64_t got = 0; got < want;) {
+        const ssize_t r = mproc::detail::read_some(in, buf.data(), buf.size());
+        if (r <= 0) return 1;
+        got += static_cast<std::uint64_t>(r);
+      }
+      if (!mproc::detail::write_all(out, &want, sizeof want)) return 1;
+    }
+    return 0;
+  });
+  std::vector<char> data(block, 'x');
+  for (auto _ : state) {
+    const std::uint64_t want = total;
+    mproc::detail::write_all(c.down.write.get(), &want, sizeof want);
+    for (std::size_t sent = 0; sent < total; sent += block) mproc::detail::write_all(c.down.write.get(), data.data(), block);
+    std::uint64_t ack = 0;
+    if (!mproc_bench::check(state, read_exact(c.up.read.get(), &ack, sizeof ack) && ack == total,
+                            "the child read every byte")) {
+      break;
+    }
+  }
+  c.finish(child);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * total));
+}
+BENCHMARK(pipe_bandwidth)->ArgName("pipe_kib")->Arg(64)->Arg(1024)->UseRealTime();
+
+// One memcpy of 64 MiB between buffers already faulted in: what any copy of a
+// payload costs at best.
+void memcpy_bandwidth(benchmark::State& state) {
+  const std::size_t n = mproc_bench::scaled(std::size_t{64} << 20, 4096);
+  std::vector<char> src(n, 'x'), dst(n, 'y');
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), n);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  mproc_bench::check(state, dst[n / 2] == 'x', "memcpy copied");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(memcpy_bandwidth)->UseRealTime();
+
+/// A robust mutex and the counter it guards, in memory shared with forked children.
+struct Guarded {
+  mproc::detail::RobustMutex mutex;
+  std::uint64_t counter = 0;
+  void increment() {
+    mutex.lock();
+    ++counter;
+    mutex.unlock();
+  }
+};
+
+class SharedGuarded {
+ public:
+  SharedGuarded() : mapping_(sizeof(Guarded)), guarded_(new (mapping_.data()) Guarded) {}
+  Guarded& operator*() const noexcept { return *guarded_; }
+  Guarded* operator->() const noexcept { return guarded_; }
+
+ private:
+  mproc::detail::SharedMapping mapping_;
+  Guarded* guarded_;  // lives in mapping_; trivially destructible, never destroyed
+};
+
+// Lock, increment, unlock, in one process: the cost of the lock itself (what a
+// Value with a Lock pays per update when nobody else wants it).
+void robust_mutex_uncontended(benchmark::State& state) {
+  SharedGuarded g;
+  for (auto _ : state) g->increment();
+  mproc_bench::check(state, g->counter == static_cast<std::uint64_t>(state.iterations()), "every increment counted");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(robust_mutex_uncontended)->UseRealTime();
+
+// Two processes, each lock-increment-unlock in a loop on one shared counter: the most
+// a lock-protected shared Value can take from two processes.
+void robust_mutex_contended(benchmark::State& state) {
+  const std::uint64_t rounds = mproc_bench::scaled(200'000);
+  SharedGuarded g;
+  Channel c;
+  Child child = c.fork([&](int in, int out) {
+    std::uint64_t n;
+    while (read_exact(in, &n, sizeof n)) {
+      for (std::uint64_t i = 0; i < n; ++i) g->increment();
+      if (!mproc::detail::write_all(out, &n, sizeof n)) return 1;
+    }
+    return 0;
+  });
+  for (auto _ : state) {
+    mproc::detail::write_all(c.down.write.get(), &rounds, sizeof rounds);
+    for (std::uint64_t i = 0; i < rounds; ++i) g->increment();
+    std::uint64_t done = 0;
+    if (!mproc_bench::check(state, read_exact(c.up.read.get(), &done, sizeof done), "the child finished its rounds")) {
+      break;
+    }
+  }
+  c.finish(child);
+  mproc_bench::check(state, g->counter == 2 * rounds * static_cast<std::uint64_t>(state.iterations()),
+                     "no increment lost");
+  state.SetItemsProcessed(static_cast<std::int64_t>(2 * rounds * state.iterations()));
+}
+BENCHMARK(robust_mutex_contended)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) { return mproc_bench::run(argc, argv); }

@@ -1,0 +1,244 @@
+// The Pool's benchmarks. Each one has a twin of the same name in
+// bench/python/bench_pool.py, written the way a Python user would write it, and
+// bench/compare.py prints them side by side with the machine's limits
+// (bench_limits.cpp). Pools use one worker per core, as Python's Pool() does.
+#include "bench_support.hpp"
+#include "workloads.hpp"
+
+#include <mproc/cpu_count.hpp>
+#include <mproc/pool.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <numeric>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using mproc_bench::check;
+using mproc_bench::scaled;
+
+std::vector<int> first_ints(std::size_t n) {
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  return xs;
+}
+
+bool all_squares(const std::vector<long>& out, std::size_t n) {
+  if (out.size() != n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (out[i] != mproc_bench::square(static_cast<int>(i))) return false;
+  }
+  return true;
+}
+
+/// The sum of square(i) for i < n.
+long sum_of_squares(std::size_t n) {
+  long sum = 0;
+  for (std::size_t i = 0; i < n; ++i) sum += mproc_bench::square(static_cast<int>(i));
+  return sum;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// ---------------------------------------------------------------------------- pool
+
+// Fork the workers, then close and join: what a short-lived pool costs.
+void pool_start_join(benchmark::State& state) {
+  for (auto _ : state) {
+    mproc::Pool pool(mproc_bench::square);
+    pool.close();
+    pool.join();
+  }
+}
+BENCHMARK(pool_start_join)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// pool.map(xs) over n ints with the default (automatic) chunking.
+void map_ints(benchmark::State& state) {
+  const std::size_t n = scaled(static_cast<std::size_t>(state.range(0)));
+  const std::vector<int> xs = first_ints(n);
+  mproc::Pool pool(mproc_bench::square);
+  std::vector<long> out = pool.map(xs);  // warm-up
+  for (auto _ : state) out = pool.map(xs);
+  check(state, all_squares(out, n), "map returned every square in order");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(map_ints)->Arg(1'000'000)->Arg(10'000'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// n apply_async calls (one task each), then get() on every result.
+void apply_async(benchmark::State& state) {
+  const std::size_t n = scaled(static_cast<std::size_t>(state.range(0)));
+  mproc::Pool pool(mproc_bench::square);
+  pool.apply(1);  // warm-up
+  std::vector<mproc::AsyncResult<long>> results;
+  results.reserve(n);
+  long sum = 0;
+  for (auto _ : state) {
+    results.clear();
+    for (std::size_t i = 0; i < n; ++i) results.push_back(pool.apply_async(static_cast<int>(i)));
+    sum = 0;
+    for (auto& r : results) sum += r.get();
+  }
+  check(state, sum == sum_of_squares(n), "every apply_async result arrived");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(apply_async)->Arg(10'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// apply(x): one task to a worker and its result back before the next.
+void apply_round_trip(benchmark::State& state) {
+  mproc::Pool pool(mproc_bench::square);
+  pool.apply(1);  // warm-up
+  int i = 0;
+  bool ok = true;
+  for (auto _ : state) {
+    ok = ok && pool.apply(i) == mproc_bench::square(i);
+    i = (i + 1) % 1000;
+  }
+  check(state, ok, "apply returned the square");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(apply_round_trip)->UseRealTime();
+
+// for r in pool.imap_unordered(xs, chunksize=1): one item per chunk.
+void imap_unordered_cs1(benchmark::State& state) {
+  const std::size_t n = scaled(static_cast<std::size_t>(state.range(0)));
+  const std::vector<int> xs = first_ints(n);
+  mproc::Pool pool(mproc_bench::square);
+  pool.apply(1);  // warm-up
+  long sum = 0;
+  for (auto _ : state) {
+    sum = 0;
+    for (long r : pool.imap_unordered(xs, 1)) sum += r;
+  }
+  check(state, sum == sum_of_squares(n), "imap_unordered returned every square");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(imap_unordered_cs1)->Arg(20'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// pool.starmap over n pairs (i, i % 1000).
+void starmap_pairs(benchmark::State& state) {
+  const std::size_t n = scaled(static_cast<std::size_t>(state.range(0)));
+  std::vector<std::pair<int, int>> pairs(n);
+  for (std::size_t i = 0; i < n; ++i) pairs[i] = {static_cast<int>(i), static_cast<int>(i % 1000)};
+  mproc::Pool pool(mproc_bench::multiply);
+  std::vector<long> out = pool.starmap(pairs);  // warm-up
+  for (auto _ : state) out = pool.starmap(pairs);
+  bool ok = out.size() == n;
+  for (std::size_t i = 0; ok && i < n; ++i) ok = out[i] == mproc_bench::multiply(pairs[i].first, pairs[i].second);
+  check(state, ok, "starmap returned every product in order");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(starmap_pairs)->Arg(1'000'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// apply(payload) to a worker that returns it: the bytes cross twice, and both
+// crossings count.
+void payload_round_trip(benchmark::State& state) {
+  const std::size_t size = scaled(static_cast<std::size_t>(state.range(0)));
+  std::vector<char> payload(size);
+  for (std::size_t i = 0; i < size; ++i) payload[i] = static_cast<char>(i * 131 % 251);
+  mproc::Pool pool(mproc_bench::echo);
+  std::vector<char> back = pool.apply(payload);  // warm-up
+  for (auto _ : state) back = pool.apply(payload);
+  check(state, back == payload, "the payload came back intact");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * size));
+}
+BENCHMARK(payload_round_trip)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// --------------------------------------------------------------------- CPU-bound job
+
+// Seed 001's job, cube(n) for n in range(N), three ways in each iteration: a plain
+// loop, a Pool (started and joined inside the timing, as a user's program would),
+// and a plain std::thread pool (one thread per core pulling indices from an atomic
+// counter). Counters: seconds of each and the two speedups over the loop.
+void cpu_job(benchmark::State& state) {
+  const std::size_t n = scaled(26'000);
+  std::vector<std::uint64_t> xs(n);
+  std::iota(xs.begin(), xs.end(), std::uint64_t{0});
+  const std::size_t workers = mproc::cpu_count();
+  std::vector<std::uint64_t> serial, pooled, threaded(n);
+  double serial_s = 0, pool_s = 0, threads_s = 0;
+  bool same = true;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    serial.clear();
+    for (std::uint64_t x : xs) serial.push_back(mproc_bench::cube(x));
+    serial_s += seconds_since(start);
+
+    start = std::chrono::steady_clock::now();
+    {
+      mproc::Pool pool(mproc_bench::cube);
+      pooled = pool.map(xs);
+      pool.close();
+      pool.join();
+    }
+    pool_s += seconds_since(start);
+
+    start = std::chrono::steady_clock::now();
+    {
+      std::atomic<std::size_t> next{0};
+      std::vector<std::thread> threads;
+      for (std::size_t w = 0; w < workers; ++w) {
+        threads.emplace_back([&] {
+          for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) threaded[i] = mproc_bench::cube(xs[i]);
+        });
+      }
+      for (auto& t : threads) t.join();
+    }
+    threads_s += seconds_since(start);
+    same = same && pooled == serial && threaded == serial;
+  }
+  check(state, same, "the three ways computed the same cubes");
+  using C = benchmark::Counter;
+  state.counters["serial_s"] = C(serial_s, C::kAvgIterations);
+  state.counters["pool_s"] = C(pool_s, C::kAvgIterations);
+  state.counters["threads_s"] = C(threads_s, C::kAvgIterations);
+  state.counters["pool_speedup"] = serial_s / pool_s;
+  state.counters["threads_speedup"] = serial_s / threads_s;
+}
+BENCHMARK(cpu_job)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ------------------------------------------------------------------------ chunking
+
+// map_ints/1000000 with a fixed chunksize: the sweep that finds the best hand-tuned
+// chunksize for tiny tasks, to hold the automatic one against.
+void tiny_sweep(benchmark::State& state) {
+  const std::size_t n = scaled(1'000'000);
+  const auto chunksize = static_cast<std::size_t>(state.range(0));
+  const std::vector<int> xs = first_ints(n);
+  mproc::Pool pool(mproc_bench::square);
+  std::vector<long> out = pool.map(xs, chunksize);  // warm-up
+  for (auto _ : state) out = pool.map(xs, chunksize);
+  check(state, all_squares(out, n), "map returned every square in order");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(tiny_sweep)->ArgName("chunksize")->RangeMultiplier(4)->Range(64, 262'144)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+/// map over 300 uneven tasks (uneven_task_ns: 1 to 20 ms of CPU, a heavy tail at the
+/// end); chunksize 0 is the automatic chunking.
+void uneven_map(benchmark::State& state, std::size_t chunksize) {
+  const std::size_t n = scaled(300);
+  const auto total = static_cast<std::int64_t>(n);
+  const std::vector<int> xs = first_ints(n);
+  mproc::Pool pool([total](int i) {
+    mproc_bench::burn_cpu(mproc_bench::uneven_task_ns(i, total));
+    return i;
+  });
+  pool.map(std::vector<int>{0, 1, 2, 3});  // warm-up (short: the job itself takes ~1 s)
+  std::vector<int> out;
+  for (auto _ : state) out = pool.map(xs, chunksize);
+  check(state, out == xs, "map returned every index in order");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+void uneven(benchmark::State& state) { uneven_map(state, 0); }
+BENCHMARK(uneven)->UseRealTime()->Unit(benchmark::kMillisecond);
+void uneven_sweep(benchmark::State& state) { uneven_map(state, static_cast<std::size_t>(state.range(0))); }
+BENCHMARK(uneven_sweep)->ArgName("chunksize")->RangeMultiplier(2)->Range(1, 32)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) { return mproc_bench::run(argc, argv); }

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""mproc against Python's multiprocessing and the machine's own limits, measured in
+one run on one machine. Prints one table:
+
+    workload | mproc | Python | mproc/Python | share of the limit | target
+
+    python3 bench/compare.py            the full run (5 repetitions; about 6 minutes on 2 cores)
+    python3 bench/compare.py --quick    3 shorter repetitions (about 3 minutes)
+    python3 bench/compare.py --smoke    tiny sizes, to check that everything runs
+
+It builds the bench programs with cmake (in --build-dir, default build-bench), runs
+every bench/bench_*.cpp program (Google Benchmark, JSON, the median of randomly
+interleaved repetitions) and every bench/python/bench_*.py script (the same
+workloads under the same names, written with multiprocessing), and joins the two by
+workload name. The raw numbers are kept in <build-dir>/bench-results.json.
+
+Adding a workload takes three things: a Google Benchmark function in a
+bench/bench_*.cpp program, a Python function of the same name in a
+bench/python/bench_*.py script, and one Row in ROWS below.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------- the table
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A goal for one cell of a row: mproc's value, the mproc/Python ratio or the share
+    of the limit, at least `least`."""
+    cell: str
+    least: float
+
+    def describe(self):
+        if self.cell == "ratio":
+            return f">={self.least:g}x Python"
+        if self.cell == "share":
+            return f">={self.least:.0%} of the limit"
+        return f">={self.least:g}"
+
+    def met(self, cells):
+        value = getattr(cells, self.cell)
+        return value is not None and value >= self.least
+
+
+def faster_than_python(times):
+    return Target("ratio", times)
+
+
+def share_at_least(fraction):
+    return Target("share", fraction)
+
+
+def at_least(value):
+    return Target("mproc", value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table.
+
+    value: "<workload>:<metric>", read from both sides' results (metric is
+      items_per_second, bytes_per_second, real_time_s or a counter's name). A workload
+      ending in * is a sweep: the best of the workloads that start with what precedes it.
+    unit: how to print the value: a rate ("items/s", "B/s", ...), "s" or "x".
+    limit: the mproc result the value is held against in "share of the limit".
+    own_best: the limit is a sweep both sides ran: each side's share of its own best.
+    python: whether Python has a twin of this workload.
+    """
+    title: str
+    value: str
+    unit: str
+    limit: str = ""
+    own_best: bool = False
+    python: bool = True
+    targets: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    title: str
+
+
+PIPE_BANDWIDTH = "pipe_bandwidth/*:bytes_per_second"
+
+ROWS = [
+    Section("Pool, one worker per core on both sides"),
+    Row("pool start and join", "pool_start_join:real_time_s", "s"),
+    Row("map of 10^6 ints, default chunking", "map_ints/1000000:items_per_second", "items/s",
+        targets=(faster_than_python(10),)),
+    Row("map of 10^7 ints, default chunking", "map_ints/10000000:items_per_second", "items/s",
+        targets=(faster_than_python(10),)),
+    Row("apply_async x 10^4, then get each", "apply_async/10000:items_per_second", "tasks/s",
+        targets=(faster_than_python(10),)),
+    Row("apply, one round trip at a time", "apply_round_trip:items_per_second", "tasks/s",
+        limit="pipe_round_trip:items_per_second"),
+    Row("imap_unordered of 2x10^4, chunksize 1", "imap_unordered_cs1/20000:items_per_second", "items/s"),
+    Row("starmap of 10^6 pairs", "starmap_pairs/1000000:items_per_second", "items/s"),
+    Row("1 MiB payload round trip (both ways)", "payload_round_trip/1048576:bytes_per_second", "B/s",
+        limit=PIPE_BANDWIDTH, targets=(faster_than_python(3), share_at_least(0.6))),
+    Row("64 MiB payload round trip (both ways)", "payload_round_trip/67108864:bytes_per_second", "B/s",
+        limit=PIPE_BANDWIDTH, targets=(faster_than_python(3), share_at_least(0.6))),
+    Row("CPU-bound job: speedup over serial (limit: threads)", "cpu_job:pool_speedup", "x",
+        limit="cpu_job:threads_speedup", targets=(at_least(1.9), share_at_least(0.95))),
+    Section("Automatic chunking (limit: each side's best chunksize)"),
+    Row("10^6 tiny tasks (x*x), default chunking", "map_ints/1000000:items_per_second", "items/s",
+        limit="tiny_sweep/*:items_per_second", own_best=True, targets=(share_at_least(0.9),)),
+    Row("10^6 tiny tasks, best chunksize of a sweep", "tiny_sweep/*:items_per_second", "items/s"),
+    Row("300 uneven tasks (1-20 ms CPU), default chunking", "uneven:items_per_second", "tasks/s",
+        limit="uneven_sweep/*:items_per_second", own_best=True, targets=(share_at_least(0.9),)),
+    Row("300 uneven tasks, best chunksize of a sweep", "uneven_sweep/*:items_per_second", "tasks/s"),
+    Section("The machine's limits (C++, no mproc)"),
+    Row("raw pipe round trip, 2 processes", "pipe_round_trip:items_per_second", "round trips/s", python=False),
+    Row("raw pipe bandwidth (best pipe size)", PIPE_BANDWIDTH, "B/s", python=False),
+    Row("memcpy bandwidth (64 MiB)", "memcpy_bandwidth:bytes_per_second", "B/s", python=False),
+    Row("robust mutex lock+unlock, uncontended", "robust_mutex_uncontended:items_per_second", "locks/s",
+        python=False),
+    Row("robust mutex, 2 processes contending", "robust_mutex_contended:items_per_second", "locks/s",
+        python=False),
+]
+
+
+# ------------------------------------------------------------------------ results
+
+class Results:
+    """One side's results: workload name -> {metric: value}."""
+
+    def __init__(self, by_name):
+        self.by_name = by_name
+
+    def get(self, spec):
+        """(value, label) for "<workload>:<metric>"; label names the winner of a sweep."""
+        name, metric = spec.rsplit(":", 1)
+        if not name.endswith("*"):
+            value = self.by_name.get(name, {}).get(metric)
+            return value, ""
+        prefix = name[:-1]
+        found = [(m[metric], n[len(prefix):]) for n, m in self.by_name.items()
+                 if n.startswith(prefix) and metric in m]
+        if not found:
+            return None, ""
+        pick = min if metric == "real_time_s" else max
+        return pick(found, key=lambda f: f[0])
+
+
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+GB_FIELDS = {"name", "family_index", "per_family_instance_index", "run_name", "run_type", "repetitions",
+             "repetition_index", "threads", "iterations", "real_time", "cpu_time", "time_unit",
+             "aggregate_name", "aggregate_unit", "error_occurred", "error_message", "label", "threads"}
+
+
+def read_google_benchmark(path):
+    """Google Benchmark JSON -> {workload: {metric: value}}, medians when repeated."""
+    data = json.loads(pathlib.Path(path).read_text())
+    runs = data.get("benchmarks", [])
+    have_medians = any(r.get("aggregate_name") == "median" for r in runs)
+    out = {}
+    for r in runs:
+        if r.get("error_occurred"):
+            continue
+        if have_medians and r.get("aggregate_name") != "median":
+            continue
+        if not have_medians and r.get("run_type") != "iteration":
+            continue
+        parts = [p for p in r["run_name"].split("/")
+                 if p not in ("real_time", "manual_time") and not re.fullmatch(r"(iterations|repeats|threads):\d+", p)]
+        metrics = {"real_time_s": r["real_time"] * TIME_UNITS[r.get("time_unit", "ns")]}
+        for key, value in r.items():
+            if key not in GB_FIELDS and isinstance(value, (int, float)):
+                metrics[key] = float(value)
+        out["/".join(parts)] = metrics
+    return out
+
+
+# --------------------------------------------------------------------- formatting
+
+def si(value, unit):
+    """3 significant digits and a decimal prefix: "1.71 GB/s", "3.46 M items/s"."""
+    space = "" if unit == "B/s" else " "
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{space}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "s":
+        if value < 1e-3:
+            return f"{value * 1e6:.3g} us"
+        if value < 1:
+            return f"{value * 1e3:.3g} ms"
+        return f"{value:.3g} s"
+    return si(value, unit)
+
+
+@dataclasses.dataclass
+class Cells:
+    mproc: float = None
+    python: float = None
+    ratio: float = None
+    share: float = None
+
+
+def evaluate(row, mproc, python):
+    """The row's printed cells and its target verdicts."""
+    c = Cells()
+    c.mproc, mproc_label = mproc.get(row.value)
+    py_label = ""
+    if row.python:
+        c.python, py_label = python.get(row.value)
+    if c.mproc is not None and c.python:
+        # A speed ratio either way: for times, Python's time over mproc's.
+        c.ratio = c.python / c.mproc if row.unit == "s" else c.mproc / c.python
+    share_text = ""
+    if row.limit:
+        limit, _ = mproc.get(row.limit)
+        if c.mproc is not None and limit:
+            c.share = c.mproc / limit
+            share_text = f"{c.share:.0%} of {fmt(limit, row.unit)}"
+        if row.own_best and c.python is not None:
+            py_limit, _ = python.get(row.limit)
+            if py_limit:
+                share_text = f"mproc {c.share:.0%}, Python {c.python / py_limit:.0%}" if c.share is not None else ""
+    verdicts = [(target.describe(), target.met(c)) for target in row.targets]
+
+    def with_label(text, label):
+        return f"{text} [{label}]" if label else text
+    cells = [row.title,
+             with_label(fmt(c.mproc, row.unit), mproc_label),
+             with_label(fmt(c.python, row.unit), py_label) if row.python else "",
+             f"{c.ratio:.1f}x" if c.ratio is not None else ("-" if row.python else ""),
+             share_text,
+             "; ".join(f"{'met' if ok else 'MISSED'} {what}" for what, ok in verdicts)]
+    return cells, verdicts
+
+
+def render(rows, mproc, python):
+    header = ["workload", "mproc", "Python", "mproc/Python", "share of the limit", "target"]
+    lines, met, missed, absent = [], 0, 0, 0
+    for row in rows:
+        if isinstance(row, Section):
+            lines.append([f"**{row.title}**", "", "", "", "", ""])
+            continue
+        cells, verdicts = evaluate(row, mproc, python)
+        absent += (cells[1] == "-") + (row.python and cells[2] == "-")
+        met += sum(ok for _, ok in verdicts)
+        missed += sum(not ok for _, ok in verdicts)
+        lines.append(cells)
+    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(cells) for cells in lines]
+    out.append("")
+    out.append(f"targets: {met} met, {missed} missed. mproc/Python is a speed ratio (> 1: mproc is faster); "
+               "B/s is bytes per second (G = 10^9).")
+    if absent:
+        out.append(f"{absent} values missing (-): a workload failed, was filtered out or is not written yet.")
+    return "\n".join(out), absent
+
+
+# ------------------------------------------------------------------------ running
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout, **kw):
+    log("+ " + " ".join(str(c) for c in cmd))
+    return subprocess.run(cmd, check=True, timeout=timeout, **kw)
+
+
+def build(build_dir, programs):
+    if not (build_dir / "CMakeCache.txt").exists():
+        run(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], 600, stdout=sys.stderr)
+    run(["cmake", "--build", build_dir, "-j", str(len(os.sched_getaffinity(0))), "--target", *programs], 1800,
+        stdout=sys.stderr)
+
+
+def run_cpp(build_dir, program, mode, tmp):
+    out = pathlib.Path(tmp) / f"{program}.json"
+    cmd = [build_dir / "bench" / program, f"--benchmark_out={out}", "--benchmark_out_format=json",
+           f"--benchmark_repetitions={mode['reps']}", f"--benchmark_min_time={mode['min_time']}",
+           "--benchmark_enable_random_interleaving=true", "--benchmark_report_aggregates_only=true"]
+    if mode["scale"] != 1:
+        cmd.append(f"--scale={mode['scale']}")
+    if mode["filter"]:
+        cmd.append(f"--benchmark_filter={mode['filter']}")
+    run(cmd, 1800, stdout=sys.stderr)
+    return read_google_benchmark(out)
+
+
+def run_python(script, mode, tmp):
+    out = pathlib.Path(tmp) / f"{script.stem}.py.json"
+    cmd = [sys.executable, script, "--json", out, "--reps", str(mode["reps"]), "--min-time", str(mode["min_time"]),
+           "--scale", str(mode["scale"]), "--filter", mode["filter"]]
+    run(cmd, 1800, stdout=sys.stderr)
+    return json.loads(out.read_text())["results"]
+
+
+def machine_lines(load_before):
+    cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    cores = len(os.sched_getaffinity(0))
+    return [f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+            f"machine: {cores} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}",
+            f"load average (1, 5, 15 min): before {load_before}, after {load_average()}"]
+
+
+def load_average():
+    return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--quick", action="store_true", help="3 repetitions of at least 0.2 s")
+    speed.add_argument("--smoke", action="store_true", help="sizes / 1000, one repetition: only checks it runs")
+    parser.add_argument("--build-dir", type=pathlib.Path, default=ROOT / "build-bench",
+                        help="cmake build directory (default: build-bench in the repository)")
+    parser.add_argument("--no-build", action="store_true", help="use the programs already built")
+    parser.add_argument("--filter", default="", help="only workloads matching this regex (both sides)")
+    args = parser.parse_args()
+    mode = {"reps": 5, "min_time": 0.5, "scale": 1, "filter": args.filter}
+    if args.quick:
+        mode.update(reps=3, min_time=0.2)
+    if args.smoke:
+        mode.update(reps=1, min_time=0.01, scale=0.001)
+    build_dir = args.build_dir if args.build_dir.is_absolute() else (pathlib.Path.cwd() / args.build_dir)
+
+    programs = sorted(p.stem for p in (ROOT / "bench").glob("bench_*.cpp"))
+    scripts = sorted((ROOT / "bench" / "python").glob("bench_*.py"))
+    if not args.no_build:
+        build(build_dir, programs)
+
+    load_before = load_average()
+    started = time.monotonic()
+    mproc_results, python_results = {}, {}
+    with tempfile.TemporaryDirectory(prefix="mproc-bench-") as tmp:
+        for program in programs:
+            mproc_results.update(run_cpp(build_dir, program, mode, tmp))
+        for script in scripts:
+            python_results.update(run_python(script, mode, tmp))
+    elapsed = time.monotonic() - started
+
+    context = machine_lines(load_before)
+    (build_dir / "bench-results.json").write_text(json.dumps(
+        {"context": context, "mode": mode, "mproc": mproc_results, "python": python_results}, indent=1) + "\n")
+    kind = "smoke run (sizes / 1000: the numbers mean nothing)" if args.smoke else (
+        "quick run" if args.quick else "full run")
+    print(f"mproc vs Python multiprocessing: {kind}, {mode['reps']} repetitions (medians), "
+          f"{elapsed / 60:.1f} minutes")
+    print("\n".join(context))
+    print()
+    table, absent = render(ROWS, Results(mproc_results), Results(python_results))
+    print(table)
+    # Missing numbers are a broken run (unless a filter left them out on purpose).
+    return 1 if absent and not args.filter else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Python twins of bench/bench_pool.cpp: the same workloads, sizes and functions,
+written with multiprocessing.Pool the way a Python user writes them (fork start
+method, Linux's default). Each workload has the name of its C++ twin.
+
+    python3 bench/python/bench_pool.py [--reps 5] [--filter REGEX] [--json FILE]
+
+Two sizes differ from the C++ side, because the per-item work would make a run take
+many minutes in Python: cpu_job maps cube over range(5000) instead of range(26000)
+(both are about one second serially). The speedups are what is compared there.
+"""
+import functools
+import os
+import statistics
+import sys
+import time
+from multiprocessing import Pool
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import workloads as w  # noqa: E402  (the functions the workers run)
+from harness import check, main, workload  # noqa: E402
+
+# One worker per core this process may use, as mproc::cpu_count() (Pool() alone
+# would take os.cpu_count(), which ignores the affinity mask).
+WORKERS = len(os.sched_getaffinity(0))
+
+TINY_CHUNKSIZES = [64, 256, 1024, 4096, 16384, 65536, 262144]
+UNEVEN_CHUNKSIZES = [1, 2, 4, 8, 16, 32]
+
+
+@workload("pool_start_join")
+def pool_start_join(ctx):
+    def run():
+        p = Pool(WORKERS)
+        p.close()
+        p.join()
+    return {"real_time_s": ctx.seconds(run)}
+
+
+def timed_map(ctx, fn, xs, chunksize=None):
+    """Median items/s of p.map(fn, xs, chunksize) on one pool, and the last result."""
+    out = []
+    with Pool(WORKERS) as p:
+        def run():
+            out[:] = p.map(fn, xs, chunksize)
+        rate = ctx.rate(run, len(xs))
+    return rate, out
+
+
+@workload("map_ints/{n}", n=[1_000_000, 10_000_000])
+def map_ints(ctx, n):
+    xs = list(range(ctx.scaled(n)))
+    rate, out = timed_map(ctx, w.square, xs)
+    check(out == [x * x for x in xs], "map returned every square in order")
+    return {"items_per_second": rate}
+
+
+@workload("apply_async/{n}", n=[10_000])
+def apply_async(ctx, n):
+    n = ctx.scaled(n)
+    total = [0]
+    with Pool(WORKERS) as p:
+        p.apply(w.square, (1,))
+
+        def run():
+            results = [p.apply_async(w.square, (i,)) for i in range(n)]
+            total[0] = sum(r.get() for r in results)
+        rate = ctx.rate(run, n)
+    check(total[0] == sum(i * i for i in range(n)), "every apply_async result arrived")
+    return {"items_per_second": rate}
+
+
+@workload("apply_round_trip")
+def apply_round_trip(ctx):
+    ok = [True]
+    with Pool(WORKERS) as p:
+        p.apply(w.square, (1,))
+
+        def run():
+            ok[0] = ok[0] and p.apply(w.square, (7,)) == 49
+        rate = ctx.rate(run, 1)
+    check(ok[0], "apply returned the square")
+    return {"items_per_second": rate}
+
+
+@workload("imap_unordered_cs1/{n}", n=[20_000])
+def imap_unordered_cs1(ctx, n):
+    xs = list(range(ctx.scaled(n)))
+    total = [0]
+    with Pool(WORKERS) as p:
+        p.apply(w.square, (1,))
+
+        def run():
+            total[0] = sum(p.imap_unordered(w.square, xs, chunksize=1))
+        rate = ctx.rate(run, len(xs))
+    check(total[0] == sum(x * x for x in xs), "imap_unordered returned every square")
+    return {"items_per_second": rate}
+
+
+@workload("starmap_pairs/{n}", n=[1_000_000])
+def starmap_pairs(ctx, n):
+    pairs = [(i, i % 1000) for i in range(ctx.scaled(n))]
+    out = []
+    with Pool(WORKERS) as p:
+        def run():
+            out[:] = p.starmap(w.multiply, pairs)
+        rate = ctx.rate(run, len(pairs))
+    check(out == [a * b for a, b in pairs], "starmap returned every product in order")
+    return {"items_per_second": rate}
+
+
+@workload("payload_round_trip/{size}", size=[1 << 20, 64 << 20])
+def payload_round_trip(ctx, size):
+    payload = w.payload_bytes(ctx.scaled(size))
+    back = [b""]
+    with Pool(WORKERS) as p:
+        def run():
+            back[0] = p.apply(w.echo, (payload,))
+        rate = ctx.rate(run, 2 * len(payload))
+    check(back[0] == payload, "the payload came back intact")
+    return {"bytes_per_second": rate}
+
+
+@workload("cpu_job")
+def cpu_job(ctx):
+    """Seed 001's job: cube over range(N) in a loop, then with a Pool started and
+    joined inside the timing; the two alternate in every repetition."""
+    xs = list(range(ctx.scaled(5000)))
+
+    def serial():
+        return [w.cube(x) for x in xs]
+
+    def pooled():
+        with Pool(WORKERS) as p:
+            return p.map(w.cube, xs)
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+
+    w.cube(1000)  # warm-up
+    serial_s, pool_s, speedups = [], [], []
+    for _ in range(ctx.reps):
+        s, expected = timed(serial)
+        t, out = timed(pooled)
+        check(out == expected, "the pool computed the same cubes")
+        serial_s.append(s)
+        pool_s.append(t)
+        speedups.append(s / t)
+    return {"serial_s": statistics.median(serial_s), "pool_s": statistics.median(pool_s),
+            "pool_speedup": statistics.median(speedups)}
+
+
+@workload("tiny_sweep/chunksize:{cs}", cs=TINY_CHUNKSIZES)
+def tiny_sweep(ctx, cs):
+    xs = list(range(ctx.scaled(1_000_000)))
+    rate, out = timed_map(ctx, w.square, xs, cs)
+    check(out == [x * x for x in xs], "map returned every square in order")
+    return {"items_per_second": rate}
+
+
+def uneven_map(ctx, chunksize):
+    n = ctx.scaled(300)
+    task = functools.partial(w.uneven_task, n=n)
+    out = []
+    with Pool(WORKERS) as p:
+        def run():
+            out[:] = p.map(task, range(n), chunksize)
+        rate = ctx.rate(run, n, warmup=lambda: p.map(task, range(4)))
+    check(out == list(range(n)), "map returned every index in order")
+    return {"items_per_second": rate}
+
+
+@workload("uneven")
+def uneven(ctx):
+    return uneven_map(ctx, None)
+
+
+@workload("uneven_sweep/chunksize:{cs}", cs=UNEVEN_CHUNKSIZES)
+def uneven_sweep(ctx, cs):
+    return uneven_map(ctx, cs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

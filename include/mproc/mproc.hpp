@@ -4,6 +4,11 @@
 #include <mproc/async_result.hpp>
 #include <mproc/codec.hpp>
 #include <mproc/cpu_count.hpp>
+#include <mproc/current_process.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/imap.hpp>
+#include <mproc/logging.hpp>
+#include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>

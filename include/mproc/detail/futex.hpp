@@ -1,0 +1,46 @@
+#pragma once
+// Waiting on a 32-bit word in memory shared between processes (futex(2)), with a
+// deadline on the monotonic clock. Unlike a process-shared pthread condition
+// variable, a futex keeps no state about its waiters: a waiter that is killed
+// leaves nothing behind that could block the next waker.
+
+#include <mproc/detail/robust_mutex.hpp>  // to_timespec
+#include <mproc/errors.hpp>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <optional>
+
+namespace mproc::detail {
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
+
+/// Sleeps while word still holds expected, until woken or the deadline (if any)
+/// passes; may also return spuriously. Returns false only when the deadline passed.
+inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       std::optional<std::chrono::steady_clock::time_point> deadline) {
+  timespec ts{};
+  if (deadline) ts = to_timespec(*deadline);
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so retries after
+  // EINTR never stretch the wait. Not FUTEX_PRIVATE: the word is in shared memory.
+  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected,
+                            deadline ? &ts : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
+  if (rc == 0 || errno == EAGAIN || errno == EINTR) return true;
+  if (errno == ETIMEDOUT) return false;
+  throw OSError("futex(FUTEX_WAIT_BITSET)", errno);
+}
+
+/// Wakes up to n processes sleeping in futex_wait on word.
+inline void futex_wake(std::atomic<std::uint32_t>& word, int n = INT_MAX) noexcept {
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, n, nullptr, nullptr, 0);
+}
+
+}  // namespace mproc::detail

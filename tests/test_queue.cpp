@@ -1,0 +1,368 @@
+// mproc::Queue: FIFO and exact size, Empty and Full with and without timeouts,
+// blocking handoffs between processes, 100 MiB items (and items bigger than the
+// ring), many producers and consumers with nothing lost or duplicated, Pool workers,
+// and processes that die inside put() or get().
+
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Blocks until process pid sleeps in futex(2), i.e. waits inside a Queue call.
+/// The kernel offers no event for that, so this (test-only) helper looks every
+/// millisecond; the ctest timeout ends it if the process never gets there.
+void wait_until_asleep_in_futex(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  for (;;) {
+    std::ifstream stat(proc + "/stat");
+    std::string skip, state;
+    stat >> skip >> skip >> state;  // pid (comm) state; comm has no spaces here
+    REQUIRE((stat && state != "Z" && state != "X"));  // it must not have ended
+    std::ifstream syscall(proc + "/syscall");
+    long nr = -1;
+    if (syscall >> nr && nr == SYS_futex) return;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+std::vector<std::int64_t> big_vector(std::size_t bytes) {
+  std::vector<std::int64_t> v(bytes / sizeof(std::int64_t));
+  std::iota(v.begin(), v.end(), std::int64_t{-12345});
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("items come out in order, and size, empty and full are exact") {
+  mproc::Queue<std::string> q;
+  CHECK(q.empty());
+  CHECK(q.size() == 0);
+  CHECK_FALSE(q.full());
+  CHECK(q.maxsize() == 0);
+  for (int i = 0; i < 1000; ++i) q.put("item " + std::to_string(i));
+  CHECK(q.size() == 1000);
+  CHECK_FALSE(q.empty());
+  for (int i = 0; i < 1000; ++i) CHECK(q.get() == "item " + std::to_string(i));
+  CHECK(q.empty());
+
+  mproc::Queue<int> bounded(3);
+  CHECK(bounded.maxsize() == 3);
+  bounded.put(1);
+  bounded.put(2);
+  CHECK_FALSE(bounded.full());
+  bounded.put(3);
+  CHECK(bounded.full());
+  CHECK(bounded.size() == 3);
+}
+
+TEST_CASE("get_nowait and get(timeout) on an empty queue throw Empty") {
+  mproc::Queue<int> q;
+  CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  CHECK_THROWS_AS(q.get(10ms), mproc::Empty);
+  CHECK_THROWS_AS(q.get(0s), mproc::Empty);
+  q.put(5);
+  CHECK(q.get(0s) == 5);
+  q.put(6);
+  CHECK(q.get_nowait() == 6);
+  CHECK_THROWS_WITH(q.get_nowait(), Catch::Contains("empty"));
+}
+
+TEST_CASE("put_nowait and put(timeout) on a full bounded queue throw Full") {
+  mproc::Queue<int> q(2);
+  q.put_nowait(1);
+  q.put(2, 1s);
+  CHECK_THROWS_AS(q.put_nowait(3), mproc::Full);
+  CHECK_THROWS_AS(q.put(3, 10ms), mproc::Full);
+  CHECK_THROWS_AS(q.put(3, 0s), mproc::Full);
+  CHECK(q.size() == 2);
+  CHECK(q.get() == 1);
+  q.put_nowait(3);
+  CHECK(q.get() == 2);
+  CHECK(q.get() == 3);
+}
+
+TEST_CASE("a full ring makes put wait too, and put(timeout) throw Full") {
+  mproc::Queue<std::string> q(0, 4096);  // unbounded in items, one page of ring
+  const std::string item(1000, 'x');
+  int n = 0;
+  for (;; ++n) {
+    try {
+      q.put_nowait(item);
+    } catch (const mproc::Full&) {
+      break;
+    }
+  }
+  CHECK(n >= 3);
+  CHECK_THROWS_AS(q.put(item, 5ms), mproc::Full);
+  CHECK(q.get() == item);
+  q.put_nowait(item);
+}
+
+TEST_CASE("get blocks until another process puts, get(timeout) too") {
+  mproc::Queue<int> gate;
+  mproc::Queue<int> q;
+  mproc::Process producer([gate, q] {
+    gate.get();
+    q.put(1);
+    gate.get();
+    q.put(2);
+  });
+  producer.start();
+  gate.put(0);
+  CHECK(q.get() == 1);
+  gate.put(0);
+  CHECK(q.get(std::chrono::hours(1)) == 2);
+  producer.join();
+  CHECK(producer.exitcode() == 0);
+}
+
+TEST_CASE("put on a full bounded queue blocks until a consumer in another process takes an item") {
+  mproc::Queue<int> q(1);
+  mproc::Queue<int> done;
+  q.put(1);
+  mproc::Process producer([q, done] {
+    q.put(2);  // blocks: the queue is full
+    done.put(1);
+  });
+  producer.start();
+  wait_until_asleep_in_futex(producer.pid());
+  CHECK(done.empty());
+  CHECK(q.get() == 1);
+  CHECK(done.get() == 1);
+  CHECK(q.get() == 2);
+  producer.join();
+}
+
+TEST_CASE("an unbounded put never waits for a reader: a million items before any consumer starts") {
+  mproc::Queue<int> q;
+  constexpr int n = 1'000'000;
+  for (int i = 0; i < n; ++i) q.put(i);
+  CHECK(q.size() == static_cast<std::size_t>(n));
+  mproc::Queue<std::int64_t> sum;
+  mproc::Process consumer([q, sum] {
+    std::int64_t s = 0;
+    for (int i = 0; i < n; ++i) {
+      const int v = q.get();
+      if (v != i) std::exit(2);  // order broken
+      s += v;
+    }
+    sum.put(s);
+  });
+  consumer.start();
+  CHECK(sum.get() == std::int64_t{n} * (n - 1) / 2);
+  consumer.join();
+  CHECK(consumer.exitcode() == 0);
+  CHECK(q.empty());
+}
+
+TEST_CASE("a 100 MiB vector goes through a Queue between processes, both ways") {
+  const auto big = big_vector(std::size_t{100} << 20);
+  mproc::Queue<std::vector<std::int64_t>> to_child;
+  mproc::Queue<std::vector<std::int64_t>> to_parent;
+  mproc::Process echo([to_child, to_parent] { to_parent.put(to_child.get()); });
+  echo.start();
+  to_child.put(big);
+  CHECK(to_parent.get() == big);
+  echo.join();
+  CHECK(echo.exitcode() == 0);
+}
+
+TEST_CASE("an item bigger than the whole ring streams through it, and the queue goes on") {
+  const auto big = big_vector(std::size_t{8} << 20);
+  mproc::Queue<std::vector<std::int64_t>> q(0, 64 * 1024);
+  mproc::Process producer([q, &big] {
+    q.put({1, 2, 3});
+    q.put(big);
+    q.put({4});
+  });
+  producer.start();
+  CHECK(q.get() == std::vector<std::int64_t>{1, 2, 3});
+  CHECK(q.get() == big);
+  CHECK(q.get() == std::vector<std::int64_t>{4});
+  producer.join();
+  CHECK(q.empty());
+}
+
+TEST_CASE("3 producers and 2 consumers: nothing lost or duplicated, each producer's order kept") {
+  constexpr int producers = 3;
+  constexpr int per_producer = 20'000;
+  using Item = std::pair<int, int>;  // producer, sequence number (-1: stop)
+  mproc::Queue<Item> q(100);         // bounded, so producers also wait for consumers
+  mproc::Queue<std::vector<Item>> results;
+
+  std::vector<mproc::Process> procs;
+  for (int c = 0; c < 2; ++c) {
+    procs.emplace_back([q, results] {
+      std::vector<Item> got;
+      for (Item item = q.get(); item.second >= 0; item = q.get()) got.push_back(item);
+      results.put(got);
+    });
+  }
+  for (int p = 0; p < producers; ++p) {
+    procs.emplace_back([q, p] {
+      for (int i = 0; i < per_producer; ++i) q.put({p, i});
+    });
+  }
+  for (auto& proc : procs) proc.start();
+  for (std::size_t p = 2; p < procs.size(); ++p) procs[p].join();
+  q.put({0, -1});
+  q.put({0, -1});
+
+  std::map<int, std::vector<int>> seen;  // producer -> sequence numbers, all consumers
+  for (int c = 0; c < 2; ++c) {
+    const std::vector<Item> got = results.get();
+    std::map<int, int> last;  // within one consumer, each producer's items ascend
+    for (const auto& [producer, seq] : got) {
+      if (last.count(producer)) CHECK(seq > last[producer]);
+      last[producer] = seq;
+      seen[producer].push_back(seq);
+    }
+  }
+  for (int p = 0; p < producers; ++p) {
+    std::vector<int>& s = seen[p];
+    std::sort(s.begin(), s.end());
+    std::vector<int> expected(per_producer);
+    std::iota(expected.begin(), expected.end(), 0);
+    CHECK(s == expected);
+  }
+  for (auto& proc : procs) {
+    proc.join();
+    CHECK(proc.exitcode() == 0);
+  }
+  CHECK(q.empty());
+}
+
+TEST_CASE("a Queue shared with Pool workers through F's capture") {
+  mproc::Queue<std::pair<int, int>> q;
+  mproc::Queue<int> jobs;
+  mproc::Pool pool(
+      [q, jobs](int x) {
+        const int extra = jobs.get();  // workers consume from the queue too
+        q.put({x, x * x + extra});
+        return x;
+      },
+      mproc::PoolOptions{.processes = 3});
+  for (int i = 0; i < 50; ++i) jobs.put(1000);
+  std::vector<int> inputs(50);
+  std::iota(inputs.begin(), inputs.end(), 0);
+  CHECK(pool.map(inputs) == inputs);
+  std::vector<std::pair<int, int>> got;
+  for (int i = 0; i < 50; ++i) got.push_back(q.get());
+  std::sort(got.begin(), got.end());
+  for (int i = 0; i < 50; ++i) CHECK(got[static_cast<std::size_t>(i)] == std::pair{i, i * i + 1000});
+  CHECK(q.empty());
+  CHECK(jobs.empty());
+}
+
+TEST_CASE("close(): this process can no longer put or get, others are unaffected") {
+  mproc::Queue<int> q;
+  mproc::Queue<std::string> report;
+  mproc::Process child([q, report] {
+    q.put(1);
+    q.close();
+    try {
+      q.put(2);
+      report.put("put after close worked");
+    } catch (const mproc::ValueError&) {
+      report.put("ValueError");
+    }
+  });
+  child.start();
+  CHECK(report.get() == "ValueError");
+  child.join();
+  CHECK(q.get() == 1);
+  q.put(3);
+  mproc::Queue<int> copy = q;
+  q.close();
+  CHECK(copy.closed());
+  CHECK_THROWS_AS(copy.get(), mproc::ValueError);
+  CHECK_THROWS_AS(q.put(4), mproc::ValueError);
+}
+
+TEST_CASE("copies are handles to one queue") {
+  mproc::Queue<int> a;
+  mproc::Queue<int> b = a;
+  a.put(7);
+  CHECK(b.size() == 1);
+  CHECK(b.get() == 7);
+}
+
+TEST_CASE("a consumer killed while waiting in get does not block the others") {
+  mproc::Queue<int> q;
+  mproc::Queue<int> out;
+  for (int round = 0; round < 3; ++round) {
+    mproc::Process victim([q] { (void)q.get(); });
+    victim.start();
+    wait_until_asleep_in_futex(victim.pid());
+    victim.kill();
+    victim.join();
+  }
+  mproc::Process consumer([q, out] { out.put(q.get() + q.get()); });
+  consumer.start();
+  q.put(20);
+  q.put(22);
+  CHECK(out.get() == 42);
+  consumer.join();
+}
+
+TEST_CASE("a producer killed in the middle of an item: the item is dropped, the queue goes on") {
+  const auto big = big_vector(std::size_t{1} << 20);
+  mproc::Queue<std::vector<std::int64_t>> q(0, 64 * 1024);
+  mproc::Process victim([q, &big] { q.put(big); });  // streams; nobody reads yet
+  victim.start();
+  wait_until_asleep_in_futex(victim.pid());  // holding the put lock, mid-item
+  victim.kill();
+  victim.join();
+
+  // The next producer repairs the stream while we read; the broken item never shows.
+  mproc::Process next([q] { q.put({42}); });
+  next.start();
+  CHECK(q.get() == std::vector<std::int64_t>{42});
+  next.join();
+  CHECK(q.empty());
+  q.put({1});
+  CHECK(q.get() == std::vector<std::int64_t>{1});
+}
+
+TEST_CASE("a consumer killed in the middle of a big item: the next consumer gets the next item") {
+  const auto big = big_vector(std::size_t{1} << 20);
+  mproc::Queue<std::vector<std::int64_t>> q(0, 64 * 1024);
+  mproc::Process producer([q, &big] {
+    q.put(big);
+    q.put({7});
+  });
+  producer.start();
+  wait_until_asleep_in_futex(producer.pid());  // the ring is full, mid-item
+  ::kill(producer.pid(), SIGSTOP);             // so the reader below must wait mid-item
+  mproc::Process victim([q] { (void)q.get(); });
+  victim.start();
+  wait_until_asleep_in_futex(victim.pid());  // holding the get lock, waiting for bytes
+  victim.kill();
+  victim.join();
+  ::kill(producer.pid(), SIGCONT);
+  CHECK(q.get() == std::vector<std::int64_t>{7});  // the rest of the big item was skipped
+  producer.join();
+  CHECK(producer.exitcode() == 0);
+  CHECK(q.empty());
+}

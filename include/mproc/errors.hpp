@@ -105,8 +105,31 @@ class EOFError : public Error {
   using Error::Error;
 };
 
-/// A shared-memory segment has no room left for the operation.
+/// A shared-memory segment has no room left for the operation. The segment and the
+/// container the operation was on are unchanged and stay usable.
 class SharedMemoryFull : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A handle to shared state (a Manager container, Value, Array, lock or event)
+/// arrived in a process that cannot map its memory any more: every process that
+/// could hand it over (the one that made it, the one that sent it) has exited or
+/// dropped it.
+class SharedMemoryGone : public Error {
+ public:
+  using Error::Error;
+};
+
+/// An index out of range, as in Python (SharedList::at, pop, set; Array::at).
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A Barrier was aborted, reset, or broken by a timeout while a party waited on it
+/// (Python's threading.BrokenBarrierError).
+class BrokenBarrierError : public Error {
  public:
   using Error::Error;
 };

@@ -8,7 +8,10 @@
 #include <mproc/errors.hpp>
 #include <mproc/imap.hpp>
 #include <mproc/logging.hpp>
+#include <mproc/manager.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
+#include <mproc/shared.hpp>
+#include <mproc/sync.hpp>

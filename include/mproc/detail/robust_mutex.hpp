@@ -33,12 +33,15 @@ enum class LockResult {
 };
 
 /// A process-shared, robust pthread mutex. Construct it in place in shared memory
-/// before any other process can see it; it needs no destruction.
+/// before any other process can see it; it needs no destruction. type is a pthread
+/// mutex type: PTHREAD_MUTEX_ERRORCHECK makes a relock by the holder fail with
+/// EDEADLK instead of hanging, PTHREAD_MUTEX_RECURSIVE lets the holder relock.
 class RobustMutex {
  public:
-  RobustMutex() {
+  explicit RobustMutex(int type = PTHREAD_MUTEX_NORMAL) {
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, type);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
     const int rc = pthread_mutex_init(&m_, &attr);

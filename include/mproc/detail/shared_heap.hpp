@@ -1,0 +1,169 @@
+#pragma once
+// Where Value, Array and the locks and events live: small memfd segments ("arenas")
+// that a shared atomic cursor carves into objects, Python's multiprocessing.heap
+// idea. An object's bytes are never reused for another object, so a process that
+// still uses an object (a child that inherited it, a worker that decoded it) can
+// never see it turn into something else when another process drops it. An arena's
+// memory is freed by the kernel once no process maps it any more: each process
+// unmaps an arena when its last handle into it goes. Large objects get an arena of
+// their own.
+//
+// SharedObject<T> is the handle: a T in an arena, kept mapped while a copy exists in
+// this process. Copies refer to the same T.
+
+#include <mproc/detail/bytes.hpp>
+#include <mproc/detail/fork_safe_mutex.hpp>
+#include <mproc/detail/segment.hpp>
+#include <mproc/errors.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <typeinfo>
+#include <utility>
+
+namespace mproc::detail {
+
+/// A 64-bit FNV-1a hash; stable across the processes of one program.
+inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/// Identifies T in shared memory, so that a handle decoded as the wrong type is
+/// refused instead of reinterpreting someone else's bytes. Every process of the
+/// program runs the same binary (fork), so typeid names agree.
+template <class T>
+std::uint64_t type_tag() noexcept {
+  static const std::uint64_t tag = [] {
+    const char* name = typeid(T).name();
+    return fnv1a(name, std::char_traits<char>::length(name));
+  }();
+  return tag;
+}
+
+/// Written just before every object in an arena.
+struct ObjectHeader {
+  std::uint64_t tag;   // type_tag<T>()
+  std::uint64_t size;  // bytes of the object, trailing storage included
+};
+
+/// The arenas of this process.
+class SharedHeap {
+ public:
+  static constexpr std::size_t arena_size = 64 * 1024;
+  static constexpr std::size_t max_align = 64;
+
+  /// The process-wide heap. Never destroyed (see SegmentRegistry::instance).
+  static SharedHeap& instance() {
+    static auto* heap = new SharedHeap();
+    return *heap;
+  }
+
+  /// A zeroed block of `size` bytes aligned to `align` (at most 64) in shared
+  /// memory, tagged with `tag`; returns its segment and address.
+  std::pair<std::shared_ptr<Segment>, std::byte*> allocate(std::uint64_t tag, std::size_t size, std::size_t align) {
+    if (align < alignof(ObjectHeader)) align = alignof(ObjectHeader);
+    if (size + align + sizeof(ObjectHeader) > arena_size / 4) {
+      auto own = Segment::create(SegmentKind::arena, segment_header_size + max_align + sizeof(ObjectHeader) + size,
+                                 0);
+      std::byte* p = carve(*own, tag, size, align);
+      return {std::move(own), p};
+    }
+    std::lock_guard lock(fork_safe_mutex<SharedHeap>());
+    if (current_) {
+      if (std::byte* p = carve(*current_, tag, size, align)) return {current_, p};
+    }
+    current_ = Segment::create(SegmentKind::arena, arena_size, 0);
+    return {current_, carve(*current_, tag, size, align)};
+  }
+
+  /// Stops allocating from the current arena, so it is unmapped once its objects
+  /// are gone (tests use it to check that nothing else holds one).
+  void drop_current() {
+    std::shared_ptr<Segment> dropped;
+    std::lock_guard lock(fork_safe_mutex<SharedHeap>());
+    dropped.swap(current_);
+  }
+
+ private:
+  // Takes a block from the segment's cursor, shared with every process that maps
+  // it (a forked child may carve from an arena it inherited); nullptr if full.
+  static std::byte* carve(Segment& seg, std::uint64_t tag, std::size_t size, std::size_t align) {
+    auto& cursor = seg.header().cursor;
+    const std::size_t limit = seg.committed();
+    std::uint64_t at = cursor.load(std::memory_order_relaxed);
+    std::uint64_t start = 0;
+    do {
+      start = (at + sizeof(ObjectHeader) + align - 1) / align * align;
+      if (start + size > limit) return nullptr;
+    } while (!cursor.compare_exchange_weak(at, start + size, std::memory_order_relaxed));
+    auto* header = seg.at<ObjectHeader>(start - sizeof(ObjectHeader));
+    header->tag = tag;
+    header->size = size;
+    return seg.base() + start;  // fresh memfd pages are zero
+  }
+
+  std::shared_ptr<Segment> current_;
+};
+
+/// A T in shared memory, constructed in place; copies refer to the same T.
+template <class T>
+class SharedObject {
+ public:
+  /// Constructs a T from args in a fresh block with `extra` bytes of trailing
+  /// storage (an Array's elements) right after it.
+  template <class... Args>
+  static SharedObject make(std::size_t extra, Args&&... args) {
+    static_assert(alignof(T) <= SharedHeap::max_align);
+    auto [seg, p] = SharedHeap::instance().allocate(type_tag<T>(), sizeof(T) + extra, alignof(T));
+    return SharedObject(std::move(seg), ::new (p) T(std::forward<Args>(args)...));
+  }
+
+  T* get() const noexcept { return ptr_; }
+  T& operator*() const noexcept { return *ptr_; }
+  T* operator->() const noexcept { return ptr_; }
+  /// Bytes of trailing storage after the T.
+  std::size_t extra() const noexcept {
+    return reinterpret_cast<const ObjectHeader*>(reinterpret_cast<const std::byte*>(ptr_) - sizeof(ObjectHeader))
+               ->size -
+           sizeof(T);
+  }
+  friend bool operator==(const SharedObject& a, const SharedObject& b) noexcept { return a.ptr_ == b.ptr_; }
+
+  /// Writes where the T is: its segment and offset.
+  void encode(Writer& w) const {
+    seg_->encode(w);
+    w.pod(static_cast<std::uint64_t>(seg_->offset_of(ptr_)));
+  }
+
+  /// The T encode() described. Throws ProtocolError if the bytes do not name a T,
+  /// SharedMemoryGone if its memory can no longer be reached.
+  static SharedObject decode(Reader& r, const char* what) {
+    auto seg = Segment::decode(r, SegmentKind::arena, what);
+    const auto offset = r.pod<std::uint64_t>();
+    const std::size_t limit = seg->committed();
+    const bool placed = offset >= segment_header_size + sizeof(ObjectHeader) && offset % alignof(T) == 0 &&
+                        offset <= limit && limit - offset >= sizeof(T);
+    const ObjectHeader* header = placed ? seg->at<ObjectHeader>(offset - sizeof(ObjectHeader)) : nullptr;
+    if (header == nullptr || header->tag != type_tag<T>() || header->size > limit - offset ||
+        header->size < sizeof(T)) {
+      throw ProtocolError(std::string("mproc: the bytes do not name a ") + what + " in shared memory");
+    }
+    T* ptr = seg->at<T>(offset);
+    return SharedObject(std::move(seg), ptr);
+  }
+
+ private:
+  SharedObject(std::shared_ptr<Segment> seg, T* ptr) noexcept : seg_(std::move(seg)), ptr_(ptr) {}
+
+  std::shared_ptr<Segment> seg_;
+  T* ptr_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,645 @@
+#pragma once
+// Locks, semaphores, events, conditions and barriers shared between processes:
+// Python's multiprocessing Lock, RLock, Semaphore, BoundedSemaphore, Event,
+// Condition and Barrier.
+//
+//   mproc::Lock lock;                    // made before the processes that use it
+//   { std::lock_guard guard(lock); ... } // std::lock_guard, std::unique_lock, std::scoped_lock
+//   mproc::Event stop;  stop.set();  stop.wait_for(1s);
+//
+// Each object lives in shared memory (a memfd, nothing in /dev/shm) and is a handle:
+// copies, and copies in processes forked after it was made, are the same lock.
+// Handles can also be sent to processes that did not inherit them, e.g. as Pool task
+// arguments (the codec sends where the object is, not a copy).
+//
+// Dead holders: every mutex here is a robust pthread mutex. When a process dies
+// holding a Lock (or the internal lock of a semaphore, event, barrier or Manager
+// container), the next locker does not hang: it gets the lock, and
+// Lock::owner_died() tells it that the data the lock guards may be half updated.
+// owner_deaths() counts such take-overs over the object's life.
+//
+// Every timed wait blocks with a deadline on CLOCK_MONOTONIC; nothing polls.
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/deadline.hpp>
+#include <mproc/detail/handle_codec.hpp>
+#include <mproc/detail/shared_heap.hpp>
+#include <mproc/detail/sync_state.hpp>
+#include <mproc/errors.hpp>
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace mproc {
+
+class Condition;
+class BoundedSemaphore;
+
+namespace detail {
+
+/// What Lock and RLock share. Lockable and TimedLockable, with Python's names too.
+class LockBase {
+ public:
+  /// Blocks until this thread holds the lock. If its holder died, takes it over and
+  /// owner_died() turns true. Throws ValueError if a Lock (not an RLock) is already
+  /// held by this thread: that would deadlock (try_lock_for and try_lock_until too).
+  void lock() { acquired(checked([this] { return state_->mutex.lock(); })); }
+  /// Takes the lock if nobody holds it; never blocks. False if anyone holds it,
+  /// this thread included (an RLock's holder gets it again).
+  bool try_lock() {
+    LockResult r;
+    try {
+      r = state_->mutex.try_lock();
+    } catch (const OSError& e) {
+      if (e.error_code() == EDEADLK) return false;  // a Lock this thread holds
+      throw;
+    }
+    if (r == LockResult::timed_out) return false;
+    acquired(r);
+    return true;
+  }
+  /// Takes the lock, waiting at most timeout; false if it could not.
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return lock_until(deadline_after(timeout));
+  }
+  /// Takes the lock, waiting until the deadline at most; false if it could not.
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+    return lock_until(to_steady(deadline));
+  }
+  /// Releases the lock (an RLock once per lock()). Throws ValueError if this thread
+  /// does not hold it.
+  void unlock() {
+    LockState& s = *state_;
+    const std::uint32_t depth = s.depth;
+    const std::int32_t tid = s.owner_tid;
+    if (s.recursive) {
+      if (s.owner_tid != ::gettid() || s.depth == 0) throw not_held("unlock");
+      if (--s.depth == 0) s.owner_tid = 0;
+    }
+    const int rc = ::pthread_mutex_unlock(s.mutex.native());
+    if (rc == 0) return;
+    if (s.recursive) {  // this thread does not hold it after all (a recycled thread id)
+      s.depth = depth;
+      s.owner_tid = tid;
+    }
+    if (rc == EPERM) throw not_held("unlock");
+    throw OSError("pthread_mutex_unlock", rc);
+  }
+
+  /// Python's acquire(block): lock() when block, else try_lock(). Returns whether
+  /// this thread now holds the lock.
+  bool acquire(bool block = true) {
+    if (!block) return try_lock();
+    lock();
+    return true;
+  }
+  /// Python's acquire(timeout=...): try_lock_for(timeout).
+  template <class Rep, class Period>
+  bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
+    return try_lock_for(timeout);
+  }
+  /// Python's release(): unlock().
+  void release() { unlock(); }
+
+  /// True when the current holder took the lock over from a process (or thread)
+  /// that died holding it: what it guards may be half updated. Meaningful to the
+  /// holder only; reset by the next normal acquisition.
+  bool owner_died() const noexcept { return state_->owner_died; }
+  /// How many times, over the lock's life, a holder died with it and it was taken over.
+  std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
+
+  /// True if both handles are the same lock.
+  friend bool operator==(const LockBase& a, const LockBase& b) noexcept { return a.state_ == b.state_; }
+
+ protected:
+  explicit LockBase(bool recursive) : state_(SharedObject<LockState>::make(0, recursive)) {}
+  LockBase(SharedObject<LockState> state, bool recursive) : state_(std::move(state)) {
+    if (state_->recursive != recursive) {
+      throw ProtocolError(recursive ? "mproc: a Lock handle was decoded as an RLock"
+                                    : "mproc: an RLock handle was decoded as a Lock");
+    }
+  }
+
+ private:
+  friend class mproc::Condition;
+  friend struct mproc::Codec<mproc::Condition>;
+  friend class HeldUnlessOwned;
+  template <class>
+  friend struct ObjectHandleCodec;
+
+  // Locks unless this thread already holds the lock: true if it locked (the caller
+  // unlocks), false if the caller's own hold covers it. Lets Value::store() and
+  // friends run both inside and outside a section holding get_lock().
+  bool lock_unless_held() {
+    LockState& s = *state_;
+    if (s.recursive) {
+      if (s.depth > 0 && s.owner_tid == ::gettid()) return false;
+      lock();
+      return true;
+    }
+    try {
+      acquired(state_->mutex.lock());
+      return true;
+    } catch (const OSError& e) {
+      if (e.error_code() == EDEADLK) return false;
+      throw;
+    }
+  }
+
+  template <class F>
+  LockResult checked(F&& attempt) {
+    try {
+      return attempt();
+    } catch (const OSError& e) {
+      if (e.error_code() != EDEADLK) throw;
+      throw ValueError("mproc::Lock: this thread already holds the lock, and a Lock is not recursive "
+                       "(locking it again would deadlock; use mproc::RLock)");
+    }
+  }
+  bool lock_until(steady_clock::time_point deadline) {
+    const LockResult r = checked([&] { return state_->mutex.lock_until(deadline); });
+    if (r == LockResult::timed_out) return false;
+    acquired(r);
+    return true;
+  }
+  // Bookkeeping right after the mutex was taken.
+  void acquired(LockResult r) {
+    LockState& s = *state_;
+    if (r == LockResult::owner_died) {
+      s.deaths.fetch_add(1, std::memory_order_relaxed);
+      s.owner_died = true;
+      s.depth = 1;  // pthread restarts a recovered recursive mutex at one level
+    } else if (s.recursive && s.depth > 0) {
+      ++s.depth;
+      return;
+    } else {
+      s.owner_died = false;
+      s.depth = 1;
+    }
+    if (s.recursive) s.owner_tid = ::gettid();
+  }
+  static ValueError not_held(const char* what) {
+    return ValueError(std::string("mproc: ") + what + " of a lock this thread does not hold");
+  }
+
+  // Waits on c with this lock fully released (all levels of an RLock), then takes
+  // it back as it was. Returns timed_out if the deadline passed.
+  LockResult wait_on(SharedCondition& c, steady_clock::time_point deadline) {
+    LockState& s = *state_;
+    const std::uint32_t depth = s.depth;
+    if (s.recursive) {
+      if (s.owner_tid != ::gettid() || depth == 0) throw not_held("Condition wait");
+      for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_unlock(s.mutex.native());
+      s.depth = 0;
+      s.owner_tid = 0;
+    }
+    LockResult r;
+    try {
+      r = deadline == steady_clock::time_point::max() ? c.wait(s.mutex) : c.wait_until(s.mutex, deadline);
+    } catch (const OSError& e) {
+      if (e.error_code() == EPERM) throw not_held("Condition wait");  // a Lock this thread did not hold
+      throw;
+    }
+    if (r == LockResult::owner_died) {
+      s.deaths.fetch_add(1, std::memory_order_relaxed);
+      s.owner_died = true;
+    }
+    if (s.recursive) {
+      for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_lock(s.mutex.native());
+      s.depth = depth;
+      s.owner_tid = ::gettid();
+    }
+    return r;
+  }
+
+  SharedObject<LockState> state_;
+};
+
+/// Holds lock for a scope unless this thread already holds it (see
+/// LockBase::lock_unless_held).
+class HeldUnlessOwned {
+ public:
+  explicit HeldUnlessOwned(LockBase& lock) : lock_(lock), locked_(lock.lock_unless_held()) {}
+  HeldUnlessOwned(const HeldUnlessOwned&) = delete;
+  HeldUnlessOwned& operator=(const HeldUnlessOwned&) = delete;
+  ~HeldUnlessOwned() {
+    if (locked_) lock_.unlock();
+  }
+
+ private:
+  LockBase& lock_;
+  bool locked_;
+};
+
+}  // namespace detail
+
+/// Python's multiprocessing.Lock: a mutex shared between processes. Not recursive:
+/// relocking it from the thread that holds it throws ValueError instead of
+/// deadlocking. Unlike Python's Lock, only the holder may unlock it (C++'s rule).
+/// See detail::LockBase for the members.
+class Lock : public detail::LockBase {
+ public:
+  /// A new, unlocked lock in shared memory.
+  Lock() : LockBase(false) {}
+  static constexpr const char* type_label = "mproc::Lock";
+
+ private:
+  friend struct detail::ObjectHandleCodec<Lock>;
+  explicit Lock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), false) {}
+};
+
+/// Python's multiprocessing.RLock: a lock its holder may take again; it is free once
+/// unlocked as many times as it was locked. See detail::LockBase for the members.
+class RLock : public detail::LockBase {
+ public:
+  /// A new, unlocked recursive lock in shared memory.
+  RLock() : LockBase(true) {}
+  static constexpr const char* type_label = "mproc::RLock";
+
+ private:
+  friend struct detail::ObjectHandleCodec<RLock>;
+  explicit RLock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), true) {}
+};
+
+/// Python's multiprocessing.Semaphore: a counter that acquire() decrements, waiting
+/// while it is zero, and release() increments. Lockable too (lock() = acquire(),
+/// unlock() = release()), so std::lock_guard works like Python's `with sem:`.
+class Semaphore {
+ public:
+  /// A semaphore whose counter starts at value (Python's default is 1).
+  explicit Semaphore(std::int64_t value = 1) : Semaphore(value, -1) {}
+
+  /// Python's acquire(block): waits for the counter to be positive and decrements
+  /// it; without block, only if it already is. Returns whether it decremented.
+  bool acquire(bool block = true) {
+    return block ? acquire_until(detail::steady_clock::time_point::max()) : try_acquire();
+  }
+  /// Python's acquire(timeout=...): try_acquire_for(timeout).
+  template <class Rep, class Period>
+  bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
+    return try_acquire_for(timeout);
+  }
+  /// Decrements the counter if it is positive; never blocks.
+  bool try_acquire() { return acquire_until(detail::steady_clock::time_point::min()); }
+  /// As acquire(), waiting at most timeout; false if the counter stayed zero.
+  template <class Rep, class Period>
+  bool try_acquire_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return acquire_until(detail::deadline_after(timeout));
+  }
+  /// As acquire(), waiting until the deadline at most.
+  template <class Clock, class Duration>
+  bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+    return acquire_until(detail::to_steady(deadline));
+  }
+  /// Adds n to the counter and wakes as many waiters. A BoundedSemaphore throws
+  /// ValueError (and changes nothing) if that would take it above its initial value.
+  void release(std::int64_t n = 1) {
+    if (n <= 0) throw ValueError("mproc::Semaphore::release: n must be positive");
+    detail::SemaphoreState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    if (s.bound >= 0 && s.value + n > s.bound) {
+      throw ValueError("mproc::BoundedSemaphore released too many times (above its initial value " +
+                       std::to_string(s.bound) + ")");
+    }
+    s.value += n;
+    if (n == 1) s.available.notify_one();
+    else s.available.notify_all();
+  }
+  /// The counter now (Python's get_value()).
+  std::int64_t get_value() const {
+    detail::SemaphoreState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    return s.value;
+  }
+  /// acquire(), for std::lock_guard and std::unique_lock.
+  void lock() { acquire(); }
+  /// try_acquire(), for std::unique_lock.
+  bool try_lock() { return try_acquire(); }
+  /// release(), for std::lock_guard and std::unique_lock.
+  void unlock() { release(); }
+  /// How many times a process died holding the semaphore's internal lock. (A process
+  /// that dies between acquire() and release() is not a death here: as in Python,
+  /// its unit is simply never given back.)
+  std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
+
+  static constexpr const char* type_label = "mproc::Semaphore";
+
+ protected:
+  Semaphore(std::int64_t value, std::int64_t bound)
+      : state_(value < 0 ? throw ValueError("mproc::Semaphore: the initial value must not be negative")
+                         : detail::SharedObject<detail::SemaphoreState>::make(0, value, bound)) {}
+  explicit Semaphore(detail::SharedObject<detail::SemaphoreState> state) : state_(std::move(state)) {}
+
+ private:
+  friend struct detail::ObjectHandleCodec<Semaphore>;
+  friend struct detail::ObjectHandleCodec<BoundedSemaphore>;
+
+  bool acquire_until(detail::steady_clock::time_point deadline) {
+    detail::SemaphoreState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    while (s.value <= 0) {
+      if (deadline == detail::steady_clock::time_point::min() || !guard.wait_until(s.available, deadline)) {
+        if (s.value > 0) break;
+        return false;
+      }
+    }
+    --s.value;
+    return true;
+  }
+
+  detail::SharedObject<detail::SemaphoreState> state_;
+};
+
+/// Python's multiprocessing.BoundedSemaphore: a Semaphore whose release() throws
+/// ValueError rather than raise the counter above its initial value.
+class BoundedSemaphore : public Semaphore {
+ public:
+  /// A bounded semaphore whose counter starts, and is capped, at value.
+  explicit BoundedSemaphore(std::int64_t value = 1) : Semaphore(value, value) {}
+  static constexpr const char* type_label = "mproc::BoundedSemaphore";
+
+ private:
+  friend struct detail::ObjectHandleCodec<BoundedSemaphore>;
+  explicit BoundedSemaphore(detail::SharedObject<detail::SemaphoreState> state) : Semaphore(check(std::move(state))) {}
+  static detail::SharedObject<detail::SemaphoreState> check(detail::SharedObject<detail::SemaphoreState> state) {
+    if (state->bound < 0) throw ProtocolError("mproc: a Semaphore handle was decoded as a BoundedSemaphore");
+    return state;
+  }
+};
+
+/// Python's multiprocessing.Event: a flag that processes wait for.
+class Event {
+ public:
+  /// A new event, not set.
+  Event() : state_(detail::SharedObject<detail::EventState>::make(0)) {}
+
+  /// True if the flag is set. Never blocks.
+  bool is_set() const noexcept { return state_->flag.load(std::memory_order_acquire); }
+  /// Sets the flag and wakes every waiter.
+  void set() {
+    detail::EventState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    s.flag.store(true, std::memory_order_release);
+    s.changed.notify_all();
+  }
+  /// Clears the flag.
+  void clear() {
+    detail::EventState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    s.flag.store(false, std::memory_order_release);
+  }
+  /// Blocks until the flag is set.
+  void wait() { wait_until_steady(detail::steady_clock::time_point::max()); }
+  /// Blocks until the flag is set or timeout passes; returns the flag (false on timeout).
+  template <class Rep, class Period>
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return wait_until_steady(detail::deadline_after(timeout));
+  }
+  /// Blocks until the flag is set or the deadline passes; returns the flag.
+  template <class Clock, class Duration>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+    return wait_until_steady(detail::to_steady(deadline));
+  }
+
+  static constexpr const char* type_label = "mproc::Event";
+
+ private:
+  friend struct detail::ObjectHandleCodec<Event>;
+  explicit Event(detail::SharedObject<detail::EventState> state) : state_(std::move(state)) {}
+
+  bool wait_until_steady(detail::steady_clock::time_point deadline) {
+    if (is_set()) return true;
+    detail::EventState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    while (!s.flag.load(std::memory_order_acquire)) {
+      if (!guard.wait_until(s.changed, deadline)) return s.flag.load(std::memory_order_acquire);
+    }
+    return true;
+  }
+
+  detail::SharedObject<detail::EventState> state_;
+};
+
+/// Python's multiprocessing.Condition: waits for a change that other processes
+/// announce with notify(), under a Lock or RLock. Lockable itself (it locks its
+/// lock), so `std::unique_lock guard(cond);` is Python's `with cond:`.
+///
+/// C++ argument order for the predicate forms: wait_for(timeout, pred) where Python
+/// has wait_for(pred, timeout).
+class Condition {
+ public:
+  /// A condition with a new RLock of its own (Python's default).
+  Condition() : Condition(RLock()) {}
+  /// A condition using lock, shared with whoever else holds that lock.
+  explicit Condition(const Lock& lock) : lock_(lock), state_(make_state()) {}
+  /// A condition using the recursive lock; wait() releases all of its levels.
+  explicit Condition(const RLock& lock) : lock_(lock), state_(make_state()) {}
+
+  /// Locks the condition's lock.
+  void lock() { lock_.lock(); }
+  /// Locks the condition's lock if free.
+  bool try_lock() { return lock_.try_lock(); }
+  /// Unlocks the condition's lock.
+  void unlock() { lock_.unlock(); }
+  /// Python's acquire(): locks the condition's lock.
+  bool acquire(bool block = true) { return lock_.acquire(block); }
+  /// Python's release(): unlocks the condition's lock.
+  void release() { lock_.unlock(); }
+
+  /// Releases the lock (held by this thread), waits for a notify, takes the lock back.
+  /// Throws ValueError if this thread does not hold the lock.
+  void wait() { (void)lock_.wait_on(state_->cond, detail::steady_clock::time_point::max()); }
+  /// Waits (as wait()) until pred() is true; pred is evaluated with the lock held.
+  template <class Predicate>
+  void wait(Predicate pred) {
+    while (!pred()) wait();
+  }
+  /// As wait(), for at most timeout; false if it timed out.
+  template <class Rep, class Period>
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+    return wait_steady(detail::deadline_after(timeout));
+  }
+  /// Waits until pred() is true or timeout passes; returns pred().
+  template <class Rep, class Period, class Predicate>
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout, Predicate pred) {
+    return wait_steady(detail::deadline_after(timeout), pred);
+  }
+  /// As wait(), until the deadline at most; false if it passed.
+  template <class Clock, class Duration>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+    return wait_steady(detail::to_steady(deadline));
+  }
+  /// Waits until pred() is true or the deadline passes; returns pred().
+  template <class Clock, class Duration, class Predicate>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline, Predicate pred) {
+    return wait_steady(detail::to_steady(deadline), pred);
+  }
+
+  /// Wakes up to n waiters. Call it with the lock held, as in Python.
+  void notify(int n = 1) {
+    for (int i = 0; i < n; ++i) state_->cond.notify_one();
+  }
+  /// Wakes every waiter. Call it with the lock held, as in Python.
+  void notify_all() { state_->cond.notify_all(); }
+
+  /// True when the current holder took the lock over from a process that died holding it.
+  bool owner_died() const noexcept { return lock_.owner_died(); }
+
+ private:
+  friend struct Codec<Condition>;
+  Condition(detail::LockBase lock, detail::SharedObject<detail::ConditionState> state)
+      : lock_(std::move(lock)), state_(std::move(state)) {}
+  static detail::SharedObject<detail::ConditionState> make_state() {
+    return detail::SharedObject<detail::ConditionState>::make(0);
+  }
+
+  bool wait_steady(detail::steady_clock::time_point deadline) {
+    return lock_.wait_on(state_->cond, deadline) != detail::LockResult::timed_out;
+  }
+  template <class Predicate>
+  bool wait_steady(detail::steady_clock::time_point deadline, Predicate& pred) {
+    while (!pred()) {
+      if (!wait_steady(deadline)) return pred();
+    }
+    return true;
+  }
+
+  detail::LockBase lock_;
+  detail::SharedObject<detail::ConditionState> state_;
+};
+
+/// Python's multiprocessing.Barrier: parties processes (or threads) wait until all
+/// of them have called wait(), then all go on.
+///
+/// A party that times out breaks the barrier: the others get BrokenBarrierError, as
+/// in Python, until reset(). A process that dies while holding the barrier's internal
+/// lock breaks it too (the others learn of it instead of waiting forever); one that
+/// dies while waiting is not noticed, so give wait() a timeout when parties may die.
+class Barrier {
+ public:
+  /// A barrier for parties (at least 1) processes or threads.
+  explicit Barrier(std::size_t parties)
+      : state_(parties == 0 ? throw ValueError("mproc::Barrier: parties must be at least 1")
+                            : detail::SharedObject<detail::BarrierState>::make(0, parties)) {}
+
+  /// Waits until all parties are waiting; returns this party's arrival index, from 0
+  /// to parties() - 1. Throws BrokenBarrierError if the barrier is or gets broken.
+  std::size_t wait() { return wait_steady(detail::steady_clock::time_point::max()); }
+  /// As wait(), for at most timeout; on timeout breaks the barrier and throws
+  /// BrokenBarrierError.
+  template <class Rep, class Period>
+  std::size_t wait(const std::chrono::duration<Rep, Period>& timeout) {
+    return wait_steady(detail::deadline_after(timeout));
+  }
+  /// Returns the barrier to its initial state; parties waiting now get BrokenBarrierError.
+  void reset() {
+    detail::BarrierState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    ++s.resets;
+    s.waiting = 0;
+    s.broken = false;
+    s.changed.notify_all();
+  }
+  /// Breaks the barrier: current and later wait() calls throw BrokenBarrierError
+  /// until reset().
+  void abort() {
+    detail::BarrierState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    break_locked(s);
+  }
+  /// The number of parties.
+  std::size_t parties() const noexcept { return static_cast<std::size_t>(state_->parties); }
+  /// How many parties are waiting now.
+  std::size_t n_waiting() const {
+    detail::BarrierState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    return static_cast<std::size_t>(s.waiting);
+  }
+  /// True if the barrier is broken.
+  bool broken() const {
+    detail::BarrierState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    return s.broken;
+  }
+
+  static constexpr const char* type_label = "mproc::Barrier";
+
+ private:
+  friend struct detail::ObjectHandleCodec<Barrier>;
+  explicit Barrier(detail::SharedObject<detail::BarrierState> state) : state_(std::move(state)) {}
+
+  static void break_locked(detail::BarrierState& s) {
+    s.broken = true;
+    s.changed.notify_all();
+  }
+
+  std::size_t wait_steady(detail::steady_clock::time_point deadline) {
+    detail::BarrierState& s = *state_;
+    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    if (guard.recovered()) break_locked(s);
+    if (s.broken) throw BrokenBarrierError("mproc::Barrier is broken");
+    const std::uint64_t generation = s.generation;
+    const std::uint64_t resets = s.resets;
+    const std::uint64_t index = s.waiting++;
+    if (s.waiting == s.parties) {
+      s.waiting = 0;
+      ++s.generation;
+      s.changed.notify_all();
+      return static_cast<std::size_t>(index);
+    }
+    for (;;) {
+      const bool woken = guard.wait_until(s.changed, deadline);
+      if (guard.recovered()) break_locked(s);
+      if (s.generation != generation) return static_cast<std::size_t>(index);
+      if (s.resets != resets) throw BrokenBarrierError("mproc::Barrier was reset while waiting");
+      if (!woken) break_locked(s);
+      if (s.broken) {
+        --s.waiting;
+        throw BrokenBarrierError(woken ? "mproc::Barrier was broken while waiting"
+                                       : "mproc::Barrier::wait timed out (the barrier is now broken)");
+      }
+    }
+  }
+
+  detail::SharedObject<detail::BarrierState> state_;
+};
+
+template <>
+struct Codec<Lock> : detail::ObjectHandleCodec<Lock> {};
+template <>
+struct Codec<RLock> : detail::ObjectHandleCodec<RLock> {};
+template <>
+struct Codec<Semaphore> : detail::ObjectHandleCodec<Semaphore> {};
+template <>
+struct Codec<BoundedSemaphore> : detail::ObjectHandleCodec<BoundedSemaphore> {};
+template <>
+struct Codec<Event> : detail::ObjectHandleCodec<Event> {};
+template <>
+struct Codec<Barrier> : detail::ObjectHandleCodec<Barrier> {};
+
+/// A Condition travels as its lock and its condition variable.
+template <>
+struct Codec<Condition> {
+  static void encode(detail::Writer& w, const Condition& c) {
+    w.pod(static_cast<std::uint8_t>(c.lock_.state_->recursive ? 1 : 0));
+    c.lock_.state_.encode(w);
+    c.state_.encode(w);
+  }
+  static Condition decode(detail::Reader& r) {
+    const bool recursive = detail::decode_flag(r);
+    detail::LockBase lock = recursive ? detail::LockBase(Codec<RLock>::decode(r)) : detail::LockBase(Codec<Lock>::decode(r));
+    auto state = detail::SharedObject<detail::ConditionState>::decode(r, "mproc::Condition");
+    return Condition(std::move(lock), std::move(state));
+  }
+};
+
+}  // namespace mproc

@@ -1,0 +1,451 @@
+// Manager, SharedList and SharedDict: Python's operations, use from several
+// processes and from Pools started before or after the Manager, a full segment, and
+// processes killed in the middle of an operation.
+
+#include "shared_state_support.hpp"
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/container.hpp>
+#include <mproc/manager.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/sync.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using mproc_test::exit_code;
+using mproc_test::spawn;
+using Ints = std::vector<int>;
+
+TEST_CASE("SharedList: Python's list operations") {
+  mproc::Manager mgr;
+  auto lst = mgr.list<int>();
+  CHECK(lst.empty());
+  CHECK_THROWS_WITH(lst.pop(), Catch::Contains("empty list"));
+  lst.append(1);
+  lst.extend(Ints{2, 3, 4});
+  lst.extend({5, 6});
+  CHECK(lst.snapshot() == Ints{1, 2, 3, 4, 5, 6});
+  CHECK(lst.size() == 6);
+  CHECK(lst.at(0) == 1);
+  CHECK(lst.at(-1) == 6);
+  CHECK(lst.pop() == 6);
+  CHECK(lst.pop(0) == 1);
+  CHECK(lst.pop(1) == 3);
+  CHECK(lst.snapshot() == Ints{2, 4, 5});
+  lst.insert(1, 9);
+  lst.insert(-1, 8);   // before the last, as in Python
+  lst.insert(100, 7);  // past the end: appends
+  lst.insert(-100, 0); // before the start: prepends
+  CHECK(lst.snapshot() == Ints{0, 2, 9, 4, 8, 5, 7});
+  lst.set(2, 3);
+  lst.set(-1, 6);
+  CHECK(lst.snapshot() == Ints{0, 2, 3, 4, 8, 5, 6});
+  CHECK_THROWS_AS(lst.at(7), mproc::IndexError);
+  CHECK_THROWS_AS(lst.at(-8), mproc::IndexError);
+  CHECK_THROWS_AS(lst.set(7, 0), mproc::IndexError);
+  CHECK_THROWS_WITH(lst.pop(10), Catch::Contains("index 10 out of range (size 7)"));
+  lst.clear();
+  CHECK(lst.empty());
+  CHECK(lst.snapshot().empty());
+  lst.append(1);
+  CHECK(mgr.list<int>({4, 5}).snapshot() == Ints{4, 5});
+  CHECK(mgr.list<int>(Ints{6}).snapshot() == Ints{6});
+}
+
+struct Big {
+  std::array<std::int64_t, 8> v;  // 64 bytes: kept in place, written in several stores
+};
+
+TEST_CASE("SharedList of strings (kept encoded) and of large structs (kept in place)") {
+  mproc::Manager mgr;
+  auto words = mgr.list<std::string>();
+  for (int i = 0; i < 100; ++i) words.append(std::string(static_cast<std::size_t>(i), 'a'));
+  CHECK(words.at(99).size() == 99);
+  CHECK(words.pop(50).size() == 50);
+  words.insert(0, "first");
+  words.set(1, "second");
+  CHECK(words.at(0) == "first");
+  CHECK(words.at(1) == "second");
+  CHECK(words.size() == 100);
+  const auto used = mgr.used();
+  words.clear();
+  CHECK(mgr.used() < used);  // the strings' memory went back to the segment
+
+  auto bigs = mgr.list<Big>();
+  static_assert(mproc::detail::ElementStore<Big>::in_place);
+  for (std::int64_t i = 0; i < 10; ++i) bigs.append(Big{{i, i, i, i, i, i, i, i}});
+  bigs.set(3, Big{{-1, -1, -1, -1, -1, -1, -1, -1}});
+  CHECK(bigs.at(3).v[7] == -1);
+  CHECK(bigs.pop(0).v[0] == 0);
+
+  auto nested = mgr.list<std::vector<std::map<std::string, int>>>();
+  nested.append({{{"a", 1}}, {{"b", 2}}});
+  CHECK(nested.at(0)[1].at("b") == 2);
+}
+
+TEST_CASE("seed 001: a list appended from two processes holds 30 and 70") {
+  mproc::Manager mgr;
+  auto lst = mgr.list<int>();
+  auto worker1 = spawn([&] {
+    lst.append(30);
+    return 0;
+  });
+  auto worker2 = spawn([&] {
+    lst.append(70);
+    return 0;
+  });
+  CHECK(exit_code(worker1) == 0);
+  CHECK(exit_code(worker2) == 0);
+  auto all = lst.snapshot();
+  std::sort(all.begin(), all.end());
+  CHECK(all == Ints{30, 70});
+}
+
+TEST_CASE("SharedList: concurrent appends from two processes are all kept") {
+  mproc::Manager mgr;
+  auto lst = mgr.list<int>();
+  constexpr int per_child = 5000;
+  std::vector<mproc::detail::Child> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(spawn([&, c] {
+      for (int i = 0; i < per_child; ++i) lst.append(c * per_child + i);
+      return 0;
+    }));
+  }
+  for (auto& c : children) CHECK(exit_code(c) == 0);
+  auto all = lst.snapshot();
+  std::sort(all.begin(), all.end());
+  Ints expected(2 * per_child);
+  for (int i = 0; i < 2 * per_child; ++i) expected[static_cast<std::size_t>(i)] = i;
+  CHECK(all == expected);
+}
+
+TEST_CASE("SharedDict: Python's dict operations, in insertion order") {
+  mproc::Manager mgr;
+  auto d = mgr.dict<std::string, int>();
+  CHECK(d.empty());
+  CHECK_FALSE(d.get("a").has_value());
+  d.set("b", 1);
+  d.set("a", 2);
+  d.set("c", 3);
+  d.set("b", 10);  // an update keeps the key's place
+  CHECK(d.size() == 3);
+  CHECK(d.get("b") == 10);
+  CHECK(d.get("zz", -1) == -1);
+  CHECK(d.contains("a"));
+  CHECK_FALSE(d.contains("zz"));
+  CHECK(d.keys() == std::vector<std::string>{"b", "a", "c"});
+  CHECK(d.values() == Ints{10, 2, 3});
+  CHECK(d.items() == std::vector<std::pair<std::string, int>>{{"b", 10}, {"a", 2}, {"c", 3}});
+  CHECK(d.erase("a"));
+  CHECK_FALSE(d.erase("a"));
+  CHECK(d.pop("c") == 3);
+  CHECK_FALSE(d.pop("c").has_value());
+  CHECK(d.keys() == std::vector<std::string>{"b"});
+  d.set("a", 5);
+  CHECK(d.keys() == std::vector<std::string>{"b", "a"});  // a new key goes last
+  CHECK(d.update("hits", [](std::optional<int> v) { return v.value_or(0) + 1; }) == 1);
+  CHECK(d.update("hits", [](std::optional<int> v) { return v.value_or(0) + 1; }) == 2);
+  CHECK_THROWS_AS(d.update("x", [&](std::optional<int>) { return d.get("b", 0); }), mproc::ValueError);
+  CHECK_FALSE(d.contains("x"));
+  d.clear();
+  CHECK(d.size() == 0);
+  CHECK(d.keys().empty());
+
+  auto by_number = mgr.dict<int, std::vector<std::string>>();
+  for (int i = 0; i < 1000; ++i) by_number.set(i, {std::to_string(i)});
+  for (int i = 0; i < 1000; i += 3) by_number.erase(i);
+  CHECK(by_number.size() == 666);
+  CHECK(by_number.get(998).value().at(0) == "998");
+  CHECK_FALSE(by_number.get(999).has_value());
+  CHECK(by_number.keys().front() == 1);
+}
+
+int store_square(mproc::SharedDict<std::string, int> d, int i) {
+  d.set("key" + std::to_string(i), i * i);
+  return i;
+}
+
+void check_squares(const mproc::SharedDict<std::string, int>& d, int n) {
+  REQUIRE(d.size() == static_cast<std::size_t>(n));
+  bool all = true;
+  for (int i = 0; i < n; ++i) all = all && d.get("key" + std::to_string(i)) == i * i;
+  CHECK(all);
+}
+
+TEST_CASE("SharedDict: 10,000 string keys filled by a Pool started before the Manager") {
+  mproc::Pool pool(store_square, {.processes = 2});
+  mproc::Manager mgr;
+  auto d = mgr.dict<std::string, int>();
+  std::vector<std::tuple<mproc::SharedDict<std::string, int>, int>> tasks;
+  for (int i = 0; i < 10000; ++i) tasks.emplace_back(d, i);
+  pool.starmap(tasks);
+  check_squares(d, 10000);
+}
+
+TEST_CASE("SharedDict: 10,000 string keys filled by a Pool started after the Manager") {
+  mproc::Manager mgr;
+  auto d = mgr.dict<std::string, int>();
+  mproc::Pool pool([d](int i) { return store_square(d, i); }, {.processes = 2});
+  std::vector<int> keys(10000);
+  for (int i = 0; i < 10000; ++i) keys[static_cast<std::size_t>(i)] = i;
+  pool.map(keys);
+  check_squares(d, 10000);
+}
+
+mproc::SharedList<int> make_list_in(mproc::Manager mgr, int n) {
+  auto lst = mgr.list<int>();
+  for (int i = 0; i < n; ++i) lst.append(i);
+  return lst;
+}
+
+TEST_CASE("A Manager can be sent to a worker, which makes a list in it and sends the list back") {
+  mproc::Pool pool(make_list_in, {.processes = 1});
+  mproc::Manager mgr;
+  auto lst = pool.apply(mgr, 5);
+  CHECK(lst.snapshot() == Ints{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("SharedDict::update is atomic across processes") {
+  mproc::Manager mgr;
+  auto d = mgr.dict<std::string, long>();
+  constexpr int per_child = 3000;
+  std::vector<mproc::detail::Child> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(spawn([&] {
+      for (int i = 0; i < per_child; ++i) d.update("n", [](std::optional<long> v) { return v.value_or(0) + 1; });
+      return 0;
+    }));
+  }
+  for (auto& c : children) CHECK(exit_code(c) == 0);
+  CHECK(d.get("n") == 2 * per_child);
+}
+
+TEST_CASE("A full segment throws SharedMemoryFull naming its size and the container stays usable") {
+  mproc::Manager mgr({.initial_size = 16 << 10, .max_size = 256 << 10});
+  auto lst = mgr.list<std::string>();
+  auto d = mgr.dict<int, std::string>();
+  const std::string chunk(1000, 'x');
+  std::size_t kept = 0;
+  try {
+    for (;;) {
+      lst.append(chunk);
+      ++kept;
+    }
+  } catch (const mproc::SharedMemoryFull& e) {
+    CHECK_THAT(e.what(), Catch::Contains("262144 bytes") && Catch::Contains("max_size"));
+  }
+  CHECK(kept > 100);
+  CHECK(lst.size() == kept);
+  CHECK_THROWS_AS(lst.extend(std::vector<std::string>(50, chunk)), mproc::SharedMemoryFull);
+  CHECK(lst.size() == kept);  // all or nothing
+  CHECK_THROWS_AS(d.set(1, std::string(300 << 10, 'y')), mproc::SharedMemoryFull);
+  CHECK(d.size() == 0);
+  CHECK(lst.pop() == chunk);
+  lst.append("fits again");
+  CHECK(lst.at(-1) == "fits again");
+  lst.clear();
+  for (int i = 0; i < 100; ++i) d.set(i, chunk);  // the cleared list's memory is reused
+  CHECK(d.size() == 100);
+  CHECK(mgr.size() <= mgr.max_size());
+}
+
+TEST_CASE("A Manager's segment grows by itself up to max_size") {
+  mproc::Manager mgr({.initial_size = 64 << 10, .max_size = 256 << 20});
+  CHECK(mgr.size() == 64 << 10);
+  auto lst = mgr.list<std::vector<double>>();
+  auto child = spawn([&] {  // the child grows it; the parent sees the data
+    for (int i = 0; i < 16; ++i) lst.append(std::vector<double>(128 << 10, i));
+    return 0;
+  });
+  CHECK(exit_code(child) == 0);
+  CHECK(mgr.size() >= 16 << 20);
+  CHECK(lst.at(15).back() == 15.0);
+}
+
+// Kills the process when a container operation reaches the named point.
+const char* kill_at = nullptr;
+void kill_if_reached(const char* where) {
+  if (kill_at != nullptr && std::strcmp(where, kill_at) == 0) ::kill(::getpid(), SIGKILL);
+}
+
+template <class Op>
+void die_at(const char* point, Op op) {
+  auto child = spawn([&] {
+    kill_at = point;
+    mproc::detail::fault_hook.store(kill_if_reached);
+    op();
+    return 0;  // the point was never reached
+  });
+  REQUIRE(exit_code(child) == -SIGKILL);
+}
+
+TEST_CASE("SharedList: a process killed in the middle of an operation leaves a consistent list") {
+  mproc::Manager mgr;
+  const Ints start{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  struct Case {
+    const char* point;
+    void (*op)(mproc::SharedList<int>&);
+    Ints after;  // what the next user finds: the operation done, or not at all
+  };
+  const std::vector<Case> cases = {
+      {"list.append", [](auto& l) { l.append(10); }, start},
+      {"list.extend", [](auto& l) { l.extend({10, 11}); }, start},
+      {"list.grow", [](auto& l) { l.extend(Ints(100, 1)); }, start},
+      {"list.journal", [](auto& l) { l.pop(3); }, {0, 1, 2, 4, 5, 6, 7, 8, 9}},
+      {"list.remove.shift", [](auto& l) { l.pop(1); }, {0, 2, 3, 4, 5, 6, 7, 8, 9}},
+      {"list.insert.shift", [](auto& l) { l.insert(1, 42); }, {0, 42, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+      {"list.set", [](auto& l) { l.set(5, 42); }, {0, 1, 2, 3, 4, 42, 6, 7, 8, 9}},
+  };
+  for (const Case& c : cases) {
+    SECTION(c.point) {
+      auto lst = mgr.list<int>(start);
+      die_at(c.point, [&] { c.op(lst); });
+      CHECK(lst.snapshot() == c.after);
+      CHECK(lst.owner_deaths() == 1);
+      lst.append(100);
+      CHECK(lst.at(-1) == 100);
+      CHECK(lst.size() == c.after.size() + 1);
+    }
+  }
+}
+
+TEST_CASE("SharedList of strings: a process killed while removing leaves every string intact") {
+  mproc::Manager mgr;
+  auto lst = mgr.list<std::string>({"a", "b", "c", "d", "e", "f"});
+  die_at("list.remove.shift", [&] { lst.pop(0); });
+  CHECK(lst.snapshot() == std::vector<std::string>{"b", "c", "d", "e", "f"});
+  for (int i = 0; i < 10; ++i) lst.append(std::string(40, 'z'));  // reuses freed blocks: none twice
+  CHECK(lst.at(0) == "b");
+  CHECK(lst.size() == 15);
+}
+
+TEST_CASE("SharedDict: a process killed in the middle of an operation leaves a consistent dict") {
+  mproc::Manager mgr;
+  using Items = std::vector<std::pair<int, int>>;
+  Items start;
+  for (int i = 0; i < 8; ++i) start.emplace_back(i, i * 10);  // 8 entries: a full first table
+  struct Case {
+    const char* point;
+    void (*op)(mproc::SharedDict<int, int>&);
+    Items after;
+  };
+  Items without_3 = start;
+  without_3.erase(without_3.begin() + 3);
+  Items with_8 = start;
+  with_8.emplace_back(8, 80);
+  const std::vector<Case> cases = {
+      {"dict.grow", [](auto& d) { d.set(8, 80); }, start},
+      {"dict.insert", [](auto& d) { d.set(8, 80); }, start},
+      {"dict.index", [](auto& d) { d.set(8, 80); }, with_8},
+      {"dict.erase", [](auto& d) { d.erase(3); }, without_3},
+  };
+  for (const Case& c : cases) {
+    SECTION(c.point) {
+      auto d = mgr.dict<int, int>();
+      for (const auto& [k, v] : start) d.set(k, v);
+      die_at(c.point, [&] { c.op(d); });
+      CHECK(d.items() == c.after);
+      CHECK(d.size() == c.after.size());
+      CHECK(d.owner_deaths() == 1);
+      for (const auto& [k, v] : c.after) CHECK(d.get(k) == v);
+      d.set(3, 33);
+      d.set(100, 1);
+      CHECK(d.get(3) == 33);
+      CHECK(d.get(100) == 1);
+    }
+  }
+}
+
+// Appends distinct strings of about `size` bytes until the segment is full; returns how many fit.
+std::size_t fill(mproc::SharedList<std::string>& lst, std::size_t size) {
+  std::size_t n = 0;
+  try {
+    for (;; ++n) lst.append(std::to_string(n) + std::string(size, 'x'));
+  } catch (const mproc::SharedMemoryFull&) {
+  }
+  return n;
+}
+
+bool intact(const mproc::SharedList<std::string>& lst, std::size_t size) {
+  const auto all = lst.snapshot();
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (all[i] != std::to_string(i) + std::string(size, 'x')) return false;
+  }
+  return true;
+}
+
+TEST_CASE("A process killed inside the allocator leaves it consistent, and no block is handed out twice") {
+  for (const char* point : {"alloc.split", "alloc.push"}) {
+    SECTION(point) {
+      mproc::Manager mgr({.initial_size = 128 << 10, .max_size = 128 << 10});
+      auto lst = mgr.list<std::string>();
+      auto other = mgr.list<std::string>();
+      const std::size_t first = fill(lst, 1000);
+      REQUIRE(first > 50);
+      lst.clear();  // every block free: a small request splits one and files the rest
+      die_at(point, [&] { other.append("small"); });  // dies holding other's lock and the allocator's
+      const std::size_t again = fill(lst, 1000);  // takes the allocator over; the sweep finds the lost rest
+      CHECK(intact(lst, 1000));
+      CHECK(again + 2 >= first);
+      const std::size_t small = fill(other, 10);
+      CHECK(other.owner_deaths() == 1);
+      CHECK(intact(lst, 1000));  // no block went to both lists
+      CHECK(intact(other, 10));
+      CHECK(small > 0);
+    }
+  }
+}
+
+TEST_CASE("A process killed while holding a dict's lock (inside update) does not hang the others") {
+  mproc::Manager mgr;
+  auto d = mgr.dict<std::string, int>();
+  d.set("a", 1);
+  auto child = spawn([&] {
+    d.update("a", [](std::optional<int>) -> int {
+      ::kill(::getpid(), SIGKILL);
+      return 2;
+    });
+    return 0;
+  });
+  CHECK(exit_code(child) == -SIGKILL);
+  CHECK(d.get("a") == 1);
+  CHECK(d.owner_deaths() == 1);
+  d.set("b", 2);
+  CHECK(d.size() == 2);
+}
+
+TEST_CASE("Container handles travel as the same container, and decode only as what they are") {
+  mproc::Manager mgr;
+  auto lst = mgr.list<int>({1, 2});
+  const mproc::Bytes bytes = mproc::encode(lst);
+  auto same = mproc::decode<mproc::SharedList<int>>(bytes);
+  same.append(3);
+  CHECK(lst.snapshot() == Ints{1, 2, 3});
+  CHECK_THROWS_AS(mproc::decode<mproc::SharedList<long>>(bytes), mproc::ProtocolError);
+  CHECK_THROWS_AS((mproc::decode<mproc::SharedDict<int, int>>(bytes)), mproc::ProtocolError);
+  const mproc::Bytes lock = mproc::encode(mproc::Lock());
+  CHECK_THROWS_AS(mproc::decode<mproc::SharedList<int>>(lock), mproc::ProtocolError);
+  auto lists = mgr.list<mproc::SharedList<int>>();  // handles are values like any other
+  lists.append(lst);
+  lists.at(0).append(4);
+  CHECK(lst.size() == 4);
+}
+
+}  // namespace

@@ -1,0 +1,268 @@
+// Value<T> and Array<T> across processes: seed 001's race, atomic updates, values
+// larger than an atomic, arrays big and small, handles sent to a Pool started before
+// them, handles whose owner is gone, and nothing left behind afterwards.
+
+#include "shared_state_support.hpp"
+
+#include <mproc/codec.hpp>
+#include <mproc/detail/fd.hpp>
+#include <mproc/manager.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/shared.hpp>
+#include <mproc/sync.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/prctl.h>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc_test::exit_code;
+using mproc_test::spawn;
+
+TEST_CASE("seed 001: two processes add and subtract 10 fifty times each and with the lock the result is 1000") {
+  mproc::Value<int> x(1000);
+  mproc::Lock lock;
+  auto add = spawn([&] {
+    for (int i = 0; i < 50; ++i) {
+      std::lock_guard guard(lock);
+      x.value() += 10;
+    }
+    return 0;
+  });
+  auto sub = spawn([&] {
+    for (int i = 0; i < 50; ++i) {
+      std::lock_guard guard(lock);
+      x.value() -= 10;
+    }
+    return 0;
+  });
+  CHECK(exit_code(add) == 0);
+  CHECK(exit_code(sub) == 0);
+  CHECK(x.load() == 1000);
+}
+
+TEST_CASE("Value::update is one atomic read-modify-write across processes") {
+  mproc::Value<long> counter(0);
+  constexpr int per_child = 20000;
+  std::vector<mproc::detail::Child> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(spawn([&] {
+      for (int i = 0; i < per_child; ++i) counter.update([](long& v) { ++v; });
+      return 0;
+    }));
+  }
+  for (int i = 0; i < per_child; ++i) {
+    std::lock_guard guard(counter.get_lock());  // Python's `with x.get_lock(): x.value += 1`
+    counter.value() += 1;
+  }
+  for (auto& c : children) CHECK(exit_code(c) == 0);
+  CHECK(counter.load() == 3 * per_child);
+}
+
+TEST_CASE("Value: load, store, value(), and store/update inside a held get_lock()") {
+  mproc::Value<double> v;
+  CHECK(v.load() == 0.0);
+  v.store(2.5);
+  CHECK(v.value() == 2.5);
+  CHECK(v.update([](double& d) { d *= 2; }) == 5.0);
+  {
+    std::lock_guard guard(v.get_lock());
+    v.store(v.load() + 1);  // uses the caller's hold instead of deadlocking
+    CHECK(v.update([](double& d) { d += 1; }) == 7.0);
+  }
+  auto child = spawn([&] {
+    v.store(-1);
+    return 0;
+  });
+  CHECK(exit_code(child) == 0);
+  CHECK(v.load() == -1.0);
+  mproc::Value<int> copy = mproc::Value<int>(3);
+  mproc::Value<int> alias = copy;  // a handle: the same shared int
+  alias.store(4);
+  CHECK(copy.load() == 4);
+}
+
+struct Triple {
+  std::int64_t a, b, sum;  // sum == a + b whenever the lock is free
+};
+
+TEST_CASE("Value of a struct larger than an atomic: load() never sees half an update") {
+  mproc::Value<Triple> t(Triple{0, 0, 0});
+  static_assert(!std::atomic_ref<Triple>::is_always_lock_free);
+  auto writer = spawn([&] {
+    for (std::int64_t i = 1; i <= 20000; ++i) t.store(Triple{i, 2 * i, 3 * i});
+    return 0;
+  });
+  bool consistent = true;
+  for (int i = 0; i < 20000; ++i) {  // reads racing the writer's stores
+    const Triple seen = t.load();
+    consistent = consistent && seen.a + seen.b == seen.sum;
+  }
+  CHECK(exit_code(writer) == 0);
+  CHECK(consistent);
+  CHECK(t.load().sum == 60000);
+}
+
+TEST_CASE("Values made with one Lock share it") {
+  mproc::Lock lock;
+  mproc::Value<int> a(1, lock), b(2, lock);
+  CHECK(a.get_lock() == lock);
+  CHECK(b.get_lock() == lock);
+  std::lock_guard guard(lock);
+  auto child = spawn([&] { return b.get_lock().try_lock() ? 1 : 0; });
+  CHECK(exit_code(child) == 0);
+}
+
+TEST_CASE("Array: zero-initialised, shared with children, bounds-checked") {
+  mproc::Array<int> arr(1000);
+  CHECK(arr.size() == 1000);
+  CHECK(std::accumulate(arr.begin(), arr.end(), 0) == 0);
+  std::vector<mproc::detail::Child> children;
+  for (int c = 0; c < 2; ++c) {
+    children.push_back(spawn([&, c] {
+      for (std::size_t i = static_cast<std::size_t>(c); i < arr.size(); i += 2) arr[i] = static_cast<int>(i);
+      return 0;
+    }));
+  }
+  for (auto& c : children) CHECK(exit_code(c) == 0);
+  std::vector<int> expected(1000);
+  std::iota(expected.begin(), expected.end(), 0);
+  CHECK(arr.to_vector() == expected);
+  CHECK(arr.span().size() == 1000);
+  CHECK(arr.at(999) == 999);
+  CHECK_THROWS_AS(arr.at(1000), mproc::IndexError);
+  CHECK(arr.update([](std::span<int> s) { return s[0] + s[1]; }) == 1);
+
+  mproc::Array<double> listed{1.5, 2.5};
+  CHECK(listed.to_vector() == std::vector<double>{1.5, 2.5});
+  const std::vector<short> source{1, 2, 3};
+  CHECK(mproc::Array<short>(source).to_vector() == source);
+  CHECK(mproc::Array<char>(3, 'x').to_vector() == std::vector<char>{'x', 'x', 'x'});
+}
+
+TEST_CASE("A large Array gets its own segment and is shared all the same") {
+  constexpr std::size_t n = 4 << 20;  // 32 MiB of doubles
+  mproc::Array<double> big(n, 1.0);
+  auto child = spawn([&] {
+    big[n - 1] = 42.0;
+    return big[0] == 1.0 ? 0 : 1;
+  });
+  CHECK(exit_code(child) == 0);
+  CHECK(big[n - 1] == 42.0);
+}
+
+long add_to(mproc::Value<long> total, mproc::Array<long> seen, int i) {
+  total.update([i](long& v) { v += i; });
+  seen[static_cast<std::size_t>(i)] = 1;
+  return i;
+}
+
+TEST_CASE("Values and Arrays can be Pool task arguments, even for a Pool started before them") {
+  mproc::Pool pool(add_to, {.processes = 2});
+  mproc::Value<long> total(0);
+  mproc::Array<long> seen(100);
+  std::vector<std::tuple<mproc::Value<long>, mproc::Array<long>, int>> tasks;
+  for (int i = 0; i < 100; ++i) tasks.emplace_back(total, seen, i);
+  pool.starmap(tasks);
+  CHECK(total.load() == 99 * 100 / 2);
+  CHECK(std::accumulate(seen.begin(), seen.end(), 0L) == 100);
+}
+
+TEST_CASE("A handle whose every holder is gone cannot be decoded: SharedMemoryGone") {
+  mproc_test::drop_cached_segments();  // so that the child carves the Value from an arena of its own
+  auto pipe = mproc::detail::make_pipe();
+  auto child = spawn([&] {
+    const mproc::Bytes bytes = mproc::encode(mproc::Value<int>(5));
+    return mproc::detail::write_all(pipe.write.get(), bytes.data(), bytes.size()) ? 0 : 1;
+  });
+  CHECK(exit_code(child) == 0);
+  pipe.write.reset();
+  std::array<std::byte, 256> buffer{};
+  const ssize_t n = mproc::detail::read_some(pipe.read.get(), buffer.data(), buffer.size());
+  REQUIRE(n > 0);
+  const std::span<const std::byte> bytes(buffer.data(), static_cast<std::size_t>(n));
+  CHECK_THROWS_AS(mproc::decode<mproc::Value<int>>(bytes), mproc::SharedMemoryGone);
+}
+
+TEST_CASE("Nothing is left behind: no /dev/shm file, descriptor or mapping once the handles are gone") {
+  mproc_test::drop_cached_segments();
+  const auto shm_before = mproc_test::dev_shm();
+  const auto fds_before = mproc_test::open_descriptors();
+  REQUIRE(mproc_test::segment_mappings() == 0);
+  {
+    mproc::Manager mgr;
+    auto lst = mgr.list<std::string>();
+    auto d = mgr.dict<int, int>();
+    mproc::Value<int> v(1);
+    mproc::Array<double> small(10), big(1 << 20);
+    mproc::Lock lock;
+    mproc::RLock rlock;
+    mproc::Event event;
+    mproc::Semaphore sem;
+    mproc::Condition cond;
+    mproc::Barrier barrier(2);
+    auto child = spawn([&] {
+      lst.append("x");
+      d.set(1, 2);
+      v.store(2);
+      event.set();
+      barrier.wait();
+      return 0;
+    });
+    barrier.wait();
+    CHECK(exit_code(child) == 0);
+    CHECK(lst.size() == 1);
+    const mproc::Bytes sent = mproc::encode(std::make_tuple(lst, d, v, big, lock, cond));
+    auto received = mproc::decode<decltype(std::make_tuple(lst, d, v, big, lock, cond))>(sent);
+    CHECK(std::get<2>(received).load() == 2);
+    CHECK(mproc_test::segment_mappings() > 0);
+  }
+  mproc_test::drop_cached_segments();
+  CHECK(mproc_test::segment_mappings() == 0);
+  CHECK(mproc_test::open_descriptors() == fds_before);
+  CHECK(mproc_test::dev_shm() == shm_before);
+}
+
+TEST_CASE("Nothing is left behind when the program using shared state is killed with SIGKILL") {
+  const auto shm_before = mproc_test::dev_shm();
+  auto ready = mproc::detail::make_pipe();
+  auto program = spawn([&] {  // stands in for a whole program: it makes everything, then is killed
+    mproc::Manager mgr;
+    auto lst = mgr.list<int>({1, 2, 3});
+    mproc::Value<int> v(1);
+    mproc::Lock lock;
+    lock.lock();
+    mproc::Event never;
+    auto worker = spawn([&] {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the program
+      lst.append(4);
+      return mproc::detail::write_all(ready.write.get(), "w", 1) ? (never.wait(), 0) : 1;
+    });
+    (void)mproc::detail::write_all(ready.write.get(), "p", 1);
+    never.wait();
+    return 0;
+  });
+  std::size_t got = 0;
+  char buffer[2];
+  while (got < 2) {  // both the program and its worker are up
+    const ssize_t n = mproc::detail::read_some(ready.read.get(), buffer + got, 2 - got);
+    REQUIRE(n > 0);
+    got += static_cast<std::size_t>(n);
+  }
+  program.kill(SIGKILL);
+  CHECK(exit_code(program) == -SIGKILL);
+  CHECK(mproc_test::dev_shm() == shm_before);
+}
+
+}  // namespace

@@ -1,0 +1,311 @@
+// Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier across
+// processes: blocking, timeouts, holders that die, and handles sent to a Pool
+// started before the objects existed. Children report through their exit codes;
+// nothing here waits on time except the timeouts under test.
+
+#include "shared_state_support.hpp"
+
+#include <mproc/pool.hpp>
+#include <mproc/shared.hpp>
+#include <mproc/sync.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc_test::exit_code;
+using mproc_test::spawn;
+
+TEST_CASE("Lock: another process cannot take it while it is held") {
+  mproc::Lock lock;
+  lock.lock();
+  auto busy = spawn([&] { return lock.try_lock() ? 1 : 0; });
+  CHECK(exit_code(busy) == 0);
+  lock.unlock();
+  auto free = spawn([&] {
+    if (!lock.try_lock()) return 1;
+    lock.unlock();
+    return 0;
+  });
+  CHECK(exit_code(free) == 0);
+}
+
+TEST_CASE("Lock: try_lock_for times out while another process holds it, lock() waits for it") {
+  mproc::Lock lock;
+  mproc::Event held, release;
+  auto holder = spawn([&] {
+    std::lock_guard guard(lock);
+    held.set();
+    release.wait();
+    return 0;
+  });
+  held.wait();
+  CHECK_FALSE(lock.try_lock_for(20ms));
+  CHECK_FALSE(lock.try_lock_until(std::chrono::system_clock::now() + 20ms));
+  CHECK_FALSE(lock.acquire(false));
+  release.set();
+  {
+    std::unique_lock guard(lock);  // blocks until the holder lets go
+    CHECK(guard.owns_lock());
+    CHECK_FALSE(lock.owner_died());
+  }
+  CHECK(exit_code(holder) == 0);
+  std::scoped_lock both(lock);
+}
+
+TEST_CASE("Lock: misuse throws instead of deadlocking") {
+  mproc::Lock lock;
+  lock.lock();
+  CHECK_THROWS_AS(lock.lock(), mproc::ValueError);
+  CHECK_THROWS_AS(lock.try_lock_for(1s), mproc::ValueError);
+  CHECK_FALSE(lock.try_lock());
+  lock.unlock();
+  CHECK_THROWS_AS(lock.unlock(), mproc::ValueError);
+  std::thread other([&] { CHECK(lock.acquire()); });
+  other.join();
+  CHECK_THROWS_AS(lock.release(), mproc::ValueError);  // held by the other thread (now gone)
+}
+
+TEST_CASE("Lock: a holder killed with SIGKILL does not hang the next locker, who sees owner_died") {
+  mproc::Lock lock;
+  mproc_test::die_holding([&] { lock.lock(); });
+  {
+    std::lock_guard guard(lock);
+    CHECK(lock.owner_died());
+    CHECK(lock.owner_deaths() == 1);
+  }
+  lock.lock();
+  CHECK_FALSE(lock.owner_died());
+  lock.unlock();
+
+  mproc_test::die_holding([&] { lock.lock(); });
+  CHECK(lock.try_lock_for(10s));  // the timed path recovers too
+  CHECK(lock.owner_died());
+  CHECK(lock.owner_deaths() == 2);
+  lock.unlock();
+}
+
+TEST_CASE("RLock: its holder may relock and others wait until every level is released") {
+  mproc::RLock lock;
+  auto try_elsewhere = [&] {
+    auto child = spawn([&] {
+      if (!lock.try_lock()) return 1;
+      lock.unlock();
+      return 0;
+    });
+    return exit_code(child) == 0;
+  };
+  lock.lock();
+  CHECK(lock.try_lock());
+  CHECK(lock.try_lock_for(1s));
+  lock.unlock();
+  lock.unlock();
+  CHECK_FALSE(try_elsewhere());
+  lock.unlock();
+  CHECK(try_elsewhere());
+  CHECK_THROWS_AS(lock.unlock(), mproc::ValueError);
+}
+
+TEST_CASE("RLock: a holder dead at depth three leaves a lock one unlock() frees") {
+  mproc::RLock lock;
+  mproc_test::die_holding([&] {
+    lock.lock();
+    lock.lock();
+    lock.lock();
+  });
+  lock.lock();
+  CHECK(lock.owner_died());
+  lock.unlock();
+  auto child = spawn([&] { return lock.try_lock() ? 0 : 1; });
+  CHECK(exit_code(child) == 0);
+}
+
+TEST_CASE("Semaphore: processes beyond its count wait until a unit is released") {
+  mproc::Semaphore sem(2);
+  mproc::Semaphore taken(0);
+  mproc::Event release;
+  std::vector<mproc::detail::Child> holders;
+  for (int i = 0; i < 2; ++i) {
+    holders.push_back(spawn([&] {
+      sem.acquire();
+      taken.release();
+      release.wait();
+      sem.release();
+      return 0;
+    }));
+  }
+  taken.acquire();
+  taken.acquire();
+  CHECK(sem.get_value() == 0);
+  CHECK_FALSE(sem.try_acquire());
+  CHECK_FALSE(sem.try_acquire_for(20ms));
+  CHECK_FALSE(sem.acquire(20ms));
+  release.set();
+  CHECK(sem.acquire());  // waits for a holder's release
+  for (auto& h : holders) CHECK(exit_code(h) == 0);
+  CHECK(sem.get_value() == 1);
+  { std::lock_guard guard(sem); CHECK(sem.get_value() == 0); }
+  CHECK(sem.get_value() == 1);
+  sem.release(3);
+  CHECK(sem.get_value() == 4);
+  CHECK_THROWS_AS(mproc::Semaphore(-1), mproc::ValueError);
+}
+
+TEST_CASE("BoundedSemaphore: releasing above the initial value throws ValueError") {
+  mproc::BoundedSemaphore sem(2);
+  CHECK_THROWS_AS(sem.release(), mproc::ValueError);
+  sem.acquire();
+  auto child = spawn([&] {
+    sem.release();
+    return mproc_test::throws<mproc::ValueError>([&] { sem.release(); }) ? 0 : 1;
+  });
+  CHECK(exit_code(child) == 0);
+  CHECK(sem.get_value() == 2);
+}
+
+TEST_CASE("Event: waiters in other processes wake when it is set and wait_for times out") {
+  mproc::Event event;
+  CHECK_FALSE(event.is_set());
+  CHECK_FALSE(event.wait_for(20ms));
+  CHECK_FALSE(event.wait_until(std::chrono::steady_clock::now() + 10ms));
+  std::vector<mproc::detail::Child> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.push_back(spawn([&] {
+      event.wait();
+      return event.is_set() ? 0 : 1;
+    }));
+  }
+  event.set();
+  for (auto& w : waiters) CHECK(exit_code(w) == 0);
+  CHECK(event.wait_for(0s));
+  event.clear();
+  CHECK_FALSE(event.is_set());
+  auto late = spawn([&] { return event.wait_for(20ms) ? 1 : 0; });
+  CHECK(exit_code(late) == 0);
+}
+
+TEST_CASE("Condition: a process waits for a predicate another process makes true") {
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  mproc::Value<int> stage(0, lock);  // guarded by the condition's lock
+  auto child = spawn([&] {
+    std::unique_lock guard(cond);
+    cond.wait([&] { return stage.value() == 1; });
+    stage.value() = 2;
+    cond.notify_all();
+    return 0;
+  });
+  {
+    std::unique_lock guard(cond);
+    CHECK_FALSE(cond.wait_for(10ms, [&] { return stage.value() == 1; }));  // nobody makes it true yet
+    stage.value() = 1;
+    cond.notify();
+    CHECK(cond.wait_for(60s, [&] { return stage.value() == 2; }));
+    CHECK_FALSE(cond.wait_for(10ms, [&] { return stage.value() == 3; }));
+    CHECK_FALSE(cond.wait_until(std::chrono::steady_clock::now() + 10ms, [] { return false; }));
+  }
+  CHECK(exit_code(child) == 0);
+  CHECK_THROWS_AS(cond.wait(), mproc::ValueError);  // the lock is not held
+}
+
+TEST_CASE("Condition: waiting releases every level of its RLock") {
+  mproc::Condition cond;  // with an RLock of its own, as in Python
+  mproc::Value<int> flag(0);
+  cond.acquire();
+  cond.acquire();
+  auto child = spawn([&] {
+    std::lock_guard guard(cond);  // possible only while the parent waits
+    flag.store(1);
+    cond.notify_all();
+    return 0;
+  });
+  cond.wait([&] { return flag.load() == 1; });
+  cond.release();
+  cond.release();
+  CHECK(exit_code(child) == 0);
+  auto free = spawn([&] { return cond.try_lock() ? 0 : 1; });
+  CHECK(exit_code(free) == 0);
+}
+
+TEST_CASE("Barrier: three processes meet, each with its own arrival index") {
+  mproc::Barrier barrier(3);
+  mproc::Array<int> index(2, -1);
+  std::vector<mproc::detail::Child> parties;
+  for (int i = 0; i < 2; ++i) {
+    parties.push_back(spawn([&, i] {
+      index[static_cast<std::size_t>(i)] = static_cast<int>(barrier.wait());
+      return 0;
+    }));
+  }
+  const auto mine = static_cast<int>(barrier.wait());
+  for (auto& p : parties) CHECK(exit_code(p) == 0);
+  CHECK(std::set<int>{mine, index[0], index[1]} == std::set<int>{0, 1, 2});
+  CHECK(barrier.parties() == 3);
+  CHECK(barrier.n_waiting() == 0);
+}
+
+TEST_CASE("Barrier: a timeout breaks it for everyone until reset() and abort() breaks it") {
+  mproc::Barrier barrier(2);
+  CHECK_THROWS_AS(barrier.wait(10ms), mproc::BrokenBarrierError);
+  CHECK(barrier.broken());
+  CHECK_THROWS_AS(barrier.wait(), mproc::BrokenBarrierError);
+  barrier.reset();
+  CHECK_FALSE(barrier.broken());
+  auto other = spawn([&] { return barrier.wait(60s) <= 1 ? 0 : 1; });
+  CHECK(barrier.wait(60s) <= 1);
+  CHECK(exit_code(other) == 0);
+
+  mproc::Event waiting;
+  auto aborted = spawn([&] {
+    waiting.set();
+    return mproc_test::throws<mproc::BrokenBarrierError>([&] { barrier.wait(); }) ? 0 : 1;
+  });
+  waiting.wait();
+  barrier.abort();  // whether the child is waiting already or arrives after, it gets BrokenBarrierError
+  CHECK(exit_code(aborted) == 0);
+  CHECK_THROWS_AS(mproc::Barrier(0), mproc::ValueError);
+}
+
+int signal_when_set(mproc::Event go, mproc::Semaphore done, int x) {
+  go.wait();
+  done.release();
+  return x;
+}
+
+TEST_CASE("Events and semaphores can be Pool task arguments, even for a Pool started before them") {
+  mproc::Pool pool(signal_when_set, {.processes = 2});
+  mproc::Event go;
+  mproc::Semaphore done(0);
+  auto pending = pool.apply_async(go, done, 7);
+  CHECK_FALSE(done.try_acquire_for(20ms));  // the worker waits for go
+  go.set();
+  CHECK(pending.get() == 7);
+  CHECK(done.try_acquire());
+  std::vector<std::tuple<mproc::Event, mproc::Semaphore, int>> tasks;
+  for (int i = 0; i < 20; ++i) tasks.emplace_back(go, done, i);
+  CHECK(pool.starmap(tasks).size() == 20);
+  CHECK(done.get_value() == 20);
+}
+
+TEST_CASE("Handles decode only as what they are") {
+  const mproc::Bytes lock = mproc::encode(mproc::Lock());
+  CHECK_THROWS_AS(mproc::decode<mproc::RLock>(lock), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<mproc::Event>(lock), mproc::ProtocolError);
+  CHECK_NOTHROW(mproc::decode<mproc::Lock>(lock));
+  const mproc::Bytes sem = mproc::encode(mproc::Semaphore(1));
+  CHECK_THROWS_AS(mproc::decode<mproc::BoundedSemaphore>(sem), mproc::ProtocolError);
+  const mproc::Bytes cond = mproc::encode(mproc::Condition());
+  CHECK_NOTHROW(mproc::decode<mproc::Condition>(cond));
+  CHECK_THROWS_AS(mproc::decode<mproc::Lock>(mproc::encode(std::string("not a lock"))), mproc::ProtocolError);
+}
+
+}  // namespace

@@ -31,10 +31,24 @@ namespace mproc {
 
 namespace detail {
 
+// Whether a T is read and written with lock-free atomics, and how a T must be aligned
+// for that. (Asked only of trivially copyable types: others get RequireInPlace's
+// error and no more.)
+template <class T>
+consteval bool lock_free_in_place() {
+  if constexpr (std::is_trivially_copyable_v<T>) return std::atomic_ref<T>::is_always_lock_free;
+  else return false;
+}
+template <class T>
+consteval std::size_t atomic_alignment() {
+  if constexpr (std::is_trivially_copyable_v<T>) return std::atomic_ref<T>::required_alignment;
+  else return alignof(T);
+}
+
 template <class T>
 struct ValueCell {
   explicit ValueCell(const T& v) : value(v) {}
-  alignas(std::atomic_ref<T>::required_alignment) T value;
+  alignas(atomic_alignment<T>()) T value;
 };
 
 // An Array's size; its elements follow it (trailing storage of the SharedObject).
@@ -122,7 +136,7 @@ class Value {
 
  private:
   friend struct detail::GuardedHandleCodec<Value>;
-  static constexpr bool lock_free = std::atomic_ref<T>::is_always_lock_free;
+  static constexpr bool lock_free = detail::lock_free_in_place<T>();
   static_assert(sizeof(detail::RequireInPlace<T>) > 0);
 
   Value(detail::SharedObject<detail::ValueCell<T>> cell, Lock lock) : state_(std::move(cell)), lock_(std::move(lock)) {}

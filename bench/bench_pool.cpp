@@ -8,10 +8,12 @@
 #include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -204,40 +206,73 @@ BENCHMARK(cpu_job)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------------ chunking
 
-// map_ints/1000000 with a fixed chunksize: the sweep that finds the best hand-tuned
-// chunksize for tiny tasks, to hold the automatic one against.
-void tiny_sweep(benchmark::State& state) {
-  const std::size_t n = scaled(1'000'000);
-  const auto chunksize = static_cast<std::size_t>(state.range(0));
-  const std::vector<int> xs = first_ints(n);
-  mproc::Pool pool(mproc_bench::square);
-  std::vector<long> out = pool.map(xs, chunksize);  // warm-up
-  for (auto _ : state) out = pool.map(xs, chunksize);
-  check(state, all_squares(out, n), "map returned every square in order");
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
-BENCHMARK(tiny_sweep)->ArgName("chunksize")->RangeMultiplier(4)->Range(64, 262'144)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-/// map over 300 uneven tasks (uneven_task_ns: 1 to 20 ms of CPU, a heavy tail at the
-/// end); chunksize 0 is the automatic chunking.
-void uneven_map(benchmark::State& state, std::size_t chunksize) {
-  const std::size_t n = scaled(300);
-  const auto total = static_cast<std::int64_t>(n);
-  const std::vector<int> xs = first_ints(n);
-  mproc::Pool pool([total](int i) {
-    mproc_bench::burn_cpu(mproc_bench::uneven_task_ns(i, total));
+/// The automatic chunking against fixed chunksizes, on the same pool and input. One
+/// iteration is a round: map(xs) once with the automatic chunking and once with
+/// each chunksize of the sweep, the order rotating from round to round, so every
+/// variant meets the same machine load. Every result must equal expected. Counters (median rate over the rounds):
+/// auto, best (the best fixed chunksize), best_chunksize, and "chunksize:N" for each.
+template <class P, class R>
+void chunking_rounds(benchmark::State& state, P& pool, const std::vector<int>& xs, const std::vector<R>& expected,
+                     const std::vector<std::size_t>& sweep) {
+  const std::size_t variants = sweep.size() + 1;  // [0]: automatic
+  std::vector<std::vector<double>> rates(variants);
+  bool ok = true;
+  std::size_t round = 0;
+  for (auto _ : state) {
+    for (std::size_t k = 0; k < variants; ++k) {
+      const std::size_t v = (k + round) % variants;
+      const auto start = std::chrono::steady_clock::now();
+      const auto out = pool.map(xs, v == 0 ? 0 : sweep[v - 1]);
+      rates[v].push_back(static_cast<double>(xs.size()) / seconds_since(start));
+      ok = ok && out == expected;
+    }
+    ++round;
+  }
+  if (!check(state, ok, "map returned the right results with every chunksize")) return;
+  state.counters["auto"] = median(rates[0]);
+  double best = 0, best_chunksize = 0;
+  for (std::size_t v = 1; v < variants; ++v) {
+    const double rate = median(rates[v]);
+    state.counters["chunksize:" + std::to_string(sweep[v - 1])] = rate;
+    if (rate > best) {
+      best = rate;
+      best_chunksize = static_cast<double>(sweep[v - 1]);
+    }
+  }
+  state.counters["best"] = best;
+  state.counters["best_chunksize"] = best_chunksize;
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * variants * xs.size()));
+}
+
+// 10^6 tiny tasks (square): map_ints/1000000 against chunksizes 64 to 262144.
+void tiny_chunking(benchmark::State& state) {
+  const std::vector<int> xs = first_ints(scaled(1'000'000));
+  mproc::Pool pool(mproc_bench::square);
+  const std::vector<long> squares = pool.map(xs);  // warm-up
+  check(state, all_squares(squares, xs.size()), "map returned every square in order");
+  chunking_rounds(state, pool, xs, squares, {64, 256, 1024, 4096, 16384, 65536, 262144});
+}
+BENCHMARK(tiny_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// 300 uneven tasks (uneven_task_ns: 1 to 20 ms of CPU, a heavy tail at the end)
+// against chunksizes 1 to 32.
+void uneven_chunking(benchmark::State& state) {
+  const std::vector<int> xs = first_ints(scaled(300));
+  const auto n = static_cast<std::int64_t>(xs.size());
+  mproc::Pool pool([n](int i) {
+    mproc_bench::burn_cpu(mproc_bench::uneven_task_ns(i, n));
     return i;
   });
-  pool.map(std::vector<int>{0, 1, 2, 3});  // warm-up (short: the job itself takes ~1 s)
-  std::vector<int> out;
-  for (auto _ : state) out = pool.map(xs, chunksize);
-  check(state, out == xs, "map returned every index in order");
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  pool.map(std::vector<int>{0, 1, 2, 3});  // warm-up (short: a round takes seconds)
+  chunking_rounds(state, pool, xs, xs, {1, 2, 4, 8, 16, 32});
 }
-void uneven(benchmark::State& state) { uneven_map(state, 0); }
-BENCHMARK(uneven)->UseRealTime()->Unit(benchmark::kMillisecond);
-void uneven_sweep(benchmark::State& state) { uneven_map(state, static_cast<std::size_t>(state.range(0))); }
-BENCHMARK(uneven_sweep)->ArgName("chunksize")->RangeMultiplier(2)->Range(1, 32)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(uneven_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

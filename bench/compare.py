@@ -75,7 +75,8 @@ class Row:
       ending in * is a sweep: the best of the workloads that start with what precedes it.
     unit: how to print the value: a rate ("items/s", "B/s", ...), "s" or "x".
     limit: the mproc result the value is held against in "share of the limit".
-    own_best: the limit is a sweep both sides ran: each side's share of its own best.
+    own_best: the limit is a result both sides have: each side's share of its own.
+    label: a result shown beside the value, e.g. which chunksize was the best.
     python: whether Python has a twin of this workload.
     """
     title: str
@@ -83,6 +84,7 @@ class Row:
     unit: str
     limit: str = ""
     own_best: bool = False
+    label: str = ""
     python: bool = True
     targets: tuple = ()
 
@@ -113,13 +115,15 @@ ROWS = [
         limit=PIPE_BANDWIDTH, targets=(faster_than_python(3), share_at_least(0.6))),
     Row("CPU-bound job: speedup over serial (limit: threads)", "cpu_job:pool_speedup", "x",
         limit="cpu_job:threads_speedup", targets=(at_least(1.9), share_at_least(0.95))),
-    Section("Automatic chunking (limit: each side's best chunksize)"),
-    Row("10^6 tiny tasks (x*x), default chunking", "map_ints/1000000:items_per_second", "items/s",
-        limit="tiny_sweep/*:items_per_second", own_best=True, targets=(share_at_least(0.9),)),
-    Row("10^6 tiny tasks, best chunksize of a sweep", "tiny_sweep/*:items_per_second", "items/s"),
-    Row("300 uneven tasks (1-20 ms CPU), default chunking", "uneven:items_per_second", "tasks/s",
-        limit="uneven_sweep/*:items_per_second", own_best=True, targets=(share_at_least(0.9),)),
-    Row("300 uneven tasks, best chunksize of a sweep", "uneven_sweep/*:items_per_second", "tasks/s"),
+    Section("Automatic chunking (limit: the best fixed chunksize of a sweep, same side)"),
+    Row("10^6 tiny tasks (x*x), automatic chunking", "tiny_chunking:auto", "items/s",
+        limit="tiny_chunking:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("10^6 tiny tasks, best fixed chunksize", "tiny_chunking:best", "items/s",
+        label="tiny_chunking:best_chunksize"),
+    Row("300 uneven tasks (1-20 ms CPU), automatic chunking", "uneven_chunking:auto", "tasks/s",
+        limit="uneven_chunking:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("300 uneven tasks, best fixed chunksize", "uneven_chunking:best", "tasks/s",
+        label="uneven_chunking:best_chunksize"),
     Section("The machine's limits (C++, no mproc)"),
     Row("raw pipe round trip, 2 processes", "pipe_round_trip:items_per_second", "round trips/s", python=False),
     Row("raw pipe bandwidth (best pipe size)", PIPE_BANDWIDTH, "B/s", python=False),
@@ -223,6 +227,10 @@ def evaluate(row, mproc, python):
     py_label = ""
     if row.python:
         c.python, py_label = python.get(row.value)
+    if row.label:
+        name = row.label.rsplit(":", 1)[1].removeprefix("best_")
+        mproc_label, py_label = (f"{name} {v:g}" if v is not None else "" for v, _ in
+                                 (mproc.get(row.label), python.get(row.label)))
     if c.mproc is not None and c.python:
         # A speed ratio either way: for times, Python's time over mproc's.
         c.ratio = c.python / c.mproc if row.unit == "s" else c.mproc / c.python

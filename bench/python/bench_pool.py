@@ -38,20 +38,14 @@ def pool_start_join(ctx):
     return {"real_time_s": ctx.seconds(run)}
 
 
-def timed_map(ctx, fn, xs, chunksize=None):
-    """Median items/s of p.map(fn, xs, chunksize) on one pool, and the last result."""
-    out = []
-    with Pool(WORKERS) as p:
-        def run():
-            out[:] = p.map(fn, xs, chunksize)
-        rate = ctx.rate(run, len(xs))
-    return rate, out
-
-
 @workload("map_ints/{n}", n=[1_000_000, 10_000_000])
 def map_ints(ctx, n):
     xs = list(range(ctx.scaled(n)))
-    rate, out = timed_map(ctx, w.square, xs)
+    out = []
+    with Pool(WORKERS) as p:
+        def run():
+            out[:] = p.map(w.square, xs)
+        rate = ctx.rate(run, len(xs))
     check(out == [x * x for x in xs], "map returned every square in order")
     return {"items_per_second": rate}
 
@@ -153,34 +147,42 @@ def cpu_job(ctx):
             "pool_speedup": statistics.median(speedups)}
 
 
-@workload("tiny_sweep/chunksize:{cs}", cs=TINY_CHUNKSIZES)
-def tiny_sweep(ctx, cs):
+def chunking_rounds(ctx, p, fn, xs, expected, sweep):
+    """The default chunksize against fixed ones, as in bench_pool.cpp: rounds of
+    p.map(fn, xs) once with the default and once with each chunksize of the sweep,
+    the order rotating, ctx.reps rounds; counters are the medians of each variant."""
+    variants = [None] + sweep
+    rates = [[] for _ in variants]
+    for r in range(ctx.reps):
+        for k in range(len(variants)):
+            v = (k + r) % len(variants)
+            start = time.perf_counter()
+            out = p.map(fn, xs, variants[v])
+            rates[v].append(len(xs) / (time.perf_counter() - start))
+            check(out == expected, "map returned the right results with every chunksize")
+    medians = [statistics.median(r) for r in rates]
+    best = max(range(1, len(variants)), key=lambda v: medians[v])
+    counters = {"auto": medians[0], "best": medians[best], "best_chunksize": variants[best]}
+    counters.update({f"chunksize:{cs}": m for cs, m in zip(sweep, medians[1:])})
+    return counters
+
+
+@workload("tiny_chunking")
+def tiny_chunking(ctx):
     xs = list(range(ctx.scaled(1_000_000)))
-    rate, out = timed_map(ctx, w.square, xs, cs)
-    check(out == [x * x for x in xs], "map returned every square in order")
-    return {"items_per_second": rate}
+    with Pool(WORKERS) as p:
+        squares = p.map(w.square, xs)  # warm-up
+        check(squares == [x * x for x in xs], "map returned every square in order")
+        return chunking_rounds(ctx, p, w.square, xs, squares, TINY_CHUNKSIZES)
 
 
-def uneven_map(ctx, chunksize):
+@workload("uneven_chunking")
+def uneven_chunking(ctx):
     n = ctx.scaled(300)
     task = functools.partial(w.uneven_task, n=n)
-    out = []
     with Pool(WORKERS) as p:
-        def run():
-            out[:] = p.map(task, range(n), chunksize)
-        rate = ctx.rate(run, n, warmup=lambda: p.map(task, range(4)))
-    check(out == list(range(n)), "map returned every index in order")
-    return {"items_per_second": rate}
-
-
-@workload("uneven")
-def uneven(ctx):
-    return uneven_map(ctx, None)
-
-
-@workload("uneven_sweep/chunksize:{cs}", cs=UNEVEN_CHUNKSIZES)
-def uneven_sweep(ctx, cs):
-    return uneven_map(ctx, cs)
+        p.map(task, range(4))  # warm-up (short: a round takes seconds)
+        return chunking_rounds(ctx, p, task, range(n), list(range(n)), UNEVEN_CHUNKSIZES)
 
 
 if __name__ == "__main__":

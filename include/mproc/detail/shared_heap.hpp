@@ -75,11 +75,24 @@ class SharedHeap {
       std::byte* p = carve(*own, tag, size, align);
       return {std::move(own), p};
     }
-    std::lock_guard lock(fork_safe_mutex<SharedHeap>());
-    if (current_) {
-      if (std::byte* p = carve(*current_, tag, size, align)) return {current_, p};
+    if (auto found = carve_current(tag, size, align); found.second != nullptr) return found;
+    // Made without the heap's mutex: making (and dropping) a segment takes the
+    // registry's, and the two must never nest (fork's handlers take both).
+    std::shared_ptr<Segment> fresh = Segment::create(SegmentKind::arena, arena_size, 0);
+    std::byte* p = carve(*fresh, tag, size, align);
+    std::shared_ptr<Segment> old;  // dropped after the lock; stays mapped while its objects live
+    {
+      std::lock_guard lock(fork_safe_mutex<SharedHeap>());
+      old = std::exchange(current_, fresh);
     }
-    current_ = Segment::create(SegmentKind::arena, arena_size, 0);
+    return {std::move(fresh), p};
+  }
+
+  // A block from the current arena, or nullptr if there is none or it is full.
+  std::pair<std::shared_ptr<Segment>, std::byte*> carve_current(std::uint64_t tag, std::size_t size,
+                                                                std::size_t align) {
+    std::lock_guard lock(fork_safe_mutex<SharedHeap>());
+    if (!current_) return {nullptr, nullptr};
     return {current_, carve(*current_, tag, size, align)};
   }
 

@@ -1,0 +1,461 @@
+// The codec (mproc/codec.hpp): every supported kind of value survives
+// encode -> decode unchanged, hostile bytes are a ProtocolError (never a crash, a
+// huge allocation or a wrong value), and Sendable says no to what cannot travel.
+
+#include <mproc/codec.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <new>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// ---------------------------------------------------------------------------
+// Allocation probe: the largest single operator new request made by this thread
+// while a probe is active. Hostile length prefixes must be rejected before any
+// allocation of their claimed size.
+
+namespace {
+thread_local bool probing = false;
+thread_local std::size_t largest_request = 0;
+}  // namespace
+
+#if defined(__GNUC__) && !defined(__clang__)
+// g++ flags free() of what operator new returned, although here both are ours.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t n) {
+  if (probing && n > largest_request) largest_request = n;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+/// Measures the largest allocation made while it lives (on this thread).
+class AllocationProbe {
+ public:
+  AllocationProbe() {
+    largest_request = 0;
+    probing = true;
+  }
+  ~AllocationProbe() { probing = false; }
+  AllocationProbe(const AllocationProbe&) = delete;
+  AllocationProbe& operator=(const AllocationProbe&) = delete;
+  std::size_t largest() const { return largest_request; }
+};
+
+// ---------------------------------------------------------------------------
+// Types used below.
+
+enum class Color : std::uint8_t { red = 1, green = 2, blue = 3 };
+
+struct Point {  // trivially copyable: travels as its bytes
+  int x;
+  double y;
+  char tag[3];
+  bool operator==(const Point& o) const {
+    return x == o.x && y == o.y && tag[0] == o.tag[0] && tag[1] == o.tag[1] && tag[2] == o.tag[2];
+  }
+};
+
+struct Record {  // a user type with a cereal serialize()
+  std::string name;
+  std::vector<double> values;
+  std::optional<int> rank;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(name, values, rank);
+  }
+  bool operator==(const Record&) const = default;
+};
+
+class Account {  // a user type with cereal save()/load() and private state
+ public:
+  Account() = default;
+  Account(std::string owner, long cents) : owner_(std::move(owner)), cents_(cents) {}
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(owner_, cents_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(owner_, cents_);
+  }
+  bool operator==(const Account&) const = default;
+
+ private:
+  std::string owner_;
+  long cents_ = 0;
+};
+
+struct Blob {  // a cereal type holding a vector, for hostile size prefixes inside cereal
+  std::vector<int> data;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(data);
+  }
+};
+
+struct Throws {  // constructing it from an int throws: makes a valueless variant
+  Throws() = default;
+  explicit Throws(int) { throw std::runtime_error("no"); }
+  std::string text;  // not trivially copyable, so std::variant may become valueless
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(text);
+  }
+};
+
+struct NoSerialize {  // not trivially copyable, no serialize: cannot travel
+  std::string text;
+};
+
+struct Meters {  // sent through a Codec<Meters> specialization, not by its bytes
+  double value;
+  bool operator==(const Meters&) const = default;
+};
+
+}  // namespace
+
+template <>
+struct mproc::Codec<Meters> {
+  static void encode(detail::Writer& w, const Meters& m) { w.varint(static_cast<std::uint64_t>(m.value * 1000)); }
+  static Meters decode(detail::Reader& r) { return Meters{static_cast<double>(r.varint()) / 1000}; }
+};
+
+namespace {
+
+template <class T>
+T round_trip(const T& value) {
+  const mproc::Bytes bytes = mproc::encode(value);
+  return mproc::decode<T>(bytes);
+}
+
+template <class T>
+void check_round_trip(const T& value) {
+  CHECK(round_trip(value) == value);
+}
+
+/// Bytes from a list of small integers, for hand-made hostile inputs.
+mproc::Bytes bytes_of(std::initializer_list<int> values) {
+  mproc::Bytes out;
+  for (int v : values) {
+    const auto b = static_cast<std::byte>(v);
+    out.append(&b, 1);
+  }
+  return out;
+}
+
+/// A length prefix (LEB128 varint) followed by `tail` bytes of zeros.
+mproc::Bytes length_claim(std::uint64_t n, std::size_t tail = 16) {
+  mproc::Bytes out;
+  mproc::detail::Writer w(out);
+  w.varint(n);
+  for (std::size_t i = 0; i < tail; ++i) w.pod(std::uint8_t{0});
+  return out;
+}
+
+/// decode<T> of hostile bytes must throw ProtocolError without a large allocation.
+template <class T>
+void check_rejected_cheaply(const mproc::Bytes& bytes) {
+  AllocationProbe probe;
+  CHECK_THROWS_AS(mproc::decode<T>(bytes), mproc::ProtocolError);
+  CHECK(probe.largest() < (std::size_t{1} << 20));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Round trips
+
+TEST_CASE("trivially copyable values travel as their bytes") {
+  check_round_trip(0);
+  check_round_trip(-123456789);
+  check_round_trip(std::uint64_t{0xfedcba9876543210});
+  check_round_trip(3.25);
+  check_round_trip('x');
+  check_round_trip(Color::blue);
+  check_round_trip(Point{7, -2.5, {'a', 'b', 'c'}});
+
+  CHECK(mproc::encode(Point{1, 2, {}}).size() == sizeof(Point));
+  CHECK(mproc::encode(12345).size() == sizeof(int));
+}
+
+TEST_CASE("bool is one checked byte") {
+  check_round_trip(true);
+  check_round_trip(false);
+  const auto bytes = mproc::encode(true);
+  REQUIRE(bytes.size() == 1);
+  CHECK(std::to_integer<int>(bytes.data()[0]) == 1);
+}
+
+TEST_CASE("strings round-trip, including empty, embedded NULs and wide characters") {
+  check_round_trip(std::string());
+  check_round_trip(std::string("hello"));
+  check_round_trip(std::string("a\0b\0c", 5));
+  check_round_trip(std::string(100000, 'z'));
+  check_round_trip(std::u32string(U"\u00e9t\u00e9"));
+  check_round_trip(std::wstring(L"wide"));
+}
+
+TEST_CASE("sequences round-trip: vector, deque, list, vector<bool>, nested") {
+  check_round_trip(std::vector<int>{});
+  check_round_trip(std::vector<int>{1, 2, 3, -4});
+  check_round_trip(std::vector<std::string>{"", "a", "bc"});
+  check_round_trip(std::deque<double>{1.5, -0.0, 1e300});
+  check_round_trip(std::list<std::string>{"x", "yy", "zzz"});
+  check_round_trip(std::vector<bool>{true, false, true, true});
+  check_round_trip(std::vector<std::vector<int>>{{}, {1}, {2, 3}});
+  check_round_trip(std::vector<Point>{{1, 1.0, {'p', 'q', 'r'}}, {2, 2.0, {'s', 't', 'u'}}});
+
+  std::vector<std::int64_t> big(1 << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::int64_t>(i * i);
+  check_round_trip(big);
+}
+
+TEST_CASE("arrays, pairs and tuples round-trip") {
+  check_round_trip(std::array<int, 4>{1, 2, 3, 4});
+  check_round_trip(std::array<std::string, 2>{"left", "right"});
+  check_round_trip(std::pair<int, std::string>{5, "five"});
+  check_round_trip(std::tuple<int, std::string, std::vector<double>>{1, "one", {1.0, 2.0}});
+  check_round_trip(std::tuple<bool, char, std::optional<int>>{true, 'c', std::nullopt});
+  check_round_trip(std::tuple<>{});
+}
+
+TEST_CASE("optional and variant round-trip in every state") {
+  check_round_trip(std::optional<int>{});
+  check_round_trip(std::optional<int>{42});
+  check_round_trip(std::optional<std::string>{"set"});
+  check_round_trip(std::optional<std::string>{});
+
+  using V = std::variant<std::monostate, int, std::string, std::vector<int>>;
+  check_round_trip(V{});
+  check_round_trip(V{7});
+  check_round_trip(V{std::string("text")});
+  check_round_trip(V{std::vector<int>{1, 2}});
+  CHECK(round_trip(V{std::string("s")}).index() == 2);
+}
+
+TEST_CASE("associative containers round-trip, duplicates included") {
+  check_round_trip(std::map<std::string, int>{{"a", 1}, {"b", 2}});
+  check_round_trip(std::multimap<int, std::string>{{1, "x"}, {1, "y"}, {2, "z"}});
+  check_round_trip(std::unordered_map<int, std::string>{{3, "three"}, {4, "four"}});
+  check_round_trip(std::unordered_multimap<int, int>{{1, 1}, {1, 2}});
+  check_round_trip(std::set<std::string>{"m", "n"});
+  check_round_trip(std::multiset<int>{5, 5, 6});
+  check_round_trip(std::unordered_set<int>{9, 8, 7});
+  check_round_trip(std::unordered_multiset<std::string>{"d", "d"});
+  check_round_trip(std::map<int, int>{});
+}
+
+TEST_CASE("nested combinations round-trip") {
+  using Nested = std::map<std::string, std::vector<std::optional<std::pair<int, std::string>>>>;
+  check_round_trip(Nested{{"k", {std::nullopt, std::pair<int, std::string>{1, "v"}}}, {"empty", {}}});
+
+  using Mixed = std::vector<std::variant<int, std::map<int, std::string>, std::tuple<double, std::set<int>>>>;
+  check_round_trip(Mixed{1, std::map<int, std::string>{{2, "two"}}, std::tuple<double, std::set<int>>{0.5, {1, 2}}});
+}
+
+TEST_CASE("cereal user types round-trip: serialize(), save()/load(), inside containers") {
+  const Record r{"rec", {1.0, 2.5}, 3};
+  check_round_trip(r);
+  check_round_trip(Record{});
+  check_round_trip(Account("ada", 1234));
+  check_round_trip(std::vector<Record>{r, Record{"second", {}, std::nullopt}});
+  check_round_trip(std::map<std::string, Account>{{"a", Account("a", 1)}, {"b", Account("b", -2)}});
+  check_round_trip(std::optional<Account>(Account("opt", 9)));
+}
+
+TEST_CASE("a Codec<T> specialization takes precedence over the built-in rules") {
+  const auto bytes = mproc::encode(Meters{2.5});
+  CHECK(bytes.size() == 2);  // varint(2500), not the 8 bytes of a double
+  check_round_trip(Meters{2.5});
+  check_round_trip(std::vector<Meters>{{0.001}, {12.0}});
+}
+
+TEST_CASE("encode_into appends to what is already in the buffer") {
+  mproc::Bytes out = mproc::encode(std::string("first"));
+  const std::size_t first_size = out.size();
+  mproc::encode_into(out, std::string("second"));
+  mproc::detail::Reader r(out);
+  CHECK(mproc::detail::decode_value<std::string>(r) == "first");
+  CHECK(r.position() == first_size);
+  CHECK(mproc::detail::decode_value<std::string>(r) == "second");
+  CHECK(r.at_end());
+}
+
+// ---------------------------------------------------------------------------
+// Hostile bytes
+
+TEST_CASE("every truncation of an encoding is a ProtocolError") {
+  using T = std::tuple<std::string, std::vector<int>, std::optional<std::map<int, std::string>>,
+                       std::variant<int, std::string>, bool, Record>;
+  const T value{"name", {1, 2, 3}, std::map<int, std::string>{{1, "one"}}, std::string("alt"), true,
+                Record{"r", {0.5}, 1}};
+  const mproc::Bytes full = mproc::encode(value);
+  REQUIRE(mproc::decode<T>(full) == value);
+  for (std::size_t n = 0; n < full.size(); ++n) {
+    INFO("prefix of " << n << " of " << full.size() << " bytes");
+    CHECK_THROWS_AS(mproc::decode<T>(std::span<const std::byte>(full.data(), n)), mproc::ProtocolError);
+  }
+}
+
+TEST_CASE("trailing bytes after the value are a ProtocolError") {
+  mproc::Bytes bytes = mproc::encode(std::vector<int>{1, 2});
+  const std::byte extra{0};
+  bytes.append(&extra, 1);
+  CHECK_THROWS_WITH(mproc::decode<std::vector<int>>(bytes), Catch::Contains("trailing"));
+  CHECK_THROWS_AS(mproc::decode<int>(bytes_of({1, 0, 0, 0, 0})), mproc::ProtocolError);
+}
+
+TEST_CASE("huge length prefixes are rejected before anything is allocated") {
+  for (std::uint64_t claim : {std::uint64_t{1} << 28, std::uint64_t{1} << 60, std::uint64_t{1} << 62,
+                              std::uint64_t{1} << 63, ~std::uint64_t{0}}) {
+    INFO("claimed length " << claim);
+    check_rejected_cheaply<std::vector<int>>(length_claim(claim));
+    check_rejected_cheaply<std::vector<std::string>>(length_claim(claim));
+    check_rejected_cheaply<std::string>(length_claim(claim));
+    check_rejected_cheaply<std::deque<double>>(length_claim(claim));
+    check_rejected_cheaply<std::list<int>>(length_claim(claim));
+    check_rejected_cheaply<std::map<int, std::string>>(length_claim(claim));
+    check_rejected_cheaply<std::unordered_set<std::int64_t>>(length_claim(claim));
+  }
+  // One more element than the bytes can hold.
+  check_rejected_cheaply<std::vector<std::int32_t>>(length_claim(5, 16));
+}
+
+TEST_CASE("a bad bool or optional flag byte is a ProtocolError") {
+  CHECK_THROWS_AS(mproc::decode<bool>(bytes_of({2})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<bool>(bytes_of({0xff})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<std::optional<int>>(bytes_of({2, 0, 0, 0, 0})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<std::vector<bool>>(bytes_of({2, 1, 7})), mproc::ProtocolError);
+  CHECK(mproc::decode<std::optional<int>>(bytes_of({0})) == std::nullopt);
+}
+
+TEST_CASE("a variant index out of range is a ProtocolError") {
+  using V = std::variant<int, double>;
+  CHECK_THROWS_WITH(mproc::decode<V>(bytes_of({2, 0, 0, 0, 0, 0, 0, 0, 0})), Catch::Contains("variant index"));
+  CHECK_THROWS_AS(mproc::decode<V>(length_claim(std::uint64_t{1} << 40, 8)), mproc::ProtocolError);
+}
+
+TEST_CASE("sending a valueless variant is a ValueError") {
+  std::variant<int, Throws> v;
+  CHECK_THROWS(v.emplace<1>(1));
+  REQUIRE(v.valueless_by_exception());
+  CHECK_THROWS_AS(mproc::encode(v), mproc::ValueError);
+}
+
+TEST_CASE("a malformed varint is a ProtocolError") {
+  // Eleven continuation bytes: longer than any 64-bit value.
+  CHECK_THROWS_WITH(mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                         0xff, 0x01})),
+                    Catch::Contains("varint"));
+  // The tenth byte may only carry bit 63.
+  CHECK_THROWS_WITH(mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                         0x02})),
+                    Catch::Contains("varint"));
+  // A varint cut short.
+  CHECK_THROWS_AS(mproc::decode<std::string>(bytes_of({0x80})), mproc::ProtocolError);
+  // A well-formed 64-bit varint still decodes.
+  mproc::Bytes max = length_claim(~std::uint64_t{0}, 0);
+  mproc::detail::Reader r(max);
+  CHECK(r.varint() == ~std::uint64_t{0});
+  CHECK(r.at_end());
+}
+
+TEST_CASE("bad cereal payloads are a ProtocolError") {
+  const mproc::Bytes good = mproc::encode(Record{"abc", {1.0}, 2});
+  // Length prefix beyond the bytes present.
+  CHECK_THROWS_AS(mproc::decode<Record>(std::span<const std::byte>(good.data(), good.size() - 1)),
+                  mproc::ProtocolError);
+  // A length prefix longer than the archive inside: trailing bytes in the payload.
+  mproc::Bytes padded;
+  {
+    const std::uint64_t length = good.size() - sizeof(std::uint64_t) + 1;
+    padded.append(&length, sizeof length);
+    padded.append(good.data() + sizeof(std::uint64_t), good.size() - sizeof(std::uint64_t));
+    const std::byte zero{0};
+    padded.append(&zero, 1);
+  }
+  CHECK_THROWS_AS(mproc::decode<Record>(padded), mproc::ProtocolError);
+  // Garbage where the archive should be.
+  mproc::Bytes garbage;
+  {
+    const std::uint64_t length = 3;
+    garbage.append(&length, sizeof length);
+    garbage.append("\xff\xff\xff", 3);
+  }
+  CHECK_THROWS_AS(mproc::decode<Record>(garbage), mproc::ProtocolError);
+}
+
+TEST_CASE("a huge size inside a cereal payload is rejected before anything is allocated") {
+  // Blob's archive: a u64 element count, then the ints. Claim far more than follow.
+  for (std::uint64_t claim : {std::uint64_t{1} << 28, std::uint64_t{1} << 40, std::uint64_t{1} << 62}) {
+    INFO("claimed length " << claim);
+    mproc::Bytes bytes;
+    const std::uint64_t length = sizeof(std::uint64_t) + 8;
+    bytes.append(&length, sizeof length);
+    bytes.append(&claim, sizeof claim);
+    bytes.append("\0\0\0\0\0\0\0\0", 8);
+    check_rejected_cheaply<Blob>(bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// What can travel
+
+TEST_CASE("Sendable accepts values and rejects what cannot leave the process") {
+  STATIC_REQUIRE(mproc::Sendable<int>);
+  STATIC_REQUIRE(mproc::Sendable<Point>);
+  STATIC_REQUIRE(mproc::Sendable<std::string>);
+  STATIC_REQUIRE(mproc::Sendable<const std::string&>);
+  STATIC_REQUIRE(mproc::Sendable<std::map<std::string, std::vector<std::optional<Record>>>>);
+  STATIC_REQUIRE(mproc::Sendable<Account>);
+  STATIC_REQUIRE(mproc::Sendable<Meters>);
+
+  STATIC_REQUIRE_FALSE(mproc::Sendable<int*>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<const char*>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::string_view>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::span<int>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::span<const int, 3>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<NoSerialize>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::vector<NoSerialize>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::pair<int, NoSerialize>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::map<int, NoSerialize>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::optional<std::string_view>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::variant<int, int*>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::function<int(int)>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::reference_wrapper<int>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<int Point::*>);
+}
+
+TEST_CASE("the compile error names the innermost type that cannot be sent") {
+  using mproc::detail::first_unsendable;
+  STATIC_REQUIRE(std::is_same_v<first_unsendable<std::vector<NoSerialize>>::type, NoSerialize>);
+  STATIC_REQUIRE(std::is_same_v<first_unsendable<std::map<int, std::vector<std::string_view>>>::type,
+                                std::string_view>);
+  STATIC_REQUIRE(std::is_same_v<first_unsendable<std::tuple<int, std::pair<char, int*>>>::type, int*>);
+  STATIC_REQUIRE(std::is_same_v<first_unsendable<NoSerialize>::type, NoSerialize>);
+}

@@ -1,0 +1,320 @@
+// Pool<F> when things go wrong: exceptions from F come back as RemoteError; a worker
+// that dies (SIGKILL, SIGSEGV, std::exit) fails exactly the item it ran with
+// WorkerLost while the rest succeed on a replacement; retries; task_timeout; a
+// failing initializer breaks the pool.
+
+#include "pool_test_support.hpp"
+
+#include <mproc/mproc.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+namespace app {
+/// A user exception type in a namespace, to check the name that comes back.
+struct ParseError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace app
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<int> iota_vector(int n) {
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i) v.push_back(i);
+  return v;
+}
+
+/// Each item's outcome from an imap: its value, or the exception it threw.
+using Outcome = std::variant<int, std::exception_ptr>;
+
+template <class R>
+std::vector<Outcome> outcomes(mproc::IMap<R> results) {
+  std::vector<Outcome> out;
+  for (;;) {
+    try {
+      auto r = results.next();
+      if (!r) break;
+      out.emplace_back(*r);
+    } catch (...) {
+      out.emplace_back(std::current_exception());
+    }
+  }
+  return out;
+}
+
+/// Runs f, which must throw an E, and returns that E (or fails the test).
+template <class E, class F>
+E thrown_by(F&& f) {
+  try {
+    (void)f();
+  } catch (const E& e) {
+    return e;
+  } catch (const std::exception& e) {
+    FAIL("unexpected exception: " << e.what());
+  }
+  FAIL("no exception");
+  throw std::logic_error("not reached");
+}
+
+/// The exception an outcome holds, which must be an E.
+template <class E>
+E error_of(const Outcome& o) {
+  REQUIRE(o.index() == 1);
+  return thrown_by<E>([&] { std::rethrow_exception(std::get<1>(o)); });
+}
+
+/// Checks that every item but `failed` succeeded with F(i) == i.
+void check_others_succeeded(const std::vector<Outcome>& out, std::size_t failed) {
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i == failed) continue;
+    INFO("item " << i);
+    REQUIRE(out[i].index() == 0);
+    CHECK(std::get<0>(out[i]) == static_cast<int>(i));
+  }
+}
+
+/// F that returns its argument, except that its worker dies by signal `sig` when
+/// given `victim`.
+struct DiesAt {
+  int victim;
+  int sig;
+  int operator()(int x) const {
+    if (x == victim) mproc_test::die_by_signal(sig);
+    return x;
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Exceptions
+
+TEST_CASE("an exception thrown by F comes back as RemoteError with its type and message") {
+  mproc::Pool pool(
+      [](int kind) -> int {
+        if (kind == 0) throw std::invalid_argument("bad input 3");
+        if (kind == 1) throw app::ParseError("line 7: unexpected '}'");
+        if (kind == 2) throw 42;  // not a std::exception
+        return kind;
+      },
+      {.processes = 2});
+  const auto standard = thrown_by<mproc::RemoteError>([&] { return pool.apply(0); });
+  CHECK(standard.type_name() == "std::invalid_argument");
+  CHECK(standard.message() == "bad input 3");
+  CHECK(std::string(standard.what()) == "std::invalid_argument: bad input 3");
+  const auto user = thrown_by<mproc::RemoteError>([&] { return pool.apply(1); });
+  CHECK(user.type_name() == "app::ParseError");
+  CHECK(user.message() == "line 7: unexpected '}'");
+  const auto other = thrown_by<mproc::RemoteError>([&] { return pool.apply(2); });
+  CHECK(other.type_name() == "int");
+  CHECK(other.message().empty());
+  CHECK(pool.apply(3) == 3);  // the workers survive their tasks' exceptions
+  CHECK(pool.worker_pids().size() == 2);
+}
+
+TEST_CASE("map raises the first failure in input order, not the first to happen") {
+  // Item 5 fails late (it sleeps first), item 30 fails early: map must report item 5.
+  mproc::Pool pool(
+      [](int x) -> int {
+        if (x == 5) {
+          std::this_thread::sleep_for(200ms);
+          throw std::runtime_error("item 5");
+        }
+        if (x == 30) throw std::runtime_error("item 30");
+        return x;
+      },
+      {.processes = 2, .chunksize = 1});
+  CHECK_THROWS_WITH(pool.map(iota_vector(40)), "std::runtime_error: item 5");
+  CHECK_THROWS_WITH(pool.map_async(iota_vector(40)).get(), "std::runtime_error: item 5");
+  auto failed = pool.map_async(iota_vector(40));
+  failed.wait();
+  CHECK(failed.ready());
+  CHECK_FALSE(failed.successful());
+}
+
+TEST_CASE("imap raises a failed item at its position and iteration continues") {
+  mproc::Pool pool(
+      [](int x) -> int {
+        if (x % 10 == 3) throw std::out_of_range("x=" + std::to_string(x));
+        return x;
+      },
+      {.processes = 2});
+  const auto out = outcomes(pool.imap(iota_vector(30)));
+  REQUIRE(out.size() == 30);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    INFO("item " << i);
+    if (i % 10 == 3) {
+      CHECK(error_of<mproc::RemoteError>(out[i]).message() == "x=" + std::to_string(i));
+    } else {
+      CHECK(std::get<0>(out[i]) == static_cast<int>(i));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Workers that die
+
+TEST_CASE("a worker killed by SIGKILL fails exactly its item with WorkerLost") {
+  mproc::Pool pool(DiesAt{7, SIGKILL}, {.processes = 2});
+  const auto out = outcomes(pool.imap(iota_vector(20)));
+  REQUIRE(out.size() == 20);
+  const auto lost = error_of<mproc::WorkerLost>(out[7]);
+  CHECK(lost.signal() == SIGKILL);
+  CHECK_FALSE(lost.exit_code());
+  CHECK_THAT(lost.what(), Catch::Contains("SIGKILL") && Catch::Contains("task 7"));
+  check_others_succeeded(out, 7);
+  CHECK(pool.map(std::vector<int>{10, 11, 12}) == std::vector<int>{10, 11, 12});  // the pool goes on
+}
+
+TEST_CASE("a worker dying of SIGSEGV fails its item with WorkerLost and map raises it") {
+  mproc::Pool pool(DiesAt{4, SIGSEGV}, {.processes = 2});
+  const auto lost = thrown_by<mproc::WorkerLost>([&] { return pool.map(iota_vector(12)); });
+  CHECK(lost.signal() == SIGSEGV);
+  CHECK_THAT(lost.what(), Catch::Contains("SIGSEGV"));
+  const auto out = outcomes(pool.imap(iota_vector(12)));
+  CHECK(error_of<mproc::WorkerLost>(out[4]).signal() == SIGSEGV);
+  check_others_succeeded(out, 4);
+}
+
+TEST_CASE("a worker calling std::exit in the middle of a map fails its item with its exit code") {
+  mproc::Pool pool(
+      [](int x) {
+        if (x == 9) std::exit(7);
+        return x;
+      },
+      {.processes = 2});
+  const auto out = outcomes(pool.imap(iota_vector(25)));
+  REQUIRE(out.size() == 25);
+  const auto lost = error_of<mproc::WorkerLost>(out[9]);
+  CHECK(lost.exit_code() == 7);
+  CHECK_FALSE(lost.signal());
+  CHECK_THAT(lost.what(), Catch::Contains("code 7"));
+  check_others_succeeded(out, 9);
+
+  auto r = pool.apply_async(9);
+  CHECK_THROWS_AS(r.get(), mproc::WorkerLost);
+}
+
+TEST_CASE("the items a dead worker held run again on a replacement worker") {
+  // One worker, one chunk of 10 items: when it dies at item 3, items 0-2 (done, but
+  // their results not sent) and 4-9 (not started) must all be re-run elsewhere, and
+  // with only one worker, elsewhere means a replacement.
+  mproc::Pool pool(DiesAt{3, SIGKILL}, {.processes = 1, .chunksize = 10});
+  CHECK(pool.apply(0) == 0);  // the first worker is up
+  const auto before = pool.worker_pids();
+  REQUIRE(before.size() == 1);
+  const auto out = outcomes(pool.imap(iota_vector(10)));
+  REQUIRE(out.size() == 10);
+  CHECK(error_of<mproc::WorkerLost>(out[3]).signal() == SIGKILL);
+  check_others_succeeded(out, 3);
+  CHECK(pool.map(std::vector<int>{10, 11}, 2) == std::vector<int>{10, 11});
+  const auto after = pool.worker_pids();
+  REQUIRE(after.size() == 1);
+  CHECK(std::find(before.begin(), before.end(), after[0]) == before.end());
+}
+
+// ---------------------------------------------------------------------------
+// Retries
+
+TEST_CASE("retries: a task whose worker died on the first attempt succeeds on the next") {
+  mproc_test::SharedCounters attempts(1);
+  auto dies_first_time = [&attempts](int x) {
+    if (x == 4 && attempts[0]++ == 0) mproc_test::die_by_signal(SIGKILL);
+    return x;
+  };
+  SECTION("retries = 1: it succeeds") {
+    mproc::Pool pool(dies_first_time, {.processes = 2, .retries = 1});
+    CHECK(pool.map(iota_vector(10)) == iota_vector(10));
+    CHECK(attempts[0] == 2);
+  }
+  SECTION("retries = 0: it fails with WorkerLost") {
+    mproc::Pool pool(dies_first_time, {.processes = 2, .retries = 0});
+    CHECK_THROWS_AS(pool.map(iota_vector(10)), mproc::WorkerLost);
+    CHECK(attempts[0] == 1);
+  }
+}
+
+TEST_CASE("retries are counted per task: a task that always kills its worker fails after 1 + retries runs") {
+  mproc_test::SharedCounters runs(2);
+  mproc::Pool pool(
+      [&runs](int x) {
+        if (x == 2) {
+          ++runs[0];
+          mproc_test::die_by_signal(SIGKILL);
+        }
+        if (x == 6) {
+          ++runs[1];
+          mproc_test::die_by_signal(SIGKILL);
+        }
+        return x;
+      },
+      {.processes = 2, .retries = 2});
+  const auto out = outcomes(pool.imap(iota_vector(10)));
+  REQUIRE(out.size() == 10);
+  CHECK_THAT(error_of<mproc::WorkerLost>(out[2]).what(), Catch::Contains("attempt 3"));
+  CHECK(error_of<mproc::WorkerLost>(out[6]).signal() == SIGKILL);
+  CHECK(runs[0] == 3);
+  CHECK(runs[1] == 3);
+  for (int i : {0, 1, 3, 4, 5, 7, 8, 9}) CHECK(std::get<0>(out[static_cast<std::size_t>(i)]) == i);
+}
+
+// ---------------------------------------------------------------------------
+// task_timeout
+
+TEST_CASE("task_timeout: only the item that runs too long fails, with TimeoutError") {
+  mproc::Pool pool(
+      [](int x) {
+        if (x == 6) std::this_thread::sleep_for(1h);  // killed long before
+        return x;
+      },
+      {.processes = 2, .task_timeout = 1s});
+  const auto out = outcomes(pool.imap(iota_vector(15)));
+  REQUIRE(out.size() == 15);
+  CHECK_THAT(error_of<mproc::TimeoutError>(out[6]).what(), Catch::Contains("task_timeout"));
+  check_others_succeeded(out, 6);
+  CHECK(pool.apply(1) == 1);  // a replacement took the killed worker's place
+  CHECK(pool.worker_pids().size() == 2);
+
+  auto r = pool.apply_async(6);
+  CHECK_THROWS_AS(r.get(), mproc::TimeoutError);
+}
+
+TEST_CASE("task_timeout is not a retry: a timed-out task fails even with retries") {
+  mproc_test::SharedCounters runs(1);
+  mproc::Pool pool(
+      [&runs](int x) {
+        ++runs[0];
+        std::this_thread::sleep_for(1h);
+        return x;
+      },
+      {.processes = 1, .task_timeout = 500ms, .retries = 3});
+  CHECK_THROWS_AS(pool.apply(0), mproc::TimeoutError);
+  CHECK(runs[0] == 1);
+}
+
+// ---------------------------------------------------------------------------
+// Initializer failures
+
+TEST_CASE("an initializer that throws breaks the pool: calls fail with its RemoteError") {
+  mproc::Pool pool([](int x) { return x; },
+                   {.processes = 2, .initializer = [] { throw std::runtime_error("no model file"); }});
+  const auto broken = thrown_by<mproc::RemoteError>([&] { return pool.map(iota_vector(4)); });
+  CHECK(broken.type_name() == "std::runtime_error");
+  CHECK_THAT(broken.message(), Catch::Contains("no model file"));
+  CHECK_THROWS_AS(pool.apply(1), mproc::RemoteError);  // and every later call
+  CHECK_THROWS_AS(pool.imap(iota_vector(3)).next(), mproc::RemoteError);
+}

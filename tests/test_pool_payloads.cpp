@@ -1,0 +1,171 @@
+// Pool<F> payloads: every kind of Sendable value goes to a worker and comes back
+// unchanged (as an argument and as a result), user types through cereal, and a
+// 64 MiB vector both ways with its content checked.
+
+#include <mproc/mproc.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace {
+
+struct Pixel {  // trivially copyable
+  std::uint8_t r, g, b;
+  float alpha;
+  bool operator==(const Pixel&) const = default;
+};
+
+struct Document {  // cereal serialize()
+  std::string title;
+  std::vector<std::string> lines;
+  std::map<std::string, int> counts;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(title, lines, counts);
+  }
+  bool operator==(const Document&) const = default;
+};
+
+class Matrix {  // cereal save()/load(), private state
+ public:
+  Matrix() = default;
+  Matrix(std::size_t rows, std::size_t cols) : rows_(rows), cols_(cols), cells_(rows * cols) {
+    for (std::size_t i = 0; i < cells_.size(); ++i) cells_[i] = static_cast<double>(i) * 0.5;
+  }
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(rows_, cols_, cells_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(rows_, cols_, cells_);
+  }
+  bool operator==(const Matrix&) const = default;
+
+ private:
+  std::size_t rows_ = 0;
+  std::size_t cols_ = 0;
+  std::vector<double> cells_;
+};
+
+/// Sends each value to a worker (by map and by apply) and back; F also reports its
+/// pid, to prove the value really went to another process.
+template <class T>
+void check_echo(const std::vector<T>& values) {
+  mproc::Pool pool([](T x) { return std::pair<T, pid_t>(std::move(x), ::getpid()); }, {.processes = 2});
+  const auto echoed = pool.map(values);
+  REQUIRE(echoed.size() == values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    CHECK(echoed[i].first == values[i]);
+    CHECK(echoed[i].second != ::getpid());
+  }
+  const auto single = pool.apply(values.front());
+  CHECK(single.first == values.front());
+  CHECK(single.second != ::getpid());
+}
+
+}  // namespace
+
+TEST_CASE("scalars and trivially copyable structs travel") {
+  check_echo(std::vector<int>{0, -1, 2147483647});
+  check_echo(std::vector<double>{0.0, -1.5, 1e300});
+  check_echo(std::vector<char>{'a', '\0', 'z'});
+  check_echo(std::vector<bool>{true, false});
+  check_echo(std::vector<Pixel>{{1, 2, 3, 0.5f}, {255, 0, 128, 1.0f}});
+}
+
+TEST_CASE("strings and sequences travel") {
+  check_echo(std::vector<std::string>{"", "hello", std::string("nul\0inside", 10), std::string(100000, 'x')});
+  check_echo(std::vector<std::vector<int>>{{}, {1, 2, 3}});
+  check_echo(std::vector<std::deque<std::string>>{{"a", "b"}});
+  check_echo(std::vector<std::list<double>>{{1.0, 2.0}, {}});
+  check_echo(std::vector<std::array<int, 3>>{{1, 2, 3}, {4, 5, 6}});
+}
+
+TEST_CASE("pairs, tuples, optionals and variants travel") {
+  check_echo(std::vector<std::pair<int, std::string>>{{1, "one"}, {2, "two"}});
+  check_echo(std::vector<std::tuple<int, std::string, double>>{{1, "a", 0.5}});
+  check_echo(std::vector<std::optional<std::string>>{std::nullopt, "set"});
+  using V = std::variant<int, std::string, std::vector<double>>;
+  check_echo(std::vector<V>{V{1}, V{std::string("s")}, V{std::vector<double>{1.5}}});
+}
+
+TEST_CASE("maps and sets travel") {
+  check_echo(std::vector<std::map<std::string, int>>{{{"a", 1}, {"b", 2}}, {}});
+  check_echo(std::vector<std::unordered_map<int, std::string>>{{{1, "x"}, {2, "y"}}});
+  check_echo(std::vector<std::set<int>>{{3, 1, 2}});
+  check_echo(std::vector<std::unordered_set<std::string>>{{"p", "q"}});
+  check_echo(std::vector<std::multimap<int, int>>{{{1, 1}, {1, 2}}});
+}
+
+TEST_CASE("nested combinations travel") {
+  using Nested = std::map<std::string, std::vector<std::optional<std::tuple<int, std::set<std::string>>>>>;
+  check_echo(std::vector<Nested>{
+      {{"k", {std::nullopt, std::tuple<int, std::set<std::string>>{1, {"a", "b"}}}}, {"empty", {}}}});
+}
+
+TEST_CASE("cereal user types travel: serialize() and save()/load()") {
+  check_echo(std::vector<Document>{{"t", {"l1", "l2"}, {{"w", 2}}}, {}});
+  check_echo(std::vector<Matrix>{Matrix(3, 4), Matrix()});
+  check_echo(std::vector<std::vector<Document>>{{{"nested", {}, {}}}});
+}
+
+TEST_CASE("F may turn one payload type into another") {
+  mproc::Pool pool(
+      [](const Document& d) {
+        std::map<std::string, std::size_t> lengths;
+        for (const auto& line : d.lines) lengths[line] = line.size();
+        return std::make_tuple(d.title, lengths, std::optional<int>(d.counts.size() > 0 ? 1 : 0));
+      },
+      {.processes = 2});
+  const auto r = pool.apply(Document{"doc", {"ab", "cde"}, {{"x", 1}}});
+  CHECK(std::get<0>(r) == "doc");
+  CHECK(std::get<1>(r) == std::map<std::string, std::size_t>{{"ab", 2}, {"cde", 3}});
+  CHECK(std::get<2>(r) == 1);
+}
+
+TEST_CASE("a 64 MiB vector travels as an argument and as a result, content intact") {
+  constexpr std::size_t size = std::size_t{64} << 20;
+  std::vector<char> input(size);
+  for (std::size_t i = 0; i < size; ++i) input[i] = static_cast<char>((i * 2654435761u) >> 7);
+
+  // F checks the argument's content itself and returns a transformed copy.
+  mproc::Pool pool(
+      [](std::vector<char> v) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (v[i] != static_cast<char>((i * 2654435761u) >> 7)) {
+            throw std::runtime_error("argument corrupted at byte " + std::to_string(i));
+          }
+          v[i] = static_cast<char>(v[i] ^ 0x5a);
+        }
+        return v;
+      },
+      {.processes = 2});
+  const std::vector<char> output = pool.apply(input);
+  REQUIRE(output.size() == size);
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < size; ++i) mismatches += output[i] != static_cast<char>(input[i] ^ 0x5a);
+  CHECK(mismatches == 0);
+
+  // Two of them in one map, so one chunk or two workers carry 128 MiB.
+  const auto both = pool.map(std::vector<std::vector<char>>{input, input});
+  REQUIRE(both.size() == 2);
+  CHECK(both[0] == output);
+  CHECK(both[1] == output);
+}

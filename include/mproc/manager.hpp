@@ -51,6 +51,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -122,7 +123,7 @@ class SharedList : public detail::ContainerHandle<detail::ListStore<T>> {
   }
   /// Adds every element of values at the end, all or none (a SharedMemoryFull part
   /// way leaves the list unchanged).
-  template <class Range>
+  template <std::ranges::input_range Range>
   void extend(const Range& values) {
     locked("extend", [&](Store& s) { s.extend(values); });
   }
@@ -157,9 +158,8 @@ class SharedList : public detail::ContainerHandle<detail::ListStore<T>> {
     return locked("snapshot", [](Store& s) { return s.snapshot(); });
   }
 
-  static constexpr const char* type_label = "mproc::SharedList";
-
  private:
+  static constexpr const char* type_label = "mproc::SharedList";  // for error messages
   friend class Manager;
   friend struct detail::ContainerCodec<SharedList, detail::ListRoot<T>>;
   static_assert((require_sendable<T>(), true));
@@ -258,9 +258,8 @@ class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   std::vector<std::pair<K, V>> items() const {
     return collect<std::pair<K, V>>([](auto k, auto v) { return std::pair<K, V>(decode<K>(k), decode<V>(v)); });
   }
-  static constexpr const char* type_label = "mproc::SharedDict";
-
  private:
+  static constexpr const char* type_label = "mproc::SharedDict";  // for error messages
   friend class Manager;
   friend struct detail::ContainerCodec<SharedDict, detail::DictRoot>;
   using Item = detail::EncodedItem;
@@ -320,7 +319,7 @@ class Manager {
     return l;
   }
   /// A new list holding a copy of init (a vector, a range...).
-  template <class T, class Range>
+  template <class T, std::ranges::input_range Range>
   SharedList<T> list(const Range& init) {
     SharedList<T> l = list<T>();
     l.extend(init);
@@ -339,9 +338,8 @@ class Manager {
   /// Bytes in live blocks: containers' headers, elements and tables.
   std::size_t used() const noexcept { return detail::SegmentAllocator(*seg_).live_bytes(); }
 
-  static constexpr const char* type_label = "mproc::Manager";
-
  private:
+  static constexpr const char* type_label = "mproc::Manager";  // for error messages
   friend struct Codec<Manager>;
   explicit Manager(std::shared_ptr<detail::Segment> seg) noexcept : seg_(std::move(seg)) {}
 

@@ -132,9 +132,8 @@ class Value {
   /// The lock that guards the value (Python's get_lock()).
   Lock& get_lock() const noexcept { return lock_; }
 
-  static constexpr const char* type_label = "mproc::Value";
-
  private:
+  static constexpr const char* type_label = "mproc::Value";  // for error messages
   friend struct detail::GuardedHandleCodec<Value>;
   static constexpr bool lock_free = detail::lock_free_in_place<T>();
   static_assert(sizeof(detail::RequireInPlace<T>) > 0);
@@ -184,7 +183,9 @@ class Array {
   }
   /// The elements, unsynchronised. Valid while any copy of this Array exists in this process.
   std::span<T> span() const noexcept { return {data(), size()}; }
+  /// The first element, unsynchronised.
   T* data() const noexcept { return state_->data(); }
+  /// Iterators over the elements, unsynchronised.
   T* begin() const noexcept { return data(); }
   T* end() const noexcept { return data() + size(); }
   /// A copy of the elements taken under the lock (Python's arr[:]).
@@ -201,9 +202,8 @@ class Array {
   /// The lock that guards the elements (Python's get_lock()).
   Lock& get_lock() const noexcept { return lock_; }
 
-  static constexpr const char* type_label = "mproc::Array";
-
  private:
+  static constexpr const char* type_label = "mproc::Array";  // for error messages
   friend struct detail::GuardedHandleCodec<Array>;
   using Block = detail::ArrayHeader<T>;
   static_assert(sizeof(detail::RequireInPlace<T>) > 0);

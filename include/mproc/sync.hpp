@@ -250,9 +250,8 @@ class Lock : public detail::LockBase {
  public:
   /// A new, unlocked lock in shared memory.
   Lock() : LockBase(false) {}
-  static constexpr const char* type_label = "mproc::Lock";
-
  private:
+  static constexpr const char* type_label = "mproc::Lock";  // for error messages
   friend struct detail::ObjectHandleCodec<Lock>;
   explicit Lock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), false) {}
 };
@@ -263,9 +262,8 @@ class RLock : public detail::LockBase {
  public:
   /// A new, unlocked recursive lock in shared memory.
   RLock() : LockBase(true) {}
-  static constexpr const char* type_label = "mproc::RLock";
-
  private:
+  static constexpr const char* type_label = "mproc::RLock";  // for error messages
   friend struct detail::ObjectHandleCodec<RLock>;
   explicit RLock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), true) {}
 };
@@ -331,9 +329,8 @@ class Semaphore {
   /// its unit is simply never given back.)
   std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
 
-  static constexpr const char* type_label = "mproc::Semaphore";
-
  protected:
+  static constexpr const char* type_label = "mproc::Semaphore";  // for error messages
   Semaphore(std::int64_t value, std::int64_t bound)
       : state_(value < 0 ? throw ValueError("mproc::Semaphore: the initial value must not be negative")
                          : detail::SharedObject<detail::SemaphoreState>::make(0, value, bound)) {}
@@ -365,9 +362,8 @@ class BoundedSemaphore : public Semaphore {
  public:
   /// A bounded semaphore whose counter starts, and is capped, at value.
   explicit BoundedSemaphore(std::int64_t value = 1) : Semaphore(value, value) {}
-  static constexpr const char* type_label = "mproc::BoundedSemaphore";
-
  private:
+  static constexpr const char* type_label = "mproc::BoundedSemaphore";  // for error messages
   friend struct detail::ObjectHandleCodec<BoundedSemaphore>;
   explicit BoundedSemaphore(detail::SharedObject<detail::SemaphoreState> state) : Semaphore(check(std::move(state))) {}
   static detail::SharedObject<detail::SemaphoreState> check(detail::SharedObject<detail::SemaphoreState> state) {
@@ -410,9 +406,8 @@ class Event {
     return wait_until_steady(detail::to_steady(deadline));
   }
 
-  static constexpr const char* type_label = "mproc::Event";
-
  private:
+  static constexpr const char* type_label = "mproc::Event";  // for error messages
   friend struct detail::ObjectHandleCodec<Event>;
   explicit Event(detail::SharedObject<detail::EventState> state) : state_(std::move(state)) {}
 
@@ -571,9 +566,8 @@ class Barrier {
     return s.broken;
   }
 
-  static constexpr const char* type_label = "mproc::Barrier";
-
  private:
+  static constexpr const char* type_label = "mproc::Barrier";  // for error messages
   friend struct detail::ObjectHandleCodec<Barrier>;
   explicit Barrier(detail::SharedObject<detail::BarrierState> state) : state_(std::move(state)) {}
 

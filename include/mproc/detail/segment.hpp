@@ -154,18 +154,19 @@ class Segment {
       throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
                              std::to_string(committed) + " bytes");
     }
-    void* base = map(fd.get(), reserved);
-    auto* h = ::new (base) SegmentHeader{};
+    const std::uint64_t id = random_id();
+    const int fd_number = fd.get();
+    std::shared_ptr<Segment> s(new Segment(std::move(fd), map(fd_number, reserved), reserved));
+    auto* h = ::new (s->base()) SegmentHeader{};
     h->magic = segment_magic;
-    h->id = random_id();
+    h->id = id;
     h->kind = static_cast<std::uint64_t>(kind);
     h->reserved = reserved;
     h->committed.store(committed, std::memory_order_relaxed);
     h->cursor.store(segment_header_size, std::memory_order_relaxed);
     h->creator_pid = static_cast<std::int32_t>(::getpid());
-    h->creator_fd = fd.get();
-    std::shared_ptr<Segment> s(new Segment(std::move(fd), base, reserved));
-    return SegmentRegistry::instance().add(std::move(s), h->id);
+    h->creator_fd = fd_number;
+    return SegmentRegistry::instance().add(std::move(s), id);
   }
 
   Segment(const Segment&) = delete;
@@ -297,8 +298,8 @@ class Segment {
       return nullptr;
     }
     set_nonblocking(file.get(), false);
-    void* base = map(file.get(), reserved);
-    return std::shared_ptr<Segment>(new Segment(std::move(file), base, reserved));
+    const int fd_number = file.get();
+    return std::shared_ptr<Segment>(new Segment(std::move(file), map(fd_number, reserved), reserved));
   }
 
   Fd fd_;

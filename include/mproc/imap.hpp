@@ -77,25 +77,32 @@ class IMap {
 
   /// Starts the iteration (waits for the first result).
   iterator begin() {
-    if (!started_) {
-      started_ = true;
-      advance();
-    }
+    settle();
     return iterator(this);
   }
   std::default_sentinel_t end() const noexcept { return {}; }
 
   /// Python's next(): the next result, nothing at the end; a failed task throws.
+  /// It returns as soon as that result is here: the one after it is fetched by the
+  /// next call, not before this one returns.
   std::optional<R> next() {
-    begin();
+    settle();
     if (!current_) return std::nullopt;
-    auto entry = std::move(*current_);
-    advance();
+    taken_ = true;
+    auto& entry = *current_;
     if (entry.index() == 2) std::rethrow_exception(std::get<2>(entry));
     return std::move(std::get<1>(entry));
   }
 
  private:
+  /// Makes current_ the result not yet handed out (or nothing at the end).
+  void settle() {
+    if (!started_ || taken_) {
+      started_ = true;
+      taken_ = false;
+      advance();
+    }
+  }
   bool at_end() const noexcept { return !current_; }
   void advance() {
     current_.reset();
@@ -114,6 +121,7 @@ class IMap {
   std::optional<Entry> current_;
   std::size_t consumed_ = 0;
   bool started_ = false;
+  bool taken_ = false;  // next() handed out current_
   bool ended_ = false;
 };
 

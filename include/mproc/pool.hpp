@@ -72,7 +72,10 @@ class Pool {
                 "mproc::Pool needs a callable with exactly one call signature: a function, a function "
                 "pointer, or a lambda whose parameters have concrete types (not auto). Wrap a generic or "
                 "overloaded callable in a lambda with explicit parameter types.");
-  using Traits = detail::TaskTraits<F>;
+  // With a callable the static_assert above rejects, the rest is compiled against a
+  // placeholder, so that message stays the only error.
+  using Callable = std::conditional_t<detail::has_signature<F>, F, detail::PlaceholderCallable>;
+  using Traits = detail::TaskTraits<Callable>;
   using Args = typename Traits::Args;
   static constexpr std::size_t arity = std::tuple_size_v<Args>;
   static constexpr std::size_t item_size = detail::fixed_encoded_size<Args>();
@@ -87,6 +90,7 @@ class Pool {
     require_sendable<result_type>();
     State& s = *state_;
     if (s.options.processes == 0) s.options.processes = cpu_count();
+    if constexpr (!detail::has_signature<F>) return;
     if (!s.serial) {
       State* raw = state_.get();  // stable: the child uses it after the fork
       s.core = std::make_shared<detail::PoolCore>(detail::PoolConfig{
@@ -417,7 +421,9 @@ class Pool {
       if (job.expected_total) remaining = *job.expected_total - first;
       const std::size_t n = std::min(job.chunking.next(remaining, 1), job.input.contiguous_from(first));
       Bytes out;
-      detail::run_chunk(s.fn, s.next_chunk_id++, job.input.bytes(first, n), out, nullptr, false);
+      if constexpr (detail::has_signature<F>) {
+        detail::run_chunk(s.fn, s.next_chunk_id++, job.input.bytes(first, n), out, nullptr, false);
+      }
       const detail::ChunkOutcome outcome = detail::parse_chunk_outcome(out.span());
       job.chunking.record(outcome.header.count, outcome.header.elapsed_ns);
       job.dispatched += n;

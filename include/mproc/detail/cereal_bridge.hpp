@@ -24,7 +24,6 @@
 #include <cereal/types/vector.hpp>
 
 #include <cstdint>
-#include <istream>
 #include <ostream>
 #include <streambuf>
 #include <string>
@@ -32,11 +31,55 @@
 
 namespace mproc::detail {
 
+/// cereal's binary input format, read straight from a byte span, with every read
+/// and every element count checked against the bytes left, so that a corrupt count
+/// cannot make a container allocate gigabytes before the read fails.
+class CheckedBinaryInputArchive
+    : public cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  CheckedBinaryInputArchive(const std::byte* data, std::size_t size)
+      : cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision>(this), reader_({data, size}) {}
+
+  void loadBinary(void* data, std::size_t size) { reader_.raw(data, size); }
+  /// A count of elements, each at least one byte.
+  std::uint64_t load_count() {
+    const auto n = reader_.pod<std::uint64_t>();
+    if (n > reader_.remaining()) {
+      throw ProtocolError("mproc: cereal payload claims " + std::to_string(n) + " elements in " +
+                          std::to_string(reader_.remaining()) + " bytes");
+    }
+    return n;
+  }
+  std::size_t remaining() const noexcept { return reader_.remaining(); }
+
+ private:
+  Reader reader_;
+};
+
+template <class T>
+  requires std::is_arithmetic_v<T>
+void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, T& t) {
+  ar.loadBinary(std::addressof(t), sizeof(t));
+}
+template <class T>
+void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::NameValuePair<T>& t) {
+  ar(t.value);
+}
+template <class T>
+void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::SizeTag<T>& t) {
+  t.size = static_cast<std::remove_reference_t<T>>(ar.load_count());
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::BinaryData<T>& bd) {
+  ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+
 template <class T>
 inline constexpr bool has_cereal_serialization =
     std::is_default_constructible_v<T> &&
     cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
-    cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value;
+    cereal::traits::is_input_serializable<T, CheckedBinaryInputArchive>::value;
 
 /// A streambuf that appends to a Bytes buffer.
 class BytesOutBuf : public std::streambuf {
@@ -57,17 +100,6 @@ class BytesOutBuf : public std::streambuf {
 
  private:
   Bytes* out_;
-};
-
-/// A read-only streambuf over a byte span (no copy).
-class SpanInBuf : public std::streambuf {
- public:
-  SpanInBuf(const std::byte* data, std::size_t size) {
-    // std::streambuf wants char*, but only reads through get-area pointers.
-    char* begin = const_cast<char*>(reinterpret_cast<const char*>(data));
-    setg(begin, begin, begin + size);
-  }
-  std::size_t consumed() const { return static_cast<std::size_t>(gptr() - eback()); }
 };
 
 /// Encodes value as a u64 length followed by cereal's binary archive.
@@ -94,21 +126,18 @@ T cereal_decode(Reader& r) {
                         std::to_string(r.remaining()) + " bytes left");
   }
   const std::byte* data = r.take(static_cast<std::size_t>(length));
-  SpanInBuf buf(data, static_cast<std::size_t>(length));
-  std::istream is(&buf);
+  CheckedBinaryInputArchive archive(data, static_cast<std::size_t>(length));
   T value{};
   try {
-    cereal::BinaryInputArchive archive(is);
     archive(value);
+  } catch (const ProtocolError&) {
+    throw;
   } catch (const std::exception& e) {
-    // cereal reports short reads as cereal::Exception; absurd sizes surface as
-    // bad_alloc or length_error. All of them mean the bytes were not a valid T.
-    throw ProtocolError("mproc: cannot decode a cereal-serialized " + type_name<T>() +
-                        ": " + e.what());
+    // Anything else a user's load() throws on these bytes means they were not a T.
+    throw ProtocolError("mproc: cannot decode a cereal-serialized " + type_name<T>() + ": " + e.what());
   }
-  if (buf.consumed() != length) {
-    throw ProtocolError("mproc: cereal payload has " + std::to_string(length - buf.consumed()) +
-                        " trailing bytes");
+  if (archive.remaining() != 0) {
+    throw ProtocolError("mproc: cereal payload has " + std::to_string(archive.remaining()) + " trailing bytes");
   }
   return value;
 }

@@ -94,8 +94,8 @@ class FrameAssembler {
   /// whose header is known, so a large payload lands in place without regrowing.
   std::span<std::byte> prepare(std::size_t min_read = 64 * 1024) {
     std::size_t want = min_read;
-    if (pending_) {
-      const auto frame_end = frame_header_size + inline_payload_size(*pending_);
+    if (has_pending_) {
+      const auto frame_end = frame_header_size + inline_payload_size(pending_);
       if (frame_end > unread()) want = std::max(want, frame_end - unread());
     }
     buf_.reserve_more(want);
@@ -107,18 +107,21 @@ class FrameAssembler {
   bool has_frame() {
     const std::size_t avail = unread();
     if (avail < frame_header_size) return false;
-    if (!pending_) pending_ = parse_frame_header({buf_.data() + start_, avail});
-    return avail - frame_header_size >= inline_payload_size(*pending_);
+    if (!has_pending_) {
+      pending_ = parse_frame_header({buf_.data() + start_, avail});
+      has_pending_ = true;
+    }
+    return avail - frame_header_size >= inline_payload_size(pending_);
   }
 
   /// The next complete frame, or nothing if more bytes are needed. Throws
   /// ProtocolError on a bad header.
   std::optional<FrameView> next() {
     if (!has_frame()) return std::nullopt;
-    const std::size_t size = inline_payload_size(*pending_);
-    FrameView frame{*pending_, {buf_.data() + start_ + frame_header_size, size}};
+    const std::size_t size = inline_payload_size(pending_);
+    FrameView frame{pending_, {buf_.data() + start_ + frame_header_size, size}};
     start_ += frame_header_size + size;
-    pending_.reset();
+    has_pending_ = false;
     return frame;
   }
   /// Drops the frames already taken (their views become invalid).
@@ -132,7 +135,10 @@ class FrameAssembler {
  private:
   Bytes buf_;
   std::size_t start_ = 0;
-  std::optional<FrameHeader> pending_;
+  // The parsed header of the frame at start_ (a plain member and a flag rather than
+  // an optional, which g++ 12 misreads as maybe-uninitialised once inlined).
+  FrameHeader pending_{};
+  bool has_pending_ = false;
 };
 
 /// Reads frames from a blocking descriptor.

@@ -387,6 +387,10 @@ class PoolCore {
   }
 
   void on_exit(Worker& w, const ExitStatus& status) {
+    if (stopping_hard_) {  // terminate() or a broken pool: its tasks were already failed
+      forget(w);
+      return;
+    }
     if (!w.result_eof) read_results(w);  // its last complete outcomes
     const std::uint64_t running = slots_[w.slot].read().first;
     const bool was_ready = w.ready;
@@ -422,10 +426,9 @@ class PoolCore {
       std::lock_guard lock(mutex_);
       for (InFlight& c : w.held) touched_.push_back(c.job);
       requeue_.insert(requeue_.begin(), again.begin(), again.end());
-      std::erase(pids_, w.pid);
     }
     const std::size_t slot = w.slot;
-    std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
+    forget(w);
     // A worker killed from outside while starting is simply replaced; several in a
     // row dying before they are ready means starting itself fails (a crashing
     // initializer): stop there rather than fork forever, as Python's Pool does.
@@ -441,6 +444,15 @@ class PoolCore {
       needed = !broken_ && !terminating_ && (!closed_ || !live_.empty());
     }
     if (needed) spawn(slot);
+  }
+
+  /// Drops a worker that has exited.
+  void forget(Worker& w) {
+    {
+      std::lock_guard lock(mutex_);
+      std::erase(pids_, w.pid);
+    }
+    std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
   }
 
   // ------------------------------------------------------------------ work
@@ -564,6 +576,7 @@ class PoolCore {
       abandon_all_locked_then(broken_);
     }
     run_deferred();
+    stopping_hard_ = true;
     for (auto& w : workers_) w->kill(SIGKILL);
   }
 
@@ -657,12 +670,14 @@ class PoolCore {
   // ------------------------------------------------------------------ shutdown
 
   void stop_workers() {
+    run_deferred();  // a terminated pool's tasks fail with PoolClosed before any worker is killed
     if (server_) {
       for (auto& w : workers_) w->task_w.reset();  // EOF: idle workers exit at once
       const bool kill_now = [&] {
         std::lock_guard lock(mutex_);
         return terminating_ || broken_ != nullptr;
       }();
+      stopping_hard_ = kill_now;
       const auto deadline = Clock::now() + std::chrono::seconds(kill_now ? 0 : 10);
       try {
         while (!workers_.empty()) {
@@ -712,6 +727,7 @@ class PoolCore {
   std::uint64_t next_chunk_id_ = 1;
   static constexpr int max_failed_starts = 3;
   int failed_starts_ = 0;  // workers in a row that died before ready
+  bool stopping_hard_ = false;  // killing the workers (terminate, broken): their exits fail nothing
 };
 
 }  // namespace mproc::detail

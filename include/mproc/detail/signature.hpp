@@ -51,4 +51,9 @@ struct signature<F, std::void_t<decltype(&F::operator())>> : member_call<decltyp
 template <class F>
 concept has_signature = requires { typename signature<std::remove_cvref_t<F>>::args; };
 
+/// Stands in for a callable without one signature once that error is reported.
+struct PlaceholderCallable {
+  void operator()() const {}
+};
+
 }  // namespace mproc::detail

@@ -18,9 +18,6 @@
 
 namespace mproc::detail {
 
-/// Outcomes are batched while more tasks are already waiting in the pipe (one write
-/// for many tiny tasks), and sent before the worker would block reading.
-inline constexpr std::size_t max_result_batch = 1 << 20;
 
 template <class F>
 int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv& env) {
@@ -42,36 +39,27 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
   if (!write_frame(env.result_fd, make_frame_header(FrameKind::ready, 0, 0), {})) return 0;
 
   FrameReader reader(env.task_fd);
-  Bytes batch;
-  auto flush = [&] {
-    const bool ok = batch.empty() || write_all(env.result_fd, batch.data(), batch.size());
-    batch.clear();
-    return ok;
-  };
-  for (;;) {
-    if (!batch.empty() && (batch.size() >= max_result_batch || !reader.has_buffered_frame())) {
-      if (!flush()) return 0;  // the parent is gone
-    }
-    const auto frame = reader.read();
-    if (!frame || frame->header.kind == FrameKind::stop) break;
+  Bytes out;  // one chunk's result frame; kept to reuse its memory
+  while (const auto frame = reader.read()) {
+    if (frame->header.kind == FrameKind::stop) break;
     if (frame->header.kind != FrameKind::task) throw ProtocolError("mproc: worker got an unexpected frame");
     const bool task_in_lane = (frame->header.flags & frame_flag_in_lane) != 0;
     const auto task_size = static_cast<std::size_t>(frame->header.size);
-    const auto items = task_in_lane ? env.task_lane->view(task_size) : frame->payload;
-    const std::size_t header_at = batch.size();
-    batch.extend(frame_header_size);
-    run_chunk(fn, frame->header.id, items, batch, env.slot, env.timed);
+    out.resize(frame_header_size);
+    run_chunk(fn, frame->header.id, task_in_lane ? env.task_lane->view(task_size) : frame->payload, out, env.slot,
+              env.timed);
     if (task_in_lane) env.task_lane->release(task_size);
-    const std::span<const std::byte> outcome{batch.data() + header_at + frame_header_size,
-                                             batch.size() - header_at - frame_header_size};
+    const std::span<const std::byte> outcome{out.data() + frame_header_size, out.size() - frame_header_size};
     FrameHeader h = make_frame_header(FrameKind::result, frame->header.id, outcome.size());
-    if (env.result_lane->try_put(outcome)) {  // the header follows the data, so the parent sees both
+    if (env.result_lane->try_put(outcome)) {  // written before the header, so the parent sees both
       h.flags |= frame_flag_in_lane;
-      batch.resize(header_at + frame_header_size);
+      out.resize(frame_header_size);
     }
-    std::memcpy(batch.data() + header_at, &h, sizeof h);
+    std::memcpy(out.data(), &h, sizeof h);
+    // Sent before the next chunk starts, never held back behind it: the next task
+    // may be long, or may even wait for this result.
+    if (!write_all(env.result_fd, out.data(), out.size())) return 0;  // the parent is gone
   }
-  flush();
   return 0;
 }
 

@@ -199,6 +199,7 @@ class PoolCore {
     std::size_t out_written = 0;  // bytes of out.front() already written
     std::size_t assigned = 0;     // items ever handed to this worker
     std::size_t held_items = 0;   // items in held
+    std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild)
     std::optional<std::uint64_t> timed_out;  // the running word it was killed for
@@ -367,6 +368,7 @@ class PoolCore {
     if (outcome.header.count > c.count) throw ProtocolError("mproc: a worker returned too many outcomes");
     w.held.pop_front();
     w.held_items -= c.count;
+    w.last_answer_ns = monotonic_ns();
     bool cancelled;
     {
       std::lock_guard lock(mutex_);
@@ -483,13 +485,16 @@ class PoolCore {
   /// holds is measured to be under a millisecond of work (tiny tasks travel in
   /// batches that way, while long ones are not hoarded by one worker).
   /// The measure is pool-wide (all jobs run the same F), so a stream of fresh
-  /// one-item jobs such as apply_async calls is batched too.
+  /// one-item jobs such as apply_async calls is batched too. A worker that has not
+  /// answered for a millisecond gets no more than two: it may be stuck on a long
+  /// task, and what it holds waits behind that task while others could run it.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
     if (w.held.size() < 2) return true;
     if (w.held.size() >= 256) return false;
     const auto per_item = timing_.item_seconds();
-    return per_item && *per_item * static_cast<double>(w.held_items) < 0.001;
+    return per_item && *per_item * static_cast<double>(w.held_items) < 0.001 &&
+           monotonic_ns() - w.last_answer_ns < 1'000'000;
   }
 
   std::optional<InFlight> cut_chunk_locked(const Worker& w) {

@@ -59,6 +59,9 @@ struct PoolOptions {
   /// How many times a task whose worker died is run again before it fails with
   /// WorkerLost. Counts per task.
   std::size_t retries = 0;
+  /// Replace a worker whose resident memory is above this many bytes after it
+  /// finished a chunk (a leaky library, a growing cache); 0 means no limit.
+  std::size_t max_memory_per_child = 0;
 };
 
 /// A pool of worker processes that call F.
@@ -95,6 +98,7 @@ class Pool {
       State* raw = state_.get();  // stable: the child uses it after the fork
       s.core = std::make_shared<detail::PoolCore>(detail::PoolConfig{
           s.options.processes, s.options.maxtasksperchild, s.options.task_timeout, s.options.retries,
+          s.options.max_memory_per_child,
           [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
     }
   }

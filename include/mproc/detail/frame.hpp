@@ -35,6 +35,8 @@ inline constexpr std::uint64_t max_frame_payload = std::uint64_t{1} << 40;
 /// Header flag: the payload is not in the stream but in a shared-memory lane
 /// (lane.hpp); `size` is still its length.
 inline constexpr std::uint8_t frame_flag_in_lane = 0x1;
+/// Header flag on a worker's outcome: it exits after this one (memory limit).
+inline constexpr std::uint8_t frame_flag_retiring = 0x2;
 
 struct FrameHeader {
   std::uint32_t magic = frame_magic;

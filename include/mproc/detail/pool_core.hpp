@@ -48,6 +48,7 @@ struct WorkerEnv {
   bool timed;      // post item start times (task_timeout is set)
   Lane* task_lane;    // big task payloads from the parent
   Lane* result_lane;  // big outcomes to the parent
+  std::size_t max_memory;  // retire after a chunk that leaves more resident (0: no limit)
 };
 
 struct PoolConfig {
@@ -55,6 +56,7 @@ struct PoolConfig {
   std::size_t maxtasksperchild = 0;
   std::chrono::nanoseconds task_timeout{0};
   std::size_t retries = 0;
+  std::size_t max_memory_per_child = 0;
   std::function<int(const WorkerEnv&)> worker_main;  // runs in the child; returns its exit code
 };
 
@@ -217,7 +219,8 @@ class PoolCore {
       const bool timed = config_.task_timeout.count() > 0;
       server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
         return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed,
-                                             task_lanes_[slot].get(), result_lanes_[slot].get()});
+                                             task_lanes_[slot].get(), result_lanes_[slot].get(),
+                                             config_.max_memory_per_child});
       });
       for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
       loop();
@@ -369,6 +372,7 @@ class PoolCore {
     w.held.pop_front();
     w.held_items -= c.count;
     w.last_answer_ns = monotonic_ns();
+    if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit
     bool cancelled;
     {
       std::lock_guard lock(mutex_);

@@ -5,6 +5,7 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/frame.hpp>
+#include <mproc/detail/memory.hpp>
 #include <mproc/detail/pool_core.hpp>
 #include <mproc/detail/task.hpp>
 
@@ -55,10 +56,13 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
       h.flags |= frame_flag_in_lane;
       out.resize(frame_header_size);
     }
+    const bool retiring = env.max_memory != 0 && resident_bytes() > env.max_memory;
+    if (retiring) h.flags |= frame_flag_retiring;
     std::memcpy(out.data(), &h, sizeof h);
     // Sent before the next chunk starts, never held back behind it: the next task
     // may be long, or may even wait for this result.
     if (!write_all(env.result_fd, out.data(), out.size())) return 0;  // the parent is gone
+    if (retiring) break;  // the pool runs what else it gave us elsewhere
   }
   return 0;
 }

@@ -161,7 +161,7 @@ class Results:
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 GB_FIELDS = {"name", "family_index", "per_family_instance_index", "run_name", "run_type", "repetitions",
              "repetition_index", "threads", "iterations", "real_time", "cpu_time", "time_unit",
-             "aggregate_name", "aggregate_unit", "error_occurred", "error_message", "label", "threads"}
+             "aggregate_name", "aggregate_unit", "error_occurred", "error_message", "label"}
 
 
 def read_google_benchmark(path):

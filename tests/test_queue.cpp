@@ -176,6 +176,55 @@ TEST_CASE("an unbounded put never waits for a reader: a million items before any
   CHECK(q.empty());
 }
 
+TEST_CASE("an unbounded queue holds what it is given with no reader, whatever came before") {
+  // Earlier traffic moves the ring's positions around; a put with nobody reading
+  // must still find the whole ring, not just what lies before the readers.
+  mproc::Queue<std::vector<char>> q;
+  const std::vector<char> big(100 * 1024, 'b');
+  for (int round = 0; round < 40; ++round) {
+    const int n = 1 + (round * 7) % 11;  // a different amount each round
+    for (int k = 0; k < n; ++k) q.put_nowait(big);
+    for (int k = 0; k < n; ++k) REQUIRE(q.get_nowait() == big);
+  }
+  for (int k = 0; k < 200; ++k) q.put_nowait(big);  // 20 MiB, nobody reading
+  CHECK(q.size() == 200);
+}
+
+namespace {
+/// Shared memory this process has touched (kB): the ring's pages in use.
+long shared_memory_kb() {
+  std::ifstream status("/proc/self/status");
+  for (std::string key; status >> key;) {
+    long value = 0;
+    if (key == "RssShmem:" && status >> value) return value;
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("a queue uses memory for what it holds, not for what went through it") {
+  const std::vector<char> item(1000, 'x');
+  SECTION("emptied now and then") {
+    mproc::Queue<std::vector<char>> q;
+    q.put(std::vector<char>(std::size_t{64} << 20, 'y'));
+    (void)q.get();
+    for (int i = 0; i < 100'000; ++i) {  // 100 MB more through it
+      q.put(item);
+      (void)q.get();
+    }
+    CHECK(shared_memory_kb() < 4096);  // the 64 MiB item's pages were given back
+  }
+  SECTION("bounded and never empty") {
+    mproc::Queue<std::vector<char>> q(8);
+    for (int i = 0; i < 4; ++i) q.put(item);
+    for (int i = 0; i < 100'000; ++i) {
+      q.put(item);
+      (void)q.get();
+    }
+    CHECK(shared_memory_kb() < 4096);
+  }
+}
+
 TEST_CASE("a 100 MiB vector goes through a Queue between processes, both ways") {
   const auto big = big_vector(std::size_t{100} << 20);
   mproc::Queue<std::vector<std::int64_t>> to_child;

@@ -12,9 +12,11 @@
 // - head and tail are byte positions that only grow; a frame is published by one
 //   store to tail after its bytes are in place, so readers never see half a frame.
 // - The ring is reserved, not committed (1 GiB by default): pages cost memory once
-//   written. To keep that to what is really in use, a writer far into the lap with
-//   little data queued jumps back to the start (a padding frame) and returns the
-//   pages past that point to the system.
+//   written. To keep that to what is really in use, a writer that finds the queue
+//   empty past the first 256 KiB of the lap jumps back to its start (a padding frame
+//   that it consumes itself) and returns the pages beyond to the system. A queue
+//   that never empties keeps the pages it has swept (up to the ring's size) unless
+//   it is bounded, when the jump is also taken whenever maxsize items still fit.
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/frame.hpp>
@@ -171,6 +173,7 @@ class SharedRing {
     u64 pending_end = 0;    // tail after it; 0 when no publish is under way
     u64 pending_count = 0;  // put_count before it
     u64 high_water = 0;     // end of the furthest bytes written and not yet released
+    u64 max_record = 0;     // the largest item record written so far
 
     // Reader side.
     alignas(64) std::atomic<u64> head{0};  // bytes consumed
@@ -271,35 +274,63 @@ class SharedRing {
     c_->pending_end = 0;
   }
 
+  /// Whether a writer at offset should continue at the lap's start, so the pages in
+  /// use stay few. Never at the cost of room: on an empty queue the writer consumes
+  /// the padding itself (jump()); otherwise only a bounded queue jumps, and only if
+  /// maxsize items of the largest size seen still fit before the readers' position.
+  bool should_jump(u64 offset, u64 used, u64 record) const noexcept {
+    const u64 cap = c_->capacity;
+    if (cap < 4 * hot_bytes || offset < hot_bytes || cap - offset < frame_header_size) return false;
+    if (used == 0) return true;
+    return c_->maxsize != 0 && offset >= 2 * used && offset - used >= record &&
+           (offset - used - record) / c_->maxsize >= c_->max_record;
+  }
+
+  /// Writes a padding frame from tail to the lap's end and returns the lap's start.
+  /// When the queue is empty and no reader is busy, moves the readers past it too.
+  u64 jump(u64 tail, u64 offset) {
+    const u64 cap = c_->capacity;
+    const u64 next = tail + (cap - offset);
+    write_header(tail, FrameKind::padding, 0, cap - offset - frame_header_size);
+    if (c_->high_water >= offset + frame_header_size + release_bytes) {
+      ring_.release(offset + frame_header_size, c_->high_water - offset - frame_header_size);
+    }
+    c_->high_water = offset + frame_header_size;
+    if (c_->head.load() == tail) {
+      // Publish the padding alone, then consume it as a reader would: a writer
+      // killed in between leaves a well-formed ring either way.
+      const LockResult r = c_->get_lock.try_lock();
+      if (r != LockResult::timed_out) {
+        RingLock reader(c_->get_lock);
+        if (r == LockResult::owner_died) recover_reader();  // cannot wait: nothing is queued
+        if (c_->head.load() == tail) {
+          c_->tail.store(next);
+          c_->head.store(next);
+        }
+      }
+    }
+    return next;
+  }
+
   void write_record(std::span<const std::byte> payload, u64 record) {
     const u64 cap = c_->capacity;
     const u64 tail = c_->tail.load(std::memory_order_relaxed);  // only the lock holder moves it
-    const u64 used = tail - c_->head.load();
     const u64 offset = tail & (cap - 1);
-    u64 start = tail;
-    // Far into the lap with little queued: continue at the lap's start instead, so
-    // the pages in use stay few, and give back those beyond.
-    if (cap >= 4 * hot_bytes && offset >= std::max(hot_bytes, 2 * used) && used + record <= offset &&
-        cap - offset >= frame_header_size) {
-      write_header(tail, FrameKind::padding, 0, cap - offset - frame_header_size);
-      if (c_->high_water >= offset + frame_header_size + release_bytes) {
-        ring_.release(offset + frame_header_size, c_->high_water - offset - frame_header_size);
-      }
-      c_->high_water = offset + frame_header_size;
-      start += cap - offset;
-    }
+    const u64 start = should_jump(offset, tail - c_->head.load(), record) ? jump(tail, offset) : tail;
+    c_->max_record = std::max(c_->max_record, record);
     const u64 index = c_->put_count.load(std::memory_order_relaxed);
     write_header(start, FrameKind::message, index, payload.size());
     if (!payload.empty()) std::memcpy(at(start) + frame_header_size, payload.data(), payload.size());
     c_->high_water = std::max(c_->high_water, std::min(cap, (start & (cap - 1)) + record));
-    begin_publish(tail, start + record, index);
+    const u64 published = c_->tail.load(std::memory_order_relaxed);  // past the padding if jump() consumed it
+    begin_publish(published, start + record, index);
     c_->tail.store(start + record);
     end_publish();
     // Readers sleep only on an empty queue, so only a publish onto a drained queue
     // needs to wake one (checked after the store: a reader draining meanwhile is
     // seen). Each reader that leaves items behind wakes the next (finish()).
     c_->put_seq.fetch_add(1);
-    if (c_->get_waiters.load() != 0 && c_->head.load() == tail) futex_wake(c_->put_seq, 1);
+    if (c_->get_waiters.load() != 0 && c_->head.load() == published) futex_wake(c_->put_seq, 1);
   }
 
   /// Writes total bytes from start on, piece by piece as readers make room; fill(dst,

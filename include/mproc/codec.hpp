@@ -296,12 +296,16 @@ T decode_value(Reader& r) {
     if constexpr (kind_of<E>() == Kind::trivial && requires(T t) { t.data(); }) {
       // One pass, no zero-fill first: these vectors can be hundreds of MiB.
       const std::byte* p = r.take(n * sizeof(E));
+      T seq;
+      seq.reserve(n);
+      advise_huge_pages(seq.data(), n * sizeof(E));
       if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) == 0) {
         const E* first = reinterpret_cast<const E*>(p);  // copied with memmove, never read as E
-        return T(first, first + n);
+        seq.insert(seq.end(), first, first + n);
+      } else {
+        seq.resize(n);
+        std::memcpy(seq.data(), p, n * sizeof(E));
       }
-      T seq(n, E{});
-      std::memcpy(seq.data(), p, n * sizeof(E));
       return seq;
     } else {
       T seq;

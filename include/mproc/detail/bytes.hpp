@@ -18,6 +18,19 @@
 #include <utility>
 
 namespace mproc {
+namespace detail {
+
+/// Asks for 2 MiB pages on a big buffer about to be filled front to back: a few
+/// hundred page faults instead of tens of thousands. Small buffers are left alone.
+inline void advise_huge_pages(void* data, std::size_t bytes) noexcept {
+  constexpr std::uintptr_t huge_page = std::uintptr_t{2} << 20;
+  if (bytes < 4 * huge_page) return;
+  const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge_page - 1) & ~(huge_page - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge_page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
+}  // namespace detail
 
 /// A move-only, growable byte buffer. Unlike std::vector<std::byte> it grows without
 /// zero-filling, which matters for the 100 MiB payloads that cross pipes.
@@ -58,7 +71,7 @@ class Bytes {
     if (grown == nullptr) throw std::bad_alloc();
     data_ = grown;
     capacity_ = capacity;
-    if (capacity >= huge_page_threshold) advise_huge_pages();
+    detail::advise_huge_pages(data_, capacity_);
   }
   /// Makes room for n more bytes past size(), growing geometrically.
   void reserve_more(std::size_t n) {
@@ -89,16 +102,7 @@ class Bytes {
   }
 
  private:
-  static constexpr std::size_t huge_page = std::size_t{2} << 20;
-  static constexpr std::size_t huge_page_threshold = 4 * huge_page;
-
-  /// Big payload buffers are touched once, front to back: 2 MiB pages make that a
-  /// few hundred page faults instead of tens of thousands.
-  void advise_huge_pages() noexcept {
-    const auto begin = (reinterpret_cast<std::uintptr_t>(data_) + huge_page - 1) & ~(huge_page - 1);
-    const auto end = (reinterpret_cast<std::uintptr_t>(data_) + capacity_) & ~(huge_page - 1);
-    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-  }
+  void advise_huge_pages() noexcept;
 
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;

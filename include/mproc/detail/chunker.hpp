@@ -7,7 +7,8 @@
 //     chunks shrink as the work runs out, as in guided self-scheduling);
 //   - never longer than max_chunk_seconds (progress, imap latency, retry cost);
 //   - never shorter than min_chunk_seconds (so per-chunk overhead stays ~1%).
-// Until a measurement exists the first chunks hold a single item (a probe).
+// Until a measurement exists the first chunks hold a single item (a probe), at most
+// one per worker.
 
 #include <algorithm>
 #include <cmath>
@@ -51,7 +52,11 @@ class ChunkPolicy {
     std::size_t size = hi;
     if (remaining) {
       const std::size_t share = (*remaining + chunks_per_worker * workers - 1) / (chunks_per_worker * workers);
-      size = std::clamp(share, std::min(lo, hi), hi);
+      // The 2 ms floor comes from the items measured so far; when later items cost
+      // more (seed 001's cube grows with n) it must not swallow the tail in a few
+      // chunks, so it never exceeds half a fair share of what is left.
+      const std::size_t half_share = (*remaining + 2 * workers - 1) / (2 * workers);
+      size = std::clamp(share, std::min({lo, hi, half_share}), hi);
     }
     return std::clamp<std::size_t>(size, 1, max_chunk_items);
   }

@@ -523,6 +523,8 @@ class PoolCore {
     }
     for (const auto& job : pending_) {
       if (!job->has_undispatched()) continue;
+      // Without a measurement chunks are one-item probes: one per worker is enough.
+      if (!job->chunking.item_seconds() && job->chunking.fixed() == 0 && job->in_flight >= processes()) continue;
       std::optional<std::size_t> remaining;
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
       const std::size_t n = std::min({job->chunking.next(remaining, processes()),

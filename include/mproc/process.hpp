@@ -109,8 +109,8 @@ class BoundTarget final : public ProcessTarget {
 class LiveProcesses {
  public:
   static LiveProcesses& get() {
-    static LiveProcesses* live = new LiveProcesses();
-    if (live->pid_ != ::getpid()) live = new LiveProcesses();  // the parent's, inherited: abandon it
+    static LiveProcesses* live = new LiveProcesses(nullptr);
+    if (live->pid_ != ::getpid()) live = new LiveProcesses(live);  // the parent's, inherited: set it aside
     return *live;
   }
   void add(Process* p) {
@@ -131,9 +131,12 @@ class LiveProcesses {
   }
 
  private:
+  explicit LiveProcesses(LiveProcesses* inherited) noexcept : inherited_(inherited) {}
+
   pid_t pid_ = ::getpid();
   std::mutex m_;
   std::vector<Process*> list_;
+  LiveProcesses* inherited_;  // kept reachable, never used
 };
 
 void finish_processes_at_exit() noexcept;

@@ -349,6 +349,38 @@ TEST_CASE("close(): this process can no longer put or get, others are unaffected
   CHECK_THROWS_AS(q.put(4), mproc::ValueError);
 }
 
+namespace {
+/// An item whose encoding puts something into another queue (as an encoder that
+/// logs would): the nested put must not clobber the outer one's buffer.
+struct Chatty {
+  int value;
+};
+const mproc::Queue<int>* chatter = nullptr;
+}  // namespace
+
+template <>
+struct mproc::Codec<Chatty> {
+  static void encode(mproc::detail::Writer& w, const Chatty& c) {
+    w.pod(c.value);
+    chatter->put(c.value * 10);
+    w.pod(c.value + 1);
+  }
+  static Chatty decode(mproc::detail::Reader& r) {
+    const int value = r.pod<int>();
+    if (r.pod<int>() != value + 1) throw mproc::ProtocolError("mangled");
+    return Chatty{value};
+  }
+};
+
+TEST_CASE("an item whose encoding puts into another queue arrives intact") {
+  const mproc::Queue<int> side;
+  chatter = &side;
+  mproc::Queue<Chatty> q;
+  q.put(Chatty{7});
+  CHECK(q.get().value == 7);
+  CHECK(side.get() == 70);
+}
+
 TEST_CASE("copies are handles to one queue") {
   mproc::Queue<int> a;
   mproc::Queue<int> b = a;

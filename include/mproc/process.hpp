@@ -136,7 +136,7 @@ class LiveProcesses {
   pid_t pid_ = ::getpid();
   std::mutex m_;
   std::vector<Process*> list_;
-  LiveProcesses* inherited_;  // kept reachable, never used
+  [[maybe_unused]] LiveProcesses* inherited_;  // kept reachable, never used
 };
 
 void finish_processes_at_exit() noexcept;

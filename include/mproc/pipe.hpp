@@ -7,10 +7,10 @@
 //   p.start();  a.send("hi");  std::string s = a.recv();
 //
 // Each message is one frame (see detail/frame.hpp) over a pipe: one per direction
-// (two for a duplex Pipe, where Python uses a socketpair: pipes make a round trip
-// about a third faster on Linux). send() blocks while the OS buffer is full, as in
-// Python; recv() throws EOFError once every copy of the other end is closed and
-// nothing is left.
+// (two for a duplex Pipe, where Python uses a socketpair: a round trip over pipes is
+// faster). send() blocks while the OS buffer is full, as in Python; recv() throws
+// EOFError once every copy of the other end is closed and nothing is left. Like
+// Python's, a Connection is for one thread at a time (a Queue is for any number).
 //
 // Who holds which end: a forked child inherits every open descriptor, and an end
 // still open anywhere keeps recv() at the other end from ever seeing end-of-file.

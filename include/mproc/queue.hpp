@@ -11,10 +11,15 @@
 // pipe: put() needs no feeder thread to avoid blocking when nobody reads yet, and
 // size() is exact. Each producer's items arrive in the order it put them; nothing is
 // lost or duplicated, and a process that dies inside put() or get() does not hang
-// the others. The ring reserves 1 GiB of address space but uses memory only for what
-// is queued; an "unbounded" queue therefore holds up to that many bytes of encoded
-// items before put() waits for readers, and a bigger single item streams through it
-// once a reader takes it.
+// the others. Any thread of any of these processes may put and get.
+//
+// The ring reserves 1 GiB of address space; memory is used as items are queued and
+// given back when the queue empties (or, bounded, has room to spare). Only an
+// unbounded queue that never empties keeps the pages it swept, up to the ring's size;
+// Queue(0, ring_bytes) bounds that. An unbounded queue holds up to the ring's size
+// of encoded items before put() waits for readers; a single item bigger than the
+// ring streams through it while a reader takes it (and if its writer is killed
+// midway, the next put drops it).
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/scratch.hpp>

@@ -11,7 +11,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/cpu_count.hpp>
 #include <mproc/detail/jobs.hpp>
-#include <mproc/detail/pool_core.hpp>
+#include <mproc/detail/local_engine.hpp>
 #include <mproc/detail/signature.hpp>
 #include <mproc/detail/task.hpp>
 #include <mproc/detail/worker.hpp>
@@ -96,7 +96,7 @@ class Pool {
     if constexpr (!detail::has_signature<F>) return;
     if (!s.serial) {
       State* raw = state_.get();  // stable: the child uses it after the fork
-      s.core = std::make_shared<detail::PoolCore>(detail::PoolConfig{
+      s.core = std::make_shared<detail::LocalEngine>(detail::LocalConfig{
           s.options.processes, s.options.maxtasksperchild, s.options.task_timeout, s.options.retries,
           s.options.max_memory_per_child,
           [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
@@ -226,7 +226,7 @@ class Pool {
     bool serial;
     bool closed = false;  // serial mode's own close flag
     pid_t owner = ::getpid();
-    std::shared_ptr<detail::PoolCore> core;
+    std::shared_ptr<detail::LocalEngine> core;
     std::uint64_t next_chunk_id = 1;  // serial mode
   };
 
@@ -242,7 +242,7 @@ class Pool {
     }
     return *state_;
   }
-  detail::PoolCore* live_core() const { return state().core.get(); }
+  detail::LocalEngine* live_core() const { return state().core.get(); }
 
   void shut_down() noexcept {
     if (!state_) return;
@@ -482,11 +482,11 @@ class Pool {
       std::size_t window;
       {
         std::lock_guard lock(core_->mutex());
-        window = job_->chunking.stream_window(core_->processes());
+        window = job_->chunking.stream_window(core_->workers());
       }
       if (fed_ > 0) {  // big items: keep what is ahead of the consumer near max_ahead_bytes
         const std::size_t by_bytes = max_ahead_bytes / std::max<std::size_t>(1, bytes_fed_ / fed_);
-        window = std::max(std::min(window, by_bytes), 2 * core_->processes());
+        window = std::max(std::min(window, by_bytes), 2 * core_->workers());
       }
       const std::size_t ahead = fed_ - consumed;
       if (ahead > 0 && ahead * 2 > window) return;  // enough in flight
@@ -525,7 +525,7 @@ class Pool {
     }
 
     Pool* pool_;
-    std::shared_ptr<detail::PoolCore> core_;
+    std::shared_ptr<detail::LocalEngine> core_;
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
     std::ranges::iterator_t<std::remove_reference_t<R>> it_;
     std::shared_ptr<detail::StreamJob<result_type>> job_;

@@ -6,7 +6,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/memory.hpp>
-#include <mproc/detail/pool_core.hpp>
+#include <mproc/detail/local_engine.hpp>
 #include <mproc/detail/task.hpp>
 
 #include <sys/prctl.h>

@@ -1,0 +1,395 @@
+#pragma once
+// Engine: what every pool runs on, whatever carries its chunks (pipes to forked
+// workers, or MPI ranks). It owns the queue of jobs and the pool's own thread, cuts
+// chunks, settles outcomes, requeues what a lost worker held, retires finished jobs
+// and runs their callbacks. A transport derives from it and supplies four steps:
+// start its workers, hand chunks to those with room, wait for and handle events,
+// and stop its workers.
+
+#include <mproc/async_result.hpp>
+#include <mproc/detail/chunker.hpp>
+#include <mproc/detail/job.hpp>
+#include <mproc/errors.hpp>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace mproc::detail {
+
+/// Items handed to one worker as one message.
+struct Chunk {
+  std::uint64_t id;
+  std::shared_ptr<Job> job;
+  std::size_t first;
+  std::size_t count;
+  std::uint32_t attempts;  // how many times a worker died running these items
+};
+
+class Engine {
+ public:
+  Engine(std::size_t workers, std::size_t retries) : workers_(workers), retries_(retries) {}
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  virtual ~Engine() = default;
+
+  // ---------------------------------------------------------------- user side
+
+  std::mutex& mutex() noexcept { return mutex_; }
+  std::size_t workers() const noexcept { return workers_; }
+
+  /// Queues a job. Call with mutex() held. Throws PoolClosed after close() or
+  /// terminate(), or the error that broke the pool.
+  void submit_locked(std::shared_ptr<Job> job) {
+    check_open_locked();
+    live_.emplace(job.get(), job);
+    pending_.push_back(std::move(job));
+    wake_locked();
+  }
+  /// Throws if the pool takes no more work. Call with mutex() held.
+  void check_open_locked() const {
+    if (broken_) std::rethrow_exception(broken_);
+    if (closed_) throw PoolClosed("mproc: the pool is closed (close() or terminate() was called)");
+  }
+  /// Tells the pool's thread that a job changed (more input, input ended,
+  /// cancelled). Call with mutex() held.
+  void job_changed_locked(const std::shared_ptr<Job>& job) {
+    touched_.push_back(job);
+    wake_locked();
+  }
+
+  /// No more work will be submitted; workers exit once the queued work is done.
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    // Streams still reading their input end with what they submitted so far.
+    for (auto& [ptr, job] : live_) {
+      job->input_closed = true;
+      touched_.push_back(job);
+    }
+    wake_locked();
+  }
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+  /// Waits for the queued work to finish and the workers to exit. Requires close()
+  /// or terminate() first.
+  void join() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!closed_) throw ValueError("mproc: Pool::join() needs close() or terminate() first");
+    }
+    join_thread("join()");
+  }
+  /// Stops the workers now; unfinished tasks fail with PoolClosed. Returns when the
+  /// workers are gone.
+  void terminate() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+      terminating_ = true;
+      wake_locked();
+    }
+    join_thread("terminate()");
+  }
+
+ protected:
+  // ---------------------------------------------------------------- transport steps
+
+  /// On the pool's thread, first: start the workers.
+  virtual void start() = 0;
+  /// Mutex held: give chunks (cut_chunk_locked) to the workers that have room.
+  virtual void hand_out_locked() = 0;
+  /// Mutex not held: block until something happens (wake() counts), handle it.
+  virtual void wait_and_handle() = 0;
+  /// Last: stop the workers; `now` means kill them (terminate, broken pool) rather
+  /// than let them finish and leave.
+  virtual void stop(bool now) = 0;
+  /// Any thread, mutex held: make a blocked wait_and_handle() return.
+  virtual void wake() = 0;
+
+  /// Starts the pool's thread. Call at the end of the most derived constructor.
+  void launch() {
+    // The pool's thread starts with every signal blocked: signals stay with the
+    // user's threads, and a write to a dead worker's pipe gives EPIPE, not SIGPIPE.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (...) {
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      throw;
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  /// Call first in the most derived destructor (the thread uses the derived parts).
+  void shut_down_thread() noexcept {
+    if (!thread_.joinable()) return;
+    try {
+      terminate();
+    } catch (...) {
+    }
+  }
+
+  // ---------------------------------------------------------------- for transports
+
+  /// The next chunk for a worker that may take at most `budget` items: requeued
+  /// items first, then jobs in the order they came. Mutex held.
+  std::optional<Chunk> cut_chunk_locked(std::size_t budget = SIZE_MAX) {
+    while (!requeue_.empty()) {
+      Chunk& r = requeue_.front();
+      if (r.job->cancelled) {
+        requeue_.pop_front();
+        continue;
+      }
+      const std::size_t n = std::min({r.count, r.job->chunking.next(r.count, workers_), budget});
+      Chunk c{next_chunk_id_++, r.job, r.first, n, r.attempts};
+      r.first += n;
+      r.count -= n;
+      if (r.count == 0) requeue_.pop_front();
+      ++c.job->in_flight;
+      return c;
+    }
+    // Jobs leave the front of pending_ once everything they will ever have is cut.
+    while (!pending_.empty() && !pending_.front()->has_undispatched() &&
+           (pending_.front()->input_closed || pending_.front()->cancelled)) {
+      pending_.pop_front();
+    }
+    for (const auto& job : pending_) {
+      if (!job->has_undispatched()) continue;
+      // Without a measurement chunks are one-item probes: one per worker is enough.
+      if (!job->chunking.item_seconds() && job->chunking.fixed() == 0 && job->in_flight >= workers_) continue;
+      std::optional<std::size_t> remaining;
+      if (job->expected_total) remaining = *job->expected_total - job->dispatched;
+      const std::size_t n = std::min({job->chunking.next(remaining, workers_),
+                                      job->input.contiguous_from(job->dispatched), budget});
+      Chunk c{next_chunk_id_++, job, job->dispatched, n, 0};
+      job->dispatched += n;
+      ++job->in_flight;
+      return c;
+    }
+    return std::nullopt;
+  }
+
+  /// A worker returned the outcome of chunk c (pool's thread, mutex not held).
+  void complete(const Chunk& c, const ChunkOutcome& outcome) {
+    bool cancelled;
+    {
+      std::lock_guard lock(mutex_);
+      cancelled = c.job->cancelled;
+      c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
+      timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+    }
+    if (!cancelled) {
+      c.job->deliver(c.first, outcome);
+      for (std::size_t i = outcome.header.count; i < c.count; ++i) {
+        c.job->fail(c.first + i, std::make_exception_ptr(ProtocolError(
+                                     "mproc: a worker could not decode the arguments of task " +
+                                     std::to_string(c.first + i))));
+      }
+    }
+    --c.job->in_flight;
+    settle(c.job, c.first, c.count);
+  }
+
+  /// Which item of which chunk a lost worker was running, and what that did to it.
+  struct RunningItem {
+    std::uint64_t chunk_id;
+    std::size_t item;  // index within the chunk
+    /// The item's error, given its global index and how many times it was tried;
+    /// nullptr means "run it again" (a retry).
+    std::function<std::exception_ptr(std::size_t index, std::uint32_t attempts)> error;
+  };
+
+  /// A worker is gone with the chunks it held (in the order it got them). The item
+  /// it was running, if any, fails (or is retried); everything else it held, queued
+  /// or done but not yet reported, goes back to the front of the queue.
+  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running) {
+    std::vector<Chunk> again;
+    for (Chunk& c : held) {
+      if (running && running->chunk_id == c.id && running->item < c.count) {
+        const std::size_t k = running->item;
+        const std::size_t index = c.first + k;
+        if (k > 0) again.push_back({0, c.job, c.first, k, c.attempts});
+        if (auto error = running->error(index, c.attempts)) {
+          c.job->fail(index, error);
+          settle(c.job, index, 1);
+        } else {
+          again.push_back({0, c.job, index, 1, c.attempts + 1});
+        }
+        if (k + 1 < c.count) again.push_back({0, c.job, index + 1, c.count - k - 1, c.attempts});
+      } else {
+        again.push_back({0, c.job, c.first, c.count, c.attempts});
+      }
+      --c.job->in_flight;
+    }
+    std::lock_guard lock(mutex_);
+    for (Chunk& c : held) touched_.push_back(c.job);
+    requeue_.insert(requeue_.begin(), again.begin(), again.end());
+    held.clear();
+  }
+  /// The WorkerLost for an item whose worker died, or nothing (run it again) while
+  /// it has retries left. `what` says who died and how, e.g. "worker process 12 was
+  /// killed by signal 9 (SIGKILL)".
+  std::exception_ptr death_error(std::size_t index, std::uint32_t attempts, const std::string& what,
+                                 std::optional<int> signal, std::optional<int> exit_code) const {
+    if (attempts < retries_) return nullptr;
+    return std::make_exception_ptr(WorkerLost(
+        "mproc: " + what + " while running task " + std::to_string(index) +
+            (retries_ > 0 ? " (attempt " + std::to_string(attempts + 1) + ")" : ""),
+        signal, exit_code));
+  }
+
+  /// The recent cost of an item over all jobs (mutex held).
+  std::optional<double> item_seconds_locked() const { return timing_.item_seconds(); }
+
+  /// The pool can't go on (an initializer failed, the machinery did): every task
+  /// still pending fails with `error`, and so does every later call.
+  void break_pool(std::exception_ptr error) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!broken_) broken_ = error;
+      closed_ = true;
+      abandon_all_locked(broken_);
+    }
+    run_deferred();
+  }
+  bool broken() const {
+    std::lock_guard lock(mutex_);
+    return broken_ != nullptr;
+  }
+  /// Whether workers are still needed (to replace one that left).
+  bool needs_workers() const {
+    std::lock_guard lock(mutex_);
+    return !broken_ && !terminating_ && (!closed_ || !live_.empty());
+  }
+
+ private:
+  void join_thread(const char* what) {
+    if (std::this_thread::get_id() == thread_.get_id()) {
+      throw ValueError(std::string("mproc: Pool::") + what + " called from a pool callback would never end");
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void wake_locked() {
+    if (sleeping_) {
+      wake();
+      sleeping_ = false;
+    }
+  }
+
+  void run() {
+    on_pool_thread = true;
+    bool killing = false;
+    try {
+      start();
+      for (;;) {
+        {
+          std::lock_guard lock(mutex_);
+          if (terminating_) abandon_all_locked(std::make_exception_ptr(PoolClosed("mproc: the pool was terminated")));
+          if (terminating_ || broken_) {
+            killing = true;
+            break;
+          }
+          retire_finished_jobs_locked();
+          hand_out_locked();
+          if (closed_ && live_.empty()) break;
+          sleeping_ = true;
+        }
+        run_deferred();
+        wait_and_handle();
+        {
+          std::lock_guard lock(mutex_);
+          sleeping_ = false;
+        }
+        run_deferred();
+      }
+    } catch (const std::exception& e) {
+      break_pool(std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what())));
+      killing = true;
+    } catch (...) {
+      break_pool(std::make_exception_ptr(Error("mproc: the pool failed")));
+      killing = true;
+    }
+    run_deferred();  // a terminated pool's tasks fail with PoolClosed before any worker is stopped
+    try {
+      stop(killing);
+    } catch (...) {
+    }
+    run_deferred();
+  }
+
+  void settle(const std::shared_ptr<Job>& job, std::size_t first, std::size_t count) {
+    job->settled += count;
+    std::lock_guard lock(mutex_);
+    job->input.settle(first, count);
+    touched_.push_back(job);
+  }
+
+  /// Retires the jobs touched since the last pass that are now finished (or
+  /// cancelled and drained); their finish() runs later without the mutex, since it
+  /// runs user callbacks.
+  void retire_finished_jobs_locked() {
+    for (const auto& job : touched_) {
+      const bool done = job->input_closed && job->settled == job->input.size() && job->in_flight == 0;
+      const bool dropped = job->cancelled && job->in_flight == 0;
+      if (!(done || dropped) || live_.erase(job.get()) == 0) continue;
+      if (!job->cancelled) deferred_.push_back([job] { job->finish(); });
+    }
+    touched_.clear();
+  }
+
+ protected:
+  /// Runs the callbacks queued while the mutex was held (finish, abandon).
+  void run_deferred() {
+    std::vector<std::function<void()>> work;
+    {
+      std::lock_guard lock(mutex_);
+      work.swap(deferred_);
+    }
+    for (auto& f : work) f();
+  }
+
+ private:
+  void abandon_all_locked(std::exception_ptr error) {
+    for (auto& [ptr, job] : live_) deferred_.push_back([job = job, error] { job->abandon(error); });
+    live_.clear();
+    pending_.clear();
+    touched_.clear();
+    requeue_.clear();
+  }
+
+  const std::size_t workers_;
+  const std::size_t retries_;
+  std::thread thread_;
+
+  // Guarded by mutex_.
+  mutable std::mutex mutex_;
+  std::unordered_map<Job*, std::shared_ptr<Job>> live_;  // submitted and not finished
+  std::deque<std::shared_ptr<Job>> pending_;              // may still have items to cut, in order
+  std::vector<std::shared_ptr<Job>> touched_;             // to check for completion
+  std::deque<Chunk> requeue_;                             // items given back by lost workers
+  std::vector<std::function<void()>> deferred_;
+  bool closed_ = false;
+  bool terminating_ = false;
+  bool sleeping_ = false;
+  std::exception_ptr broken_;
+  RecentItemTime timing_;  // item durations over all jobs
+  std::uint64_t next_chunk_id_ = 1;
+};
+
+}  // namespace mproc::detail

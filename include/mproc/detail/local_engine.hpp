@@ -1,0 +1,460 @@
+#pragma once
+// The local transport of a Pool: worker processes forked by the pool's fork server,
+// a pipe each way to each of them (with a shared-memory lane beside each pipe for big
+// payloads), and the board where each worker posts which item it is running. The
+// pool's thread never blocks on one worker: every pipe is non-blocking and it sleeps
+// only in poll(), with a deadline when a task timeout is due.
+//
+// Who holds what: each worker runs its chunks in the order it got them, so the chunks
+// it holds form a queue (held), and its slot on the WorkerSlots board says which item
+// of the front chunk it is running. When a worker dies, that one item fails (or is
+// retried) and everything else it held goes back to the front of the queue.
+
+#include <mproc/detail/child.hpp>
+#include <mproc/detail/engine.hpp>
+#include <mproc/detail/fd.hpp>
+#include <mproc/detail/fork_server.hpp>
+#include <mproc/detail/frame.hpp>
+#include <mproc/detail/lane.hpp>
+#include <mproc/detail/worker_slots.hpp>
+#include <mproc/errors.hpp>
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mproc::detail {
+
+/// What a worker process gets: its two pipe ends, its slot on the board, its lanes.
+struct WorkerEnv {
+  int task_fd;     // frames from the parent (read end)
+  int result_fd;   // frames to the parent (write end)
+  WorkerSlot* slot;
+  pid_t parent;    // the worker's parent (the fork server), to notice if it is already gone
+  bool timed;      // post item start times (task_timeout is set)
+  Lane* task_lane;    // big task payloads from the parent
+  Lane* result_lane;  // big outcomes to the parent
+  std::size_t max_memory;  // retire after a chunk that leaves more resident (0: no limit)
+};
+
+struct LocalConfig {
+  std::size_t processes = 1;
+  std::size_t maxtasksperchild = 0;
+  std::chrono::nanoseconds task_timeout{0};
+  std::size_t retries = 0;
+  std::size_t max_memory_per_child = 0;
+  std::function<int(const WorkerEnv&)> worker_main;  // runs in the child; returns its exit code
+};
+
+class LocalEngine final : public Engine {
+ public:
+  explicit LocalEngine(LocalConfig config)
+      : Engine(config.processes, config.retries), config_(std::move(config)), slots_(config_.processes) {
+    // Made before the fork server, so every worker shares them.
+    for (std::size_t i = 0; i < config_.processes; ++i) {
+      task_lanes_.push_back(std::make_unique<Lane>());
+      result_lanes_.push_back(std::make_unique<Lane>());
+    }
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) throw OSError("eventfd", errno);
+    wake_fd_ = Fd(efd).make_private();
+    launch();
+  }
+  ~LocalEngine() override { shut_down_thread(); }
+
+  /// The pids of the live workers (a snapshot).
+  std::vector<pid_t> worker_pids() const {
+    std::lock_guard lock(pids_mutex_);
+    return pids_;
+  }
+
+ private:
+  struct Outgoing {
+    FrameHeader header;
+    std::span<const std::byte> payload;
+    std::shared_ptr<Job> keep_alive;  // owns the payload's bytes
+  };
+  struct Worker {
+    std::size_t slot = 0;
+    pid_t pid = -1;
+    Fd pidfd;  // to signal it: never a recycled pid
+    Fd task_w;
+    Fd result_r;
+    bool result_eof = false;
+    FrameAssembler in;
+    std::deque<Chunk> held;
+    std::deque<Outgoing> out;
+    std::size_t out_written = 0;  // bytes of out.front() already written
+    std::size_t assigned = 0;     // items ever handed to this worker
+    std::size_t held_items = 0;   // items in held
+    std::int64_t last_answer_ns = 0;  // when it last returned an outcome
+    bool ready = false;           // its initializer finished
+    bool retiring = false;        // takes no more work (maxtasksperchild, memory)
+    std::optional<std::uint64_t> timed_out;  // the running word it was killed for
+
+    void kill(int sig) const noexcept { (void)::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); }
+  };
+  using Clock = std::chrono::steady_clock;
+
+  // ------------------------------------------------------------------ Engine steps
+
+  void start() override {
+    const bool timed = config_.task_timeout.count() > 0;
+    server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
+      return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed, task_lanes_[slot].get(),
+                                           result_lanes_[slot].get(), config_.max_memory_per_child});
+    });
+    for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
+  }
+
+  void wake() override {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_.get(), &one, sizeof one);
+  }
+
+  /// One chunk to each worker with room per round, so work spreads evenly.
+  void hand_out_locked() override {
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (auto& wp : workers_) {
+        Worker& w = *wp;
+        if (!has_room(w)) continue;
+        const std::size_t budget =
+            config_.maxtasksperchild == 0 ? SIZE_MAX : config_.maxtasksperchild - w.assigned;
+        auto chunk = cut_chunk_locked(budget);
+        if (!chunk) return;
+        const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
+        w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
+        w.assigned += chunk->count;
+        w.held_items += chunk->count;
+        w.held.push_back(std::move(*chunk));
+        if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) w.retiring = true;
+        progress = true;
+      }
+    }
+  }
+
+  void wait_and_handle() override {
+    for (auto& w : workers_) flush_writes(*w);
+    fds_.clear();
+    fds_.push_back({wake_fd_.get(), POLLIN, 0});
+    fds_.push_back({server_->fd(), POLLIN, 0});
+    for (auto& w : workers_) {
+      fds_.push_back({w->result_eof ? -1 : w->result_r.get(), POLLIN, 0});
+      fds_.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
+    }
+    poll_fds(fds_.data(), fds_.size(), next_timeout());
+    if (fds_[0].revents != 0) {
+      std::uint64_t count;
+      (void)!::read(wake_fd_.get(), &count, sizeof count);
+    }
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      if (fds_[2 + 2 * i].revents != 0) read_results(*workers_[i]);
+    }
+    if (fds_[1].revents != 0) handle_exits();
+    check_timeouts();
+  }
+
+  void stop(bool now) override {
+    if (server_) {
+      stopping_hard_ = now;
+      for (auto& w : workers_) w->task_w.reset();  // EOF: idle workers exit at once
+      const auto deadline = Clock::now() + std::chrono::seconds(now ? 0 : 10);
+      try {
+        while (!workers_.empty()) {
+          const auto left = deadline - Clock::now();
+          if (now || left <= Clock::duration::zero()) {
+            for (auto& w : workers_) w->kill(SIGKILL);  // now, or still there after the grace period
+          }
+          if (server_->wait_readable(std::max(left, Clock::duration(std::chrono::seconds(1))))) handle_exits();
+        }
+      } catch (const Error&) {
+        // The server is gone; its workers died with it (PR_SET_PDEATHSIG).
+      }
+      server_.reset();  // the server kills and reaps anything left, then exits
+    }
+    workers_.clear();
+    std::lock_guard lock(pids_mutex_);
+    pids_.clear();
+  }
+
+  // ------------------------------------------------------------------ workers
+
+  void spawn(std::size_t slot) {
+    auto w = std::make_unique<Worker>();
+    w->slot = slot;
+    slots_[slot].idle();
+    task_lanes_[slot]->reset();
+    result_lanes_[slot]->reset();
+    SpawnedWorker spawned = server_->spawn(slot);
+    w->pid = spawned.pid;
+    w->pidfd = std::move(spawned.pidfd);
+    w->task_w = std::move(spawned.task_w);
+    w->result_r = std::move(spawned.result_r);
+    set_nonblocking(w->task_w.get(), true);
+    set_nonblocking(w->result_r.get(), true);
+    {
+      std::lock_guard lock(pids_mutex_);
+      pids_.push_back(w->pid);
+    }
+    workers_.push_back(std::move(w));
+  }
+
+  /// Handles the workers the fork server reported dead.
+  void handle_exits() {
+    for (const auto& [pid, status] : server_->take_exits()) {
+      for (auto& w : workers_) {
+        if (w->pid != pid) continue;
+        on_exit(*w, status);  // removes w from workers_
+        break;
+      }
+    }
+  }
+
+  void on_exit(Worker& w, const ExitStatus& status) {
+    if (stopping_hard_) {  // terminate() or a broken pool: its tasks were already failed
+      forget(w);
+      return;
+    }
+    if (!w.result_eof) read_results(w);  // its last complete outcomes
+    const std::uint64_t word = slots_[w.slot].read().first;
+    std::optional<RunningItem> running;
+    if (word != 0 && !w.held.empty()) {
+      // Only the low 32 bits of the chunk id are posted; a worker's chunks are close.
+      for (const Chunk& c : w.held) {
+        if (word_is_chunk(word, c.id)) running = RunningItem{c.id, word_item(word), {}};
+      }
+    }
+    if (running) {
+      const std::string who = "worker process " + std::to_string(w.pid) + " " + status.describe();
+      const bool timed_out = w.timed_out == word;
+      running->error = [&, who, timed_out](std::size_t index, std::uint32_t attempts) -> std::exception_ptr {
+        if (timed_out) {
+          return std::make_exception_ptr(TimeoutError(
+              "mproc: task " + std::to_string(index) + " ran past task_timeout (" + seconds_text(config_.task_timeout) +
+              "); its worker process " + std::to_string(w.pid) + " was killed"));
+        }
+        return death_error(index, attempts, who, status.signal, status.exit_code);
+      };
+    }
+    lost(w.held, running);
+    const bool was_ready = w.ready;
+    const std::size_t slot = w.slot;
+    forget(w);
+    // A worker killed from outside while starting is simply replaced; several in a
+    // row dying before they are ready means starting itself fails (a crashing
+    // initializer): stop there rather than fork forever, as Python's Pool does.
+    if (!was_ready && ++failed_starts_ >= max_failed_starts) {
+      break_pool(std::make_exception_ptr(
+          Error("mproc: " + std::to_string(failed_starts_) + " worker processes in a row died before they were "
+                "ready (the last " + status.describe() + "; a crash in the initializer?); the pool is broken")));
+      return;
+    }
+    if (needs_workers()) spawn(slot);
+  }
+
+  /// Drops a worker that has exited.
+  void forget(Worker& w) {
+    {
+      std::lock_guard lock(pids_mutex_);
+      std::erase(pids_, w.pid);
+    }
+    std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
+  }
+
+  /// A worker gets another chunk while it holds fewer than two, or while what it
+  /// holds is measured to be under a millisecond of work (tiny tasks travel in
+  /// batches that way, while long ones are not hoarded by one worker). The measure
+  /// is pool-wide (all jobs run the same F), so a stream of fresh one-item jobs such
+  /// as apply_async calls is batched too. A worker that has not answered for a
+  /// millisecond gets no more than two: it may be stuck on a long task, and what it
+  /// holds would wait behind that task while others could run it.
+  bool has_room(const Worker& w) const {
+    if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
+    if (w.held.size() < 2) return true;
+    if (w.held.size() >= 256) return false;
+    const auto per_item = item_seconds_locked();
+    return per_item && *per_item * static_cast<double>(w.held_items) < 0.001 &&
+           monotonic_ns() - w.last_answer_ns < 1'000'000;
+  }
+
+  // ------------------------------------------------------------------ I/O
+
+  void read_results(Worker& w) {
+    // Bounded per wake-up so one busy worker cannot starve the others.
+    for (int round = 0; round < 64 && !w.result_eof; ++round) {
+      const auto space = w.in.prepare();
+      const ssize_t n = read_some(w.result_r.get(), space.data(), space.size());
+      if (n < 0) return;  // drained for now
+      if (n == 0) {
+        w.result_eof = true;  // it exited or is exiting: the fork server will say so
+        return;
+      }
+      w.in.commit(static_cast<std::size_t>(n));
+      try {
+        while (auto frame = w.in.next()) handle_frame(w, *frame);
+      } catch (const ProtocolError&) {
+        w.result_eof = true;  // a worker that talks nonsense is replaced
+        w.kill(SIGKILL);
+        return;
+      }
+      w.in.release();
+    }
+  }
+
+  void handle_frame(Worker& w, const FrameView& f) {
+    switch (f.header.kind) {
+      case FrameKind::ready:
+        w.ready = true;
+        failed_starts_ = 0;
+        return;
+      case FrameKind::init_failed: {
+        const auto info = decode<std::pair<std::string, std::string>>(f.payload);
+        break_pool(std::make_exception_ptr(
+            RemoteError(info.first, "in the pool's initializer (the pool is broken): " + info.second)));
+        return;
+      }
+      case FrameKind::result:
+        if ((f.header.flags & frame_flag_in_lane) != 0) {
+          Lane& lane = *result_lanes_[w.slot];
+          handle_result(w, FrameView{f.header, lane.view(static_cast<std::size_t>(f.header.size))});
+          lane.release(static_cast<std::size_t>(f.header.size));
+          return;
+        }
+        return handle_result(w, f);
+      default:
+        throw ProtocolError("mproc: unexpected frame from a worker");
+    }
+  }
+
+  void handle_result(Worker& w, const FrameView& f) {
+    if (w.held.empty() || w.held.front().id != f.header.id) {
+      throw ProtocolError("mproc: a worker answered for a chunk it does not hold");
+    }
+    const ChunkOutcome outcome = parse_chunk_outcome(f.payload);
+    if (outcome.header.count > w.held.front().count) throw ProtocolError("mproc: a worker returned too many outcomes");
+    Chunk c = std::move(w.held.front());
+    w.held.pop_front();
+    w.held_items -= c.count;
+    w.last_answer_ns = monotonic_ns();
+    if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit
+    complete(c, outcome);
+    if (w.retiring && w.held.empty()) w.task_w.reset();  // EOF: the worker exits
+  }
+
+  void flush_writes(Worker& w) {
+    // A big payload not yet started goes through the worker's lane if it is free.
+    for (std::size_t i = w.out_written == 0 ? 0 : 1; i < w.out.size(); ++i) {
+      Outgoing& o = w.out[i];
+      if (o.payload.size() < Lane::min_payload || (o.header.flags & frame_flag_in_lane) != 0) continue;
+      if (task_lanes_[w.slot]->try_put(o.payload)) {
+        o.header.flags |= frame_flag_in_lane;
+        o.payload = {};
+      }
+      break;
+    }
+    while (!w.out.empty() && w.task_w) {
+      iovec iov[64];
+      int n = 0;
+      std::size_t skip = w.out_written;
+      for (auto it = w.out.begin(); it != w.out.end() && n + 2 <= 64; ++it) {
+        std::span<const std::byte> parts[2] = {
+            {reinterpret_cast<const std::byte*>(&it->header), frame_header_size}, it->payload};
+        for (auto part : parts) {
+          if (skip >= part.size()) {
+            skip -= part.size();
+            continue;
+          }
+          iov[n++] = {const_cast<std::byte*>(part.data() + skip), part.size() - skip};
+          skip = 0;
+        }
+      }
+      const ssize_t written = ::writev(w.task_w.get(), iov, n);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return;
+        if (errno == EPIPE) {  // it died: the fork server will tell
+          w.task_w.reset();
+          return;
+        }
+        throw OSError("writev", errno);
+      }
+      w.out_written += static_cast<std::size_t>(written);
+      while (!w.out.empty() && w.out_written >= frame_header_size + w.out.front().payload.size()) {
+        w.out_written -= frame_header_size + w.out.front().payload.size();
+        w.out.pop_front();
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ timeouts
+
+  std::chrono::nanoseconds next_timeout() const {
+    if (config_.task_timeout.count() <= 0) return std::chrono::nanoseconds(-1);
+    std::optional<std::int64_t> earliest;
+    bool busy = false;
+    for (const auto& w : workers_) {
+      if (w->held.empty() || w->timed_out) continue;
+      busy = true;
+      const auto [running, started] = slots_[w->slot].read();
+      if (running == 0) continue;
+      const std::int64_t due = started + config_.task_timeout.count();
+      earliest = earliest ? std::min(*earliest, due) : due;
+    }
+    if (!busy) return std::chrono::nanoseconds(-1);
+    // A busy worker may start its next item while we sleep: look again within the timeout.
+    const std::int64_t now = monotonic_ns();
+    const std::int64_t wait = earliest ? std::max<std::int64_t>(*earliest - now, 0) : config_.task_timeout.count();
+    return std::chrono::nanoseconds(wait);
+  }
+
+  void check_timeouts() {
+    if (config_.task_timeout.count() <= 0) return;
+    const std::int64_t now = monotonic_ns();
+    for (auto& w : workers_) {
+      if (w->held.empty() || w->timed_out) continue;
+      const auto [running, started] = slots_[w->slot].read();
+      if (running != 0 && now - started >= config_.task_timeout.count()) {
+        w->timed_out = running;
+        w->kill(SIGKILL);
+      }
+    }
+  }
+
+  static std::string seconds_text(std::chrono::nanoseconds d) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g s", std::chrono::duration<double>(d).count());
+    return buf;
+  }
+
+  LocalConfig config_;
+  WorkerSlots slots_;
+  std::vector<std::unique_ptr<Lane>> task_lanes_;    // per slot, parent -> worker
+  std::vector<std::unique_ptr<Lane>> result_lanes_;  // per slot, worker -> parent
+  Fd wake_fd_;
+  mutable std::mutex pids_mutex_;
+  std::vector<pid_t> pids_;
+
+  // The pool's thread only.
+  std::optional<ForkServer> server_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<pollfd> fds_;
+  static constexpr int max_failed_starts = 3;
+  int failed_starts_ = 0;       // workers in a row that died before ready
+  bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
+};
+
+}  // namespace mproc::detail

@@ -7,6 +7,7 @@
 // those locks held, forever. The server reports each worker's pid, pipes and pidfd
 // to the pool over a Unix socket, and later how it ended.
 
+#include <mproc/current_process.hpp>
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/fd.hpp>
 #include <mproc/errors.hpp>
@@ -214,7 +215,12 @@ class ForkServer {
         for (Fd* fd : {&task.read, &task.write, &result.read, &result.write}) fd->make_private();
         const auto slot = static_cast<std::size_t>(request.slot);
         const int task_r = task.read.get(), result_w = result.write.get();
-        Child child = fork_child({task_r, result_w}, [&] { return worker_main(slot, task_r, result_w, ::getppid()); });
+        // Named as Python names them; counted here, where every worker is forked.
+        auto [identity, name] = this_process().next_child("ForkPoolWorker");
+        Child child = fork_child({task_r, result_w}, [&] {
+          set_current_process(name, /*daemon=*/true, identity);
+          return worker_main(slot, task_r, result_w, ::getppid());
+        });
         Message reply{Message::spawned, child.pid(), request.slot, 0, 0};
         send_with_fds(sock, &reply, sizeof reply, {task.write.get(), result.read.get(), child.pidfd()});
         children.emplace(child.pid(), std::move(child));

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -170,6 +172,61 @@ TEST_CASE("BoundedSemaphore: releasing above the initial value throws ValueError
   });
   CHECK(exit_code(child) == 0);
   CHECK(sem.get_value() == 2);
+}
+
+namespace {
+
+/// Blocks until process pid is asleep in the kernel (state S): a child that said it
+/// is about to wait is then inside the wait.
+void wait_until_asleep(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  for (int i = 0; i < 5000; ++i) {
+    std::ifstream stat(path);
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'S') return;
+    std::this_thread::sleep_for(1ms);
+  }
+  FAIL("the child never went to sleep");
+}
+
+}  // namespace
+
+TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block the next one") {
+  // glibc's process-shared pthread condition hangs the next broadcast after a waiter
+  // died inside pthread_cond_wait; mproc's conditions must not.
+  mproc::Event event;
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  mproc::Value<int> go(0, lock);
+  for (int round = 0; round < 2; ++round) {
+    auto victim = spawn([&] {
+      if (round == 0) {
+        event.wait();
+      } else {
+        std::unique_lock guard(cond);
+        cond.wait([&] { return go.value() == 1; });
+      }
+      return 0;
+    });
+    wait_until_asleep(victim.pid());
+    victim.kill(SIGKILL);
+    REQUIRE(exit_code(victim) == -SIGKILL);
+    auto next = spawn([&] {
+      if (round == 0) return event.wait_for(60s) ? 0 : 1;
+      std::unique_lock guard(cond);
+      return cond.wait_for(60s, [&] { return go.value() == 1; }) ? 0 : 1;
+    });
+    wait_until_asleep(next.pid());
+    if (round == 0) {
+      event.set();
+    } else {
+      std::lock_guard guard(cond);
+      go.value() = 1;
+      cond.notify_all();
+    }
+    CHECK(exit_code(next) == 0);
+  }
 }
 
 TEST_CASE("Event: waiters in other processes wake when it is set and wait_for times out") {

@@ -4,11 +4,11 @@
 // variable, a futex keeps no state about its waiters: a waiter that is killed
 // leaves nothing behind that could block the next waker.
 
-#include <mproc/detail/robust_mutex.hpp>  // to_timespec
 #include <mproc/errors.hpp>
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +19,16 @@
 #include <optional>
 
 namespace mproc::detail {
+
+/// An absolute deadline as the timespec the monotonic-clock calls take
+/// (steady_clock is CLOCK_MONOTONIC on Linux).
+inline timespec to_timespec(std::chrono::steady_clock::time_point deadline) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  timespec ts;
+  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  return ts;
+}
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
               std::atomic<std::uint32_t>::is_always_lock_free);

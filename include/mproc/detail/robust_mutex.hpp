@@ -5,25 +5,19 @@
 // interprocess_mutex gives up for good on EOWNERDEAD; this one marks the mutex
 // consistent again, so the data it guards stays usable.
 
+#include <mproc/detail/futex.hpp>
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
 #include <time.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 
 namespace mproc::detail {
-
-inline timespec to_timespec(std::chrono::steady_clock::time_point deadline) {
-  // steady_clock is CLOCK_MONOTONIC on Linux, which the *clock* pthread calls take.
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
-  timespec ts;
-  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-  return ts;
-}
 
 /// What a lock attempt found.
 enum class LockResult {
@@ -87,38 +81,49 @@ class RobustMutex {
   pthread_mutex_t m_;
 };
 
-/// A process-shared condition variable on CLOCK_MONOTONIC, used with RobustMutex.
+/// A condition variable for RobustMutex across processes. Built on a futex word, not
+/// a pthread condition: glibc's process-shared condition keeps per-waiter state, and
+/// a waiter killed inside pthread_cond_wait makes the next broadcast wait for it
+/// forever. Here a waiter only sleeps on a sequence number; a dead one leaves nothing.
 class SharedCondition {
  public:
-  SharedCondition() {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    const int rc = pthread_cond_init(&c_, &attr);
-    pthread_condattr_destroy(&attr);
-    if (rc != 0) throw OSError("pthread_cond_init", rc);
-  }
+  SharedCondition() = default;
   SharedCondition(const SharedCondition&) = delete;
   SharedCondition& operator=(const SharedCondition&) = delete;
 
   /// Waits (m locked by the caller). Returns owner_died if, on wake-up, the mutex
-  /// had to be recovered from a dead owner.
-  LockResult wait(RobustMutex& m) { return m.finish(pthread_cond_wait(&c_, m.native()), "pthread_cond_wait"); }
+  /// had to be recovered from a dead owner. Wake-ups may be spurious.
+  LockResult wait(RobustMutex& m) { return wait_impl(m, std::nullopt); }
 
   /// As wait(), until the deadline; timed_out if it passed (m is locked again).
   LockResult wait_until(RobustMutex& m, std::chrono::steady_clock::time_point deadline) {
-    const timespec ts = to_timespec(deadline);
-    const int rc = pthread_cond_clockwait(&c_, m.native(), CLOCK_MONOTONIC, &ts);
-    if (rc == ETIMEDOUT) return LockResult::timed_out;
-    return m.finish(rc, "pthread_cond_clockwait");
+    return wait_impl(m, deadline);
   }
 
-  void notify_one() noexcept { pthread_cond_signal(&c_); }
-  void notify_all() noexcept { pthread_cond_broadcast(&c_); }
+  void notify_one() noexcept {
+    seq_.fetch_add(1, std::memory_order_release);
+    futex_wake(seq_, 1);
+  }
+  void notify_all() noexcept {
+    seq_.fetch_add(1, std::memory_order_release);
+    futex_wake(seq_);
+  }
 
  private:
-  pthread_cond_t c_;
+  LockResult wait_impl(RobustMutex& m, std::optional<std::chrono::steady_clock::time_point> deadline) {
+    // Read under the mutex: a notify after this changes the word, so the futex
+    // wait below returns at once instead of missing it.
+    const std::uint32_t seen = seq_.load(std::memory_order_acquire);
+    // An error-checking mutex the caller does not hold says so here (EPERM), as
+    // pthread_cond_wait would.
+    if (const int rc = pthread_mutex_unlock(m.native()); rc != 0) throw OSError("pthread_mutex_unlock", rc);
+    const bool in_time = futex_wait(seq_, seen, deadline);
+    const LockResult relocked = m.lock();
+    if (!in_time && relocked == LockResult::acquired) return LockResult::timed_out;
+    return relocked;
+  }
+
+  std::atomic<std::uint32_t> seq_{0};
 };
 
 }  // namespace mproc::detail

@@ -28,6 +28,45 @@ double total(const Order& o) { return std::accumulate(o.amounts.begin(), o.amoun
 
 int parse(const std::string& s) { return std::stoi(s); }  // throws on bad input
 
+void processes_and_channels() {
+  // [snippet]
+  mproc::Queue<std::string> q;                   // any number of producers and consumers
+  mproc::Process producer([q] {
+    for (int i = 0; i < 3; ++i) q.put("item " + std::to_string(i));
+    q.put("");                                   // the end marker
+  });
+  producer.start();
+  for (std::string s = q.get(); !s.empty(); s = q.get()) std::cout << "got " << s << '\n';
+  producer.join();                               // producer.exitcode() == 0
+
+  auto [here, there] = mproc::Pipe<std::vector<int>>();
+  mproc::Process echo([](mproc::Connection<std::vector<int>> c) { c.send(c.recv()); }, std::move(there));
+  echo.start();
+  here.send({1, 2, 3});
+  std::vector<int> back = here.recv();           // {1, 2, 3}
+  echo.join();
+  // [/snippet]
+  std::cout << "producer exit code " << producer.exitcode().value_or(-1) << ", echoed " << back.size() << " ints\n";
+}
+
+void shared_state() {
+  // [snippet]
+  mproc::Value<int> counter(0);                  // shared memory, with its own robust lock
+  mproc::Manager mgr;
+  auto done = mgr.dict<std::string, int>();      // a dict every process sees
+  std::vector<mproc::Process> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([counter, done, w]() mutable {
+      for (int i = 0; i < 1000; ++i) counter.update([](int& v) { ++v; });
+      done.set("worker " + std::to_string(w), 1000);
+    });
+  }
+  for (auto& p : workers) p.start();
+  for (auto& p : workers) p.join();              // counter.load() == 2000, done.size() == 2
+  // [/snippet]
+  std::cout << "counter " << counter.load() << ", dict size " << done.size() << '\n';
+}
+
 void quick_start() {
   // [snippet]
   mproc::Pool pool(cube);                        // one worker process per core
@@ -78,4 +117,6 @@ int main() {
   async_and_lazy();
   user_types();
   errors();
+  processes_and_channels();
+  shared_state();
 }

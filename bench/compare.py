@@ -41,8 +41,11 @@ class Target:
     of the limit, at least `least`."""
     cell: str
     least: float
+    text: str = ""  # how to describe it, when the default words don't fit
 
     def describe(self):
+        if self.text:
+            return self.text
         if self.cell == "ratio":
             return f">={self.least:g}x Python"
         if self.cell == "share":
@@ -64,6 +67,11 @@ def share_at_least(fraction):
 
 def at_least(value):
     return Target("mproc", value)
+
+
+def within_of_limit(factor):
+    """At most `factor` times slower than the limit: a share of at least 1/factor."""
+    return Target("share", 1 / factor, f"within {factor:g}x of the limit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Section:
 
 
 PIPE_BANDWIDTH = "pipe_bandwidth/*:bytes_per_second"
+ROBUST_MUTEX_CONTENDED = "robust_mutex_contended:items_per_second"
 
 ROWS = [
     Section("Pool, one worker per core on both sides"),
@@ -115,6 +124,17 @@ ROWS = [
         limit=PIPE_BANDWIDTH, targets=(faster_than_python(3), share_at_least(0.6))),
     Row("CPU-bound job: speedup over serial (limit: threads)", "cpu_job:pool_speedup", "x",
         limit="cpu_job:threads_speedup", targets=(at_least(1.9), share_at_least(0.95))),
+    Section("Shared state and messages between 2 processes"),
+    Row("Value + get_lock() increments, 2 processes", "value_lock_increments:items_per_second", "increments/s",
+        limit=ROBUST_MUTEX_CONTENDED, targets=(faster_than_python(20),)),
+    Row("Value::update increments, 2 processes", "value_update_increments:items_per_second", "increments/s",
+        limit=ROBUST_MUTEX_CONTENDED, python=False),
+    Row("Manager list appends, 2 processes", "manager_list_appends:items_per_second", "appends/s",
+        limit=ROBUST_MUTEX_CONTENDED, targets=(faster_than_python(50),)),
+    Row("Queue of ints, producer Process to consumer", "queue_ints:items_per_second", "messages/s",
+        targets=(faster_than_python(10),)),
+    Row("Pipe ping-pong, one round trip at a time", "pipe_ping_pong:items_per_second", "round trips/s",
+        limit="pipe_round_trip:items_per_second", targets=(within_of_limit(1.5),)),
     Section("Automatic chunking (limit: the best fixed chunksize of a sweep, same side)"),
     Row("10^6 tiny tasks (x*x), automatic chunking", "tiny_chunking:auto", "items/s",
         limit="tiny_chunking:best", own_best=True, targets=(share_at_least(0.9),)),
@@ -130,8 +150,7 @@ ROWS = [
     Row("memcpy bandwidth (64 MiB)", "memcpy_bandwidth:bytes_per_second", "B/s", python=False),
     Row("robust mutex lock+unlock, uncontended", "robust_mutex_uncontended:items_per_second", "locks/s",
         python=False),
-    Row("robust mutex, 2 processes contending", "robust_mutex_contended:items_per_second", "locks/s",
-        python=False),
+    Row("robust mutex, 2 processes contending", ROBUST_MUTEX_CONTENDED, "locks/s", python=False),
 ]
 
 

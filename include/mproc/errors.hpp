@@ -87,6 +87,18 @@ class OSError : public Error {
   int errno_;
 };
 
+/// An MPI call failed (only when the communicator's error handler returns errors;
+/// MPI's default aborts the job instead). what() names the call and MPI's text.
+class MpiError : public Error {
+ public:
+  MpiError(const std::string& what, int code) : Error(what), code_(code) {}
+  /// The MPI error code the call returned.
+  int error_code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
 /// Nothing to receive: Queue::get_nowait on an empty queue, or get(timeout) timed out.
 class Empty : public Error {
  public:

@@ -28,6 +28,7 @@
 #include <iterator>
 #include <memory>
 #include <ranges>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -88,20 +89,7 @@ class Pool {
   using result_type = typename Traits::Result;
 
   /// Forks the worker processes (unless serial) and returns at once.
-  explicit Pool(F fn, PoolOptions options = {}) : state_(std::make_unique<State>(std::move(fn), std::move(options))) {
-    require_sendable<Args>();
-    require_sendable<result_type>();
-    State& s = *state_;
-    if (s.options.processes == 0) s.options.processes = cpu_count();
-    if constexpr (!detail::has_signature<F>) return;
-    if (!s.serial) {
-      State* raw = state_.get();  // stable: the child uses it after the fork
-      s.core = std::make_shared<detail::LocalEngine>(detail::LocalConfig{
-          s.options.processes, s.options.maxtasksperchild, s.options.task_timeout, s.options.retries,
-          s.options.max_memory_per_child,
-          [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
-    }
-  }
+  explicit Pool(F fn, PoolOptions options = {}) : Pool(std::move(fn), std::move(options), start_local) {}
   Pool(Pool&&) noexcept = default;
   Pool& operator=(Pool&& other) noexcept {
     if (this != &other) {
@@ -215,10 +203,13 @@ class Pool {
   bool serial() const { return state_->serial; }
   /// The pids of the current workers (changes when workers are replaced).
   std::vector<pid_t> worker_pids() const {
-    return state_->core ? state_->core->worker_pids() : std::vector<pid_t>{};
+    const auto* local = dynamic_cast<const detail::LocalEngine*>(state_->core.get());
+    return local ? local->worker_pids() : std::vector<pid_t>{};
   }
 
- private:
+ protected:
+  /// Everything a pool holds. Protected for pools over another transport
+  /// (mproc::mpi::Pool), whose setup fills in core, serial and refusal.
   struct State {
     State(F f, PoolOptions o) : fn(std::move(f)), options(std::move(o)), serial(options.serial || env_serial()) {}
     F fn;
@@ -226,9 +217,36 @@ class Pool {
     bool serial;
     bool closed = false;  // serial mode's own close flag
     pid_t owner = ::getpid();
-    std::shared_ptr<detail::LocalEngine> core;
+    std::shared_ptr<detail::Engine> core;  // runs the tasks; null: they run here (serial)
+    /// Non-empty: this process takes no tasks (an MPI serving rank); map, apply and
+    /// the rest throw ValueError with this text.
+    std::string refusal;
     std::uint64_t next_chunk_id = 1;  // serial mode
   };
+
+  /// For pools over another transport: `setup(state)` runs once the pool holds F and
+  /// its options (processes already defaulted), unless F was rejected; it sets
+  /// state.core to the engine that runs the tasks, or leaves it null for serial mode.
+  template <class Setup>
+  Pool(F fn, PoolOptions options, Setup&& setup)
+      : state_(std::make_unique<State>(std::move(fn), std::move(options))) {
+    require_sendable<Args>();
+    require_sendable<result_type>();
+    State& s = *state_;
+    if (s.options.processes == 0) s.options.processes = cpu_count();
+    if constexpr (detail::has_signature<F>) std::forward<Setup>(setup)(s);
+  }
+
+ private:
+  /// The local transport: forked workers, unless serial.
+  static void start_local(State& s) {
+    if (s.serial) return;
+    State* raw = &s;  // stable (the State is heap-allocated): the child uses it after the fork
+    s.core = std::make_shared<detail::LocalEngine>(detail::LocalConfig{
+        s.options.processes, s.options.maxtasksperchild, s.options.task_timeout, s.options.retries,
+        s.options.max_memory_per_child,
+        [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
+  }
 
   static bool env_serial() {
     const char* v = std::getenv("MPROC_SERIAL");
@@ -242,7 +260,13 @@ class Pool {
     }
     return *state_;
   }
-  detail::LocalEngine* live_core() const { return state().core.get(); }
+  detail::Engine* live_core() const { return state().core.get(); }
+  /// The state, for a call that submits tasks: refused where tasks are not taken.
+  State& submitter() const {
+    State& s = state();
+    if (!s.refusal.empty()) throw ValueError(s.refusal);
+    return s;
+  }
 
   void shut_down() noexcept {
     if (!state_) return;
@@ -400,7 +424,7 @@ class Pool {
 
   /// Queues a job whose input is complete. A job with no items finishes at once.
   void submit(std::shared_ptr<detail::Job> job) {
-    State& s = state();
+    State& s = submitter();
     if (s.core) {
       std::lock_guard lock(s.core->mutex());
       if (job->input.size() != 0) {
@@ -444,7 +468,7 @@ class Pool {
    public:
     Stream(Pool& pool, R&& range, std::size_t chunksize, bool ordered)
         : pool_(&pool),
-          core_(pool.state().core),
+          core_(pool.submitter().core),
           range_(std::forward<R>(range)),
           it_(std::ranges::begin(range_)),
           job_(std::make_shared<detail::StreamJob<result_type>>(item_size, chunksize, ordered, size_hint(range_),
@@ -525,7 +549,7 @@ class Pool {
     }
 
     Pool* pool_;
-    std::shared_ptr<detail::LocalEngine> core_;
+    std::shared_ptr<detail::Engine> core_;
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
     std::ranges::iterator_t<std::remove_reference_t<R>> it_;
     std::shared_ptr<detail::StreamJob<result_type>> job_;

@@ -9,6 +9,7 @@
 #include <mproc/async_result.hpp>
 #include <mproc/detail/chunker.hpp>
 #include <mproc/detail/job.hpp>
+#include <mproc/detail/worker_slots.hpp>  // monotonic_ns
 #include <mproc/errors.hpp>
 
 #include <signal.h>
@@ -255,6 +256,20 @@ class Engine {
 
   /// The recent cost of an item over all jobs (mutex held).
   std::optional<double> item_seconds_locked() const { return timing_.item_seconds(); }
+
+  /// Whether a worker holding `chunks` chunks of `items` items in all, whose last
+  /// outcome came at `last_answer_ns` (monotonic_ns), should get another (mutex held).
+  /// Yes while it holds fewer than two; beyond that only while what it holds is
+  /// measured to be under a millisecond of work and it answered within the last
+  /// millisecond (tiny tasks travel in batches; long ones are not hoarded by a
+  /// worker that may be stuck on one), and never past 256 chunks.
+  bool wants_more_locked(std::size_t chunks, std::size_t items, std::int64_t last_answer_ns) const {
+    if (chunks < 2) return true;
+    if (chunks >= 256) return false;
+    const auto per_item = item_seconds_locked();
+    return per_item && *per_item * static_cast<double>(items) < 0.001 &&
+           monotonic_ns() - last_answer_ns < 1'000'000;
+  }
 
   /// The pool can't go on (an initializer failed, the machinery did): every task
   /// still pending fails with `error`, and so does every later call.

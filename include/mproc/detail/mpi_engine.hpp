@@ -1,0 +1,282 @@
+#pragma once
+// The MPI transport of a Pool, on the master (rank 0 of the pool's communicator):
+// the other ranks are the workers. Chunks go to a rank as it has room (a result
+// coming back makes room: ranks take work on demand), as task frames sent without
+// blocking; outcomes come back as result frames and go to Engine::complete().
+//
+// Waiting: while a rank holds work (or has not said it is ready) the pool's thread
+// waits inside MPI for any message, and user threads wake it with an empty message
+// to the master itself (mpi_tag_wake), which needs MPI_THREAD_MULTIPLE. While no
+// rank holds anything no message can come, so it sleeps on an eventfd instead
+// (which every wake also signals): an idle pool costs no CPU on the master, whereas
+// Open MPI spins inside its blocking calls.
+//
+// A rank that dies is not survived: Open MPI's mpirun ends the whole job.
+
+#include <mproc/detail/engine.hpp>
+#include <mproc/detail/fd.hpp>
+#include <mproc/detail/frame.hpp>
+#include <mproc/detail/mpi_env.hpp>
+#include <mproc/detail/mpi_frames.hpp>
+#include <mproc/detail/mpi_serve.hpp>
+#include <mproc/errors.hpp>
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mproc::detail {
+
+class MpiEngine final : public Engine {
+ public:
+  /// Takes the pool's communicator (this process is its rank 0); every other rank
+  /// must be in serve_tasks().
+  explicit MpiEngine(Comm comm)
+      : Engine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
+    ranks_.resize(static_cast<std::size_t>(comm_.size() - 1));
+    for (std::size_t i = 0; i < ranks_.size(); ++i) ranks_[i].rank = static_cast<int>(i) + 1;
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) throw OSError("eventfd", errno);
+    wake_fd_ = Fd(efd).make_private();
+    live_count().fetch_add(1);
+    launch();
+  }
+  ~MpiEngine() override {
+    shut_down_thread();
+    uncount();
+  }
+
+  /// How many MpiEngines of this process have not stopped their ranks yet (the
+  /// serving ranks are inside one pool's constructor at a time).
+  static int live() noexcept { return live_count().load(); }
+
+ private:
+  struct Outgoing {
+    FrameHeader header;
+    std::span<const std::byte> payload;  // in the job's input, alive while the chunk is held
+  };
+  struct Rank {
+    int rank = 0;
+    bool answered = false;  // said ready, or that its initializer failed
+    bool ready = false;
+    std::deque<Chunk> held;  // in the order sent; the rank answers in that order
+    std::size_t held_items = 0;
+    std::int64_t last_answer_ns = 0;
+    std::deque<Outgoing> out;  // cut, not yet sent
+  };
+  struct Sending {
+    Bytes message;
+    std::vector<MPI_Request> requests;
+  };
+
+  static std::atomic<int>& live_count() noexcept {
+    static std::atomic<int> count{0};
+    return count;
+  }
+  void uncount() noexcept {
+    if (!counted_.exchange(false)) return;
+    live_count().fetch_sub(1);
+  }
+
+  // ------------------------------------------------------------------ Engine steps
+
+  void start() override {}
+
+  void wake() override {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_.get(), &one, sizeof one);
+    // A send to ourselves completes at once; the request frees itself.
+    MPI_Request request;
+    if (MPI_Isend(nullptr, 0, MPI_BYTE, mpi_master, mpi_tag_wake, comm_.get(), &request) == MPI_SUCCESS) {
+      MPI_Request_free(&request);
+    }
+  }
+
+  /// One chunk to each ready rank with room per round, so work spreads evenly.
+  void hand_out_locked() override {
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (Rank& r : ranks_) {
+        if (!r.ready || !wants_more_locked(r.held.size(), r.held_items, r.last_answer_ns)) continue;
+        auto chunk = cut_chunk_locked();
+        if (!chunk) return;
+        const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
+        r.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes});
+        r.held_items += chunk->count;
+        r.held.push_back(std::move(*chunk));
+        progress = true;
+      }
+    }
+  }
+
+  void wait_and_handle() override {
+    send_queued();
+    reap_sends();
+    if (expecting_messages()) {
+      MPI_Message message;
+      MPI_Status status;
+      check_mpi(MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &message, &status), "MPI_Mprobe");
+      handle(message, status);
+    } else {
+      pollfd p{wake_fd_.get(), POLLIN, 0};
+      poll_fds(&p, 1, std::chrono::nanoseconds(-1));
+      std::uint64_t count;
+      (void)!::read(wake_fd_.get(), &count, sizeof count);
+    }
+    // Whatever else has arrived, a bounded number so the chunks get handed out too.
+    for (int i = 0; i < 64; ++i) {
+      MPI_Message message;
+      MPI_Status status;
+      int found = 0;
+      check_mpi(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &found, &message, &status), "MPI_Improbe");
+      if (found == 0) break;
+      handle(message, status);
+    }
+  }
+
+  /// Tells every rank to stop (`now`: drop what it has not started) and waits for
+  /// each to answer, throwing away outcomes that still come (their tasks were
+  /// abandoned). Ranks cannot be killed: one running a chunk answers after it.
+  void stop(bool now) override {
+    for (Rank& r : ranks_) r.out.clear();  // with `now`, their tasks were abandoned; else there are none
+    for (Rank& r : ranks_) send_empty_frame(comm_.get(), r.rank, FrameKind::stop, now ? mpi_stop_now : 0);
+    std::vector<bool> stopped(ranks_.size(), false);
+    for (std::size_t left = ranks_.size(); left > 0;) {
+      MPI_Message message;
+      MPI_Status status;
+      check_mpi(MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &message, &status), "MPI_Mprobe");
+      if (status.MPI_TAG == mpi_tag_wake) {
+        discard_wake(message);
+        continue;
+      }
+      Rank& r = sender(status);
+      if (receive_frame(comm_.get(), message, status, inbox_).header.kind == FrameKind::stop &&
+          !stopped[static_cast<std::size_t>(r.rank - 1)]) {
+        stopped[static_cast<std::size_t>(r.rank - 1)] = true;
+        --left;
+      }
+    }
+    for (Sending& s : sending_) {
+      check_mpi(MPI_Waitall(static_cast<int>(s.requests.size()), s.requests.data(), MPI_STATUSES_IGNORE),
+                "MPI_Waitall");
+    }
+    sending_.clear();
+    for (;;) {  // wake-ups sent before the pool's thread stopped listening
+      MPI_Message message;
+      int found = 0;
+      check_mpi(MPI_Improbe(mpi_master, mpi_tag_wake, comm_.get(), &found, &message, MPI_STATUS_IGNORE),
+                "MPI_Improbe");
+      if (found == 0) break;
+      discard_wake(message);
+    }
+    uncount();  // the ranks have left this pool
+  }
+
+  // ------------------------------------------------------------------ messages
+
+  /// Whether a rank may send something now: one that holds work or has not
+  /// answered yet.
+  bool expecting_messages() const {
+    for (const Rank& r : ranks_) {
+      if (!r.answered || !r.held.empty()) return true;
+    }
+    return false;
+  }
+
+  Rank& sender(const MPI_Status& status) {
+    if (status.MPI_SOURCE < 1 || status.MPI_SOURCE > static_cast<int>(ranks_.size()) ||
+        status.MPI_TAG != mpi_tag_frame) {
+      throw ProtocolError("mproc: unexpected MPI message on the pool's communicator");
+    }
+    return ranks_[static_cast<std::size_t>(status.MPI_SOURCE - 1)];
+  }
+
+  void discard_wake(MPI_Message& message) {
+    check_mpi(MPI_Mrecv(nullptr, 0, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
+  }
+
+  void handle(MPI_Message& message, const MPI_Status& status) {
+    if (status.MPI_TAG == mpi_tag_wake) return discard_wake(message);
+    Rank& r = sender(status);
+    const FrameView f = receive_frame(comm_.get(), message, status, inbox_);
+    switch (f.header.kind) {
+      case FrameKind::ready:
+        if (r.answered) throw ProtocolError("mproc: a serving rank said ready twice");
+        r.answered = r.ready = true;
+        return;
+      case FrameKind::init_failed: {
+        r.answered = true;
+        const auto info = decode<std::pair<std::string, std::string>>(f.payload);
+        break_pool(std::make_exception_ptr(
+            RemoteError(info.first, "in the pool's initializer (the pool is broken): " + info.second)));
+        return;
+      }
+      case FrameKind::result:
+        return handle_result(r, f);
+      default:
+        throw ProtocolError("mproc: unexpected frame from a serving rank");
+    }
+  }
+
+  void handle_result(Rank& r, const FrameView& f) {
+    if (r.held.empty() || r.held.front().id != f.header.id) {
+      throw ProtocolError("mproc: a serving rank answered for a chunk it does not hold");
+    }
+    const ChunkOutcome outcome = parse_chunk_outcome(f.payload);
+    if (outcome.header.count > r.held.front().count) {
+      throw ProtocolError("mproc: a serving rank returned too many outcomes");
+    }
+    Chunk c = std::move(r.held.front());
+    r.held.pop_front();
+    r.held_items -= c.count;
+    r.last_answer_ns = monotonic_ns();
+    complete(c, outcome);
+  }
+
+  /// Starts sending the frames cut since the last round (header and payload copied
+  /// into one message).
+  void send_queued() {
+    for (Rank& r : ranks_) {
+      for (; !r.out.empty(); r.out.pop_front()) {
+        const Outgoing& o = r.out.front();
+        Sending s;
+        s.message.reserve(frame_header_size + o.payload.size());
+        s.message.append(&o.header, frame_header_size);
+        s.message.append(o.payload.data(), o.payload.size());
+        isend_frame(comm_.get(), r.rank, s.message.span(), s.requests);
+        sending_.push_back(std::move(s));
+      }
+    }
+  }
+
+  /// Frees the messages whose sends have completed.
+  void reap_sends() {
+    for (auto it = sending_.begin(); it != sending_.end();) {
+      int done = 0;
+      check_mpi(MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(), &done, MPI_STATUSES_IGNORE),
+                "MPI_Testall");
+      it = done != 0 ? sending_.erase(it) : std::next(it);
+    }
+  }
+
+  Comm comm_;
+  Fd wake_fd_;
+  std::atomic<bool> counted_{true};  // in live_count()
+
+  // The pool's thread only (hand_out_locked also runs there, with the mutex).
+  std::vector<Rank> ranks_;
+  std::list<Sending> sending_;  // list: the requests point into each message
+  Bytes inbox_;                 // the frame being handled
+};
+
+}  // namespace mproc::detail

@@ -121,7 +121,8 @@ class Pool : public mproc::Pool<F> {
           "kill workers, which a pool over MPI can't do to its ranks; leave them at 0");
     }
     if (detail::init_mpi()) std::atexit(+[] { detail::finalize_mpi(); });
-    if (detail::comm_rank(options.comm) == detail::mpi_master && detail::MpiEngine::live() > 0) {
+    // A master never serves, so what is busy here is a pool of its own.
+    if (detail::comm_rank(options.comm) == detail::mpi_master && detail::busy_pools().load() > 0) {
       throw ValueError(
           "mproc::mpi::Pool: this master already has a pool over MPI; destroy it before making the next "
           "(the serving ranks serve one pool at a time)");

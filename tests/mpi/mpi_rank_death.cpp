@@ -1,15 +1,20 @@
-// A serving rank dies (SIGKILL) in the middle of a map: the job must end with an
-// error that names the rank, never hang. mpirun (Open MPI) ends the whole job; the
-// ctest expects a failing exit and mpirun's report.
+// A serving rank dies in the middle of a map: killed by a signal, or (argument
+// "exit") leaving through std::exit inside F without finalizing MPI. The job must end
+// with an error that names the rank, never hang: mpirun (Open MPI) ends the whole
+// job, and the ctests expect a failing exit and mpirun's report.
 #include <mproc/mpi.hpp>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
-int main() {
+int main(int argc, char** argv) {
+  static const bool by_exit = argc > 1 && std::strcmp(argv[1], "exit") == 0;
   mproc::mpi::Pool pool([](int x) {
+    if (x == 7 && by_exit) std::exit(0);
     if (x == 7) {
       std::signal(SIGKILL, SIG_DFL);
       std::raise(SIGKILL);

@@ -48,7 +48,7 @@ class MpiEngine final : public Engine {
     const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0) throw OSError("eventfd", errno);
     wake_fd_ = Fd(efd).make_private();
-    live_count().fetch_add(1);
+    busy_pools().fetch_add(1);
     launch();
   }
   ~MpiEngine() override {
@@ -56,9 +56,6 @@ class MpiEngine final : public Engine {
     uncount();
   }
 
-  /// How many MpiEngines of this process have not stopped their ranks yet (the
-  /// serving ranks are inside one pool's constructor at a time).
-  static int live() noexcept { return live_count().load(); }
 
  private:
   struct Outgoing {
@@ -79,13 +76,8 @@ class MpiEngine final : public Engine {
     std::vector<MPI_Request> requests;
   };
 
-  static std::atomic<int>& live_count() noexcept {
-    static std::atomic<int> count{0};
-    return count;
-  }
   void uncount() noexcept {
-    if (!counted_.exchange(false)) return;
-    live_count().fetch_sub(1);
+    if (counted_.exchange(false)) busy_pools().fetch_sub(1);
   }
 
   // ------------------------------------------------------------------ Engine steps
@@ -271,7 +263,7 @@ class MpiEngine final : public Engine {
 
   Comm comm_;
   Fd wake_fd_;
-  std::atomic<bool> counted_{true};  // in live_count()
+  std::atomic<bool> counted_{true};  // in busy_pools()
 
   // The pool's thread only (hand_out_locked also runs there, with the mutex).
   std::vector<Rank> ranks_;

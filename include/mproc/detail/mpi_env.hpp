@@ -16,6 +16,9 @@
 
 #include <mproc/errors.hpp>
 
+#include <stdlib.h>
+
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -50,6 +53,11 @@ inline bool init_mpi(int* argc = nullptr, char*** argv = nullptr) {
   MPI_Initialized(&initialized);
   bool here = false;
   if (initialized == 0) {
+    // A pool's master mostly waits, inside MPI, for results; Open MPI waits by
+    // spinning, which on a node with as many ranks as cores takes a core from the
+    // ranks doing the work. Yielding in the spin gives it back (the user's own
+    // setting, from the environment or mpirun --mca, wins).
+    ::setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     int provided = 0;
     check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     here = true;
@@ -65,8 +73,19 @@ inline bool init_mpi(int* argc = nullptr, char*** argv = nullptr) {
   return here;
 }
 
-/// MPI_Finalize, unless MPI is not running (never started, or already finalized).
+/// Pools at work in this process: a master's pool that has not stopped its ranks
+/// yet, or a serving rank's pool while it serves.
+inline std::atomic<int>& busy_pools() noexcept {
+  static std::atomic<int> count{0};
+  return count;
+}
+
+/// MPI_Finalize, unless MPI is not running (never started, or already finalized) or
+/// a pool is at work here. MPI_Finalize waits for every rank, so exit() called inside
+/// a task, or with a master's pool open, would hang there; leaving without it makes
+/// mpirun end the job with a report instead.
 inline void finalize_mpi() noexcept {
+  if (busy_pools().load() > 0) return;
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized != 0 && !mpi_finalized()) MPI_Finalize();

@@ -57,6 +57,12 @@ inline std::optional<MpiInbound> receive_from_master(MPI_Comm comm, bool wait) {
 /// there) and this rank runs nothing.
 template <class F>
 void serve_tasks(F& fn, const std::function<void()>& initializer, const Comm& comm) {
+  struct Busy {  // while serving, exit() inside F must not wait in MPI_Finalize
+    Busy() { busy_pools().fetch_add(1); }
+    ~Busy() { busy_pools().fetch_sub(1); }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+  } busy;
   Bytes out;  // one outcome frame; kept to reuse its memory
   bool ready = true;
   if (initializer) {

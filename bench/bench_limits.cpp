@@ -4,80 +4,30 @@
 // robust mutex, alone and contended by two processes. No mproc layer is involved
 // beyond the RAII owners of fds, children and mappings.
 #include "bench_support.hpp"
+#include "baselines.hpp"
 
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/fd.hpp>
-#include <mproc/detail/robust_mutex.hpp>
-#include <mproc/detail/shared_mapping.hpp>
 
 #include <cstdint>
 #include <cstring>
-#include <new>
 #include <vector>
 
 namespace {
 
 using mproc::detail::Child;
-using mproc::detail::Fd;
-using mproc::detail::PipeEnds;
-
-/// Reads exactly n bytes; false on end of file.
-bool read_exact(int fd, void* data, std::size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = mproc::detail::read_some(fd, p, n);
-    if (r <= 0) return false;  // EOF (the pipes here block, so never EAGAIN)
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-/// Two pipes between this process and a child: down (to it) and up (from it).
-/// Every end is private, so the child keeps only the two it is given.
-struct Channel {
-  PipeEnds down;
-  PipeEnds up;
-  explicit Channel(int pipe_bytes = 0) : down(mproc::detail::make_pipe(pipe_bytes)), up(mproc::detail::make_pipe()) {
-    for (Fd* fd : {&down.read, &down.write, &up.read, &up.write}) fd->make_private();
-  }
-  /// Forks a child that runs body(down_read_fd, up_write_fd), and drops those ends here.
-  template <class Body>
-  Child fork(Body body) {
-    const int in = down.read.get(), out = up.write.get();
-    Child child = mproc::detail::fork_child({in, out}, [&] { return body(in, out); });
-    down.read.reset();
-    up.write.reset();
-    return child;
-  }
-  /// Ends the child's input and reaps it.
-  void finish(Child& child) {
-    down.write.reset();
-    child.wait();
-  }
-};
+using mproc_bench::Channel;
+using mproc_bench::read_exact;
+using mproc_bench::SharedGuarded;
 
 // A message goes to a child and comes back, one at a time: the latency floor of any
 // request/response between processes (Pool::apply, a Pipe round trip).
 void pipe_round_trip(benchmark::State& state) {
-  Channel c;
-  Child child = c.fork([](int in, int out) {
-    std::uint64_t msg;
-    while (read_exact(in, &msg, sizeof msg)) {
-      if (!mproc::detail::write_all(out, &msg, sizeof msg)) return 1;
-    }
-    return 0;
-  });
-  std::uint64_t sent = 0, back = 0;
+  mproc_bench::RawEcho echo;
+  std::uint64_t sent = 0;
   for (auto _ : state) {
-    ++sent;
-    mproc::detail::write_all(c.down.write.get(), &sent, sizeof sent);
-    if (!mproc_bench::check(state, read_exact(c.up.read.get(), &back, sizeof back) && back == sent,
-                            "the child echoed the message")) {
-      break;
-    }
+    if (!mproc_bench::check(state, echo.round_trip(++sent), "the child echoed the message")) break;
   }
-  c.finish(child);
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(pipe_round_trip)->UseRealTime();
@@ -132,28 +82,6 @@ void memcpy_bandwidth(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
 BENCHMARK(memcpy_bandwidth)->UseRealTime();
-
-/// A robust mutex and the counter it guards, in memory shared with forked children.
-struct Guarded {
-  mproc::detail::RobustMutex mutex;
-  std::uint64_t counter = 0;
-  void increment() {
-    mutex.lock();
-    ++counter;
-    mutex.unlock();
-  }
-};
-
-class SharedGuarded {
- public:
-  SharedGuarded() : mapping_(sizeof(Guarded)), guarded_(new (mapping_.data()) Guarded) {}
-  Guarded& operator*() const noexcept { return *guarded_; }
-  Guarded* operator->() const noexcept { return guarded_; }
-
- private:
-  mproc::detail::SharedMapping mapping_;
-  Guarded* guarded_;  // lives in mapping_; trivially destructible, never destroyed
-};
 
 // Lock, increment, unlock, in one process: the cost of the lock itself (what a
 // Value with a Lock pays per update when nobody else wants it).

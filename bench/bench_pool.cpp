@@ -22,6 +22,7 @@ namespace {
 
 using mproc_bench::check;
 using mproc_bench::scaled;
+using mproc_bench::seconds_since;
 
 std::vector<int> first_ints(std::size_t n) {
   std::vector<int> xs(n);
@@ -42,10 +43,6 @@ long sum_of_squares(std::size_t n) {
   long sum = 0;
   for (std::size_t i = 0; i < n; ++i) sum += mproc_bench::square(static_cast<int>(i));
   return sum;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 // ---------------------------------------------------------------------------- pool

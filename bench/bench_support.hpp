@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -25,6 +26,11 @@ inline double& scale_factor() {
 inline std::size_t scaled(std::size_t n, std::size_t min = 1) {
   const double v = std::round(static_cast<double>(n) * scale_factor());
   return std::max(min, static_cast<std::size_t>(v));
+}
+
+/// Seconds from start until now, on the steady clock.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 inline bool& any_check_failed() {

@@ -146,6 +146,10 @@ class ForkServer {
     return std::exchange(exits_, {});
   }
 
+  /// True when exits reported while spawn() waited for its answer are waiting for
+  /// take_exits(): the socket no longer shows them as readable.
+  bool has_queued_exits() const noexcept { return !exits_.empty(); }
+
   /// Waits until the server has news or the timeout passes.
   bool wait_readable(std::chrono::nanoseconds timeout) {
     if (!exits_.empty()) return true;
@@ -216,9 +220,10 @@ class ForkServer {
         const auto slot = static_cast<std::size_t>(request.slot);
         const int task_r = task.read.get(), result_w = result.write.get();
         // Named as Python names them; counted here, where every worker is forked.
-        auto [identity, name] = this_process().next_child("ForkPoolWorker");
+        // (A pair, not a structured binding: clang 14 cannot capture those in a lambda.)
+        const auto identity_name = this_process().next_child("ForkPoolWorker");
         Child child = fork_child({task_r, result_w}, [&] {
-          set_current_process(name, /*daemon=*/true, identity);
+          set_current_process(identity_name.second, /*daemon=*/true, identity_name.first);
           return worker_main(slot, task_r, result_w, ::getppid());
         });
         Message reply{Message::spawned, child.pid(), request.slot, 0, 0};

@@ -156,7 +156,8 @@ class LocalEngine final : public Engine {
       fds_.push_back({w->result_eof ? -1 : w->result_r.get(), POLLIN, 0});
       fds_.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
     }
-    poll_fds(fds_.data(), fds_.size(), next_timeout());
+    // Exits queued by an earlier spawn() leave the socket quiet: don't sleep on them.
+    poll_fds(fds_.data(), fds_.size(), server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_timeout());
     if (fds_[0].revents != 0) {
       std::uint64_t count;
       (void)!::read(wake_fd_.get(), &count, sizeof count);
@@ -164,7 +165,7 @@ class LocalEngine final : public Engine {
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       if (fds_[2 + 2 * i].revents != 0) read_results(*workers_[i]);
     }
-    if (fds_[1].revents != 0) handle_exits();
+    if (fds_[1].revents != 0 || server_->has_queued_exits()) handle_exits();
     check_timeouts();
   }
 
@@ -213,13 +214,16 @@ class LocalEngine final : public Engine {
     workers_.push_back(std::move(w));
   }
 
-  /// Handles the workers the fork server reported dead.
+  /// Replacing a worker waits for the server's answer, and the exits it reports
+  /// meanwhile are queued: take them again until none is left.
   void handle_exits() {
-    for (const auto& [pid, status] : server_->take_exits()) {
-      for (auto& w : workers_) {
-        if (w->pid != pid) continue;
-        on_exit(*w, status);  // removes w from workers_
-        break;
+    for (auto exits = server_->take_exits(); !exits.empty(); exits = server_->take_exits()) {
+      for (const auto& [pid, status] : exits) {
+        for (auto& w : workers_) {
+          if (w->pid != pid) continue;
+          on_exit(*w, status);  // removes w from workers_
+          break;
+        }
       }
     }
   }
@@ -284,11 +288,7 @@ class LocalEngine final : public Engine {
   /// holds would wait behind that task while others could run it.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
-    if (w.held.size() < 2) return true;
-    if (w.held.size() >= 256) return false;
-    const auto per_item = item_seconds_locked();
-    return per_item && *per_item * static_cast<double>(w.held_items) < 0.001 &&
-           monotonic_ns() - w.last_answer_ns < 1'000'000;
+    return wants_more_locked(w.held.size(), w.held_items, w.last_answer_ns);
   }
 
   // ------------------------------------------------------------------ I/O

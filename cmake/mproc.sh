@@ -4,7 +4,10 @@
 #   bash cmake/mproc.sh demo [args...]  install deps, configure, build and run
 #                                       the flagship demo (examples/flagship_demo)
 #   bash cmake/mproc.sh test            install deps, configure, build everything
-#                                       and run the whole test suite
+#                                       and run the whole test suite; then the same
+#                                       suite built with AddressSanitizer and
+#                                       UndefinedBehaviorSanitizer; then the decoders
+#                                       under libFuzzer for 60 s
 #   bash cmake/mproc.sh bench [--quick] install deps, configure, build the benchmarks
 #                                       and print mproc vs Python's multiprocessing
 #                                       and the machine's limits (bench/compare.py)
@@ -12,15 +15,18 @@
 #
 # Environment: MPROC_BUILD_DIR  build directory (default: build, relative
 #                               paths are relative to the repository root)
+#              MPROC_SANITIZE_BUILD_DIR  the sanitizer build of `test`
+#                               (default: the build directory + "-sanitize")
 set -euo pipefail
 
 # Debian packages needed to build and test mproc.
-DEPS=(build-essential cmake g++ clang libboost-dev libcereal-dev catch2
+DEPS=(build-essential cmake g++ clang libclang-rt-14-dev libboost-dev libcereal-dev catch2
       libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${MPROC_BUILD_DIR:-build}"
+SANITIZE_BUILD_DIR="${MPROC_SANITIZE_BUILD_DIR:-$BUILD_DIR-sanitize}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 
 usage() {
@@ -62,6 +68,13 @@ configure() {
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 }
 
+# Builds everything in build directory $1 and runs its whole suite.
+build_and_test() {
+  cmake --build "$1" -j "$JOBS"
+  # --no-tests=error: an empty suite is a broken build, not a success.
+  ctest --test-dir "$1" --output-on-failure --no-tests=error -j "$JOBS"
+}
+
 cmd="${1:-}"
 (($# > 0)) && shift
 case "$cmd" in
@@ -78,9 +91,17 @@ case "$cmd" in
     (($# == 0)) || usage
     install_deps
     configure
-    cmake --build "$BUILD_DIR" -j "$JOBS"
-    # --no-tests=error: an empty suite is a broken build, not a success.
-    ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
+    build_and_test "$BUILD_DIR"  # first, so that a plain failure shows early
+    # The same suite with AddressSanitizer and UndefinedBehaviorSanitizer (default
+    # ASAN_OPTIONS/UBSAN_OPTIONS are compiled in: cmake/sanitizer_options.cpp), at
+    # -O1 -g1: line numbers in the reports, and half the compile time of -O2 -g.
+    cmake -S . -B "$SANITIZE_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+      -DMPROC_SANITIZE=address,undefined
+    build_and_test "$SANITIZE_BUILD_DIR"
+    # The frame and codec decoders under libFuzzer for 60 s (the main suite's short
+    # run built the target already).
+    cmake -DBINARY_DIR="$BUILD_DIR/tests/fuzz" -DCXX="$(command -v clang++)" -DSECONDS=60 -DJOBS="$JOBS" \
+      -P tests/fuzz/run_fuzz.cmake
     ;;
   bench)
     install_deps

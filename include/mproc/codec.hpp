@@ -302,7 +302,7 @@ T decode_value(Reader& r) {
       if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) == 0) {
         const E* first = reinterpret_cast<const E*>(p);  // copied with memmove, never read as E
         seq.insert(seq.end(), first, first + n);
-      } else {
+      } else if (n != 0) {  // an empty vector's data() may be null, never memcpy's
         seq.resize(n);
         std::memcpy(seq.data(), p, n * sizeof(E));
       }

@@ -59,7 +59,16 @@ class CheckedBinaryInputArchive
 template <class T>
   requires std::is_arithmetic_v<T>
 void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, T& t) {
-  ar.loadBinary(std::addressof(t), sizeof(t));
+  if constexpr (std::is_same_v<T, bool>) {
+    // A byte other than 0 or 1 copied into a bool is not a bool (undefined behaviour
+    // once read): check it, as the codec's own flags are.
+    std::uint8_t byte = 0;
+    ar.loadBinary(&byte, 1);
+    if (byte > 1) throw ProtocolError("mproc: invalid bool byte " + std::to_string(byte) + " in a cereal payload");
+    t = byte == 1;
+  } else {
+    ar.loadBinary(std::addressof(t), sizeof(t));
+  }
 }
 template <class T>
 void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::NameValuePair<T>& t) {

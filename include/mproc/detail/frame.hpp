@@ -92,13 +92,16 @@ struct FrameView {
 /// frames until it returns nothing, and release() each before asking again.
 class FrameAssembler {
  public:
-  /// Space for the next read: at least min_read bytes, and the whole rest of a frame
-  /// whose header is known, so a large payload lands in place without regrowing.
+  /// Space for the next read: at least min_read bytes, and the rest of a frame whose
+  /// header is known, so a large payload lands in place without regrowing. The size
+  /// in a header is not trusted with memory: beyond max_prealloc, room grows only as
+  /// fast as the payload actually arrives (a corrupt size that the stream never
+  /// backs is a ProtocolError at its end, not a huge allocation first).
   std::span<std::byte> prepare(std::size_t min_read = 64 * 1024) {
     std::size_t want = min_read;
     if (has_pending_) {
       const auto frame_end = frame_header_size + inline_payload_size(pending_);
-      if (frame_end > unread()) want = std::max(want, frame_end - unread());
+      if (frame_end > unread()) want = std::max(want, std::min(frame_end - unread(), std::max(unread(), max_prealloc)));
     }
     buf_.reserve_more(want);
     return {buf_.data() + buf_.size(), want};
@@ -135,6 +138,8 @@ class FrameAssembler {
   std::size_t unread() const noexcept { return buf_.size() - start_; }
 
  private:
+  static constexpr std::size_t max_prealloc = std::size_t{4} << 20;
+
   Bytes buf_;
   std::size_t start_ = 0;
   // The parsed header of the frame at start_ (a plain member and a flag rather than

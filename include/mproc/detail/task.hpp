@@ -74,6 +74,9 @@ inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
   if (h.error_count > h.count) throw ProtocolError("mproc: chunk outcome has more errors than items");
   if (h.results_bytes > r.remaining()) throw ProtocolError("mproc: chunk outcome results overrun the frame");
   out.results = {r.take(static_cast<std::size_t>(h.results_bytes)), static_cast<std::size_t>(h.results_bytes)};
+  // Each error takes at least 6 bytes (its item, two empty strings): a count the rest
+  // cannot hold is rejected before anything is reserved for it.
+  if (h.error_count > r.remaining() / 6) throw ProtocolError("mproc: chunk outcome errors overrun the frame");
   out.errors.reserve(h.error_count);
   for (std::uint32_t i = 0; i < h.error_count; ++i) {
     const auto item = r.pod<std::uint32_t>();

@@ -40,7 +40,9 @@ thread_local std::size_t largest_request = 0;
 }  // namespace
 
 #if defined(__GNUC__) && !defined(__clang__)
-// g++ flags free() of what operator new returned, although here both are ours.
+// g++ flags free() of what operator new returned, although here both are ours. The
+// nothrow forms are replaced too: the test runner allocates with them, and a
+// sanitizer's own nothrow new would not match this delete.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 void* operator new(std::size_t n) {
@@ -48,8 +50,13 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  if (probing && n > largest_request) largest_request = n;
+  return std::malloc(n == 0 ? 1 : n);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 

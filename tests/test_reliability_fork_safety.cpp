@@ -128,10 +128,22 @@ std::mutex user_mutex;
 
 }  // namespace
 
-TEST_CASE("pools made, and workers replaced, while other threads hold malloc, iostream and pool locks") {
+// AddressSanitizer's allocator (g++ 12's libasan) does not guard its own locks across
+// fork as glibc's malloc does: a child forked while another thread is inside it can
+// block in it forever. The storm below is that on purpose, so it runs in the plain
+// build only (hidden, "[.]", in a sanitizer build; the next test runs in both).
+#if defined(__SANITIZE_ADDRESS__)
+#define MPROC_STORM_TAGS "[.][asan-unsafe]"
+#else
+#define MPROC_STORM_TAGS ""
+#endif
+
+TEST_CASE("pools made, and workers replaced, while other threads hold malloc, iostream and pool locks",
+          MPROC_STORM_TAGS) {
   constexpr int rounds = 12;
   constexpr int items = 300;
   bool all_done = true;
+  std::string what_failed;  // reported after the storm, when stdout is back
   long malloc_rounds = 0, cout_rounds = 0, other_rounds = 0, other_failures = 0;
   {
     QuietStdout quiet;  // no CHECK inside: Catch reports on stdout
@@ -142,17 +154,23 @@ TEST_CASE("pools made, and workers replaced, while other threads hold malloc, io
       auto result = pool.map_async(iota_vector(items));
       if (!result.wait_for(mproc_test::hang_limit)) {
         all_done = false;  // deadlocked workers: the pool's destructor kills them
+        what_failed = "round " + std::to_string(round) + ": the map did not finish";
         pool.terminate();
         break;
       }
       const auto out = result.get();
-      for (int x = 0; x < items; ++x) all_done = all_done && out[static_cast<std::size_t>(x)] == expected_for(x);
+      for (int x = 0; x < items && all_done; ++x) {
+        all_done = out[static_cast<std::size_t>(x)] == expected_for(x);
+        if (!all_done) what_failed = "round " + std::to_string(round) + ": item " + std::to_string(x) + " gave '" +
+                                     out[static_cast<std::size_t>(x)] + "'";
+      }
     }
     malloc_rounds = storm.malloc_rounds();
     cout_rounds = storm.cout_rounds();
     other_rounds = storm.other_rounds();
     other_failures = storm.other_failures();
   }
+  INFO(what_failed);
   CHECK(all_done);
   // The storm really ran alongside.
   CHECK(malloc_rounds > 0);

@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -135,6 +136,17 @@ class Engine {
       throw;
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    // The caller waits while the pool thread forks from the program (the fork
+    // server): a fork copies whatever lock another thread holds at that instant, and
+    // the caller, busy allocating right after, is the likeliest one. glibc's malloc
+    // guards itself across fork; other allocators (a sanitizer's) do not.
+    forked_.wait(false);
+  }
+  /// The pool thread, once it has forked what it forks from the program itself:
+  /// launch() may return.
+  void forked_from_program() noexcept {
+    forked_ = true;
+    forked_.notify_all();
   }
   /// Call first in the most derived destructor (the thread uses the derived parts).
   void shut_down_thread() noexcept {
@@ -312,6 +324,7 @@ class Engine {
     bool killing = false;
     try {
       start();
+      forked_from_program();
       for (;;) {
         {
           std::lock_guard lock(mutex_);
@@ -340,6 +353,7 @@ class Engine {
       break_pool(std::make_exception_ptr(Error("mproc: the pool failed")));
       killing = true;
     }
+    forked_from_program();  // also when start() failed
     run_deferred();  // a terminated pool's tasks fail with PoolClosed before any worker is stopped
     try {
       stop(killing);
@@ -390,6 +404,7 @@ class Engine {
 
   const std::size_t workers_;
   const std::size_t retries_;
+  std::atomic<bool> forked_{false};
   std::thread thread_;
 
   // Guarded by mutex_.

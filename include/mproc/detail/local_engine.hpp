@@ -117,6 +117,7 @@ class LocalEngine final : public Engine {
       return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed, task_lanes_[slot].get(),
                                            result_lanes_[slot].get(), config_.max_memory_per_child});
     });
+    forked_from_program();  // workers come from the server, a single thread
     for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
   }
 

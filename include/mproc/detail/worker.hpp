@@ -10,9 +10,11 @@
 #include <mproc/detail/task.hpp>
 
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <utility>
@@ -26,6 +28,13 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
   if (::getppid() != env.parent) return 0;  // the parent died before prctl took effect
   std::signal(SIGINT, SIG_IGN);             // Ctrl-C is the parent's to handle
   std::setvbuf(stdout, nullptr, _IOLBF, 0); // whole lines from concurrent workers
+  // A task that calls std::exit(N) ends the worker with N at once, as the normal way
+  // out (_exit) does: the static destructors and atexit handlers it inherited belong
+  // to the parent's objects. (on_exit handlers run newest first, so this one leads.)
+  ::on_exit([](int status, void*) {
+    std::fflush(nullptr);
+    ::_exit(status);
+  }, nullptr);
 
   if (initializer) {
     try {

@@ -321,8 +321,12 @@ def run(cmd, timeout, **kw):
 
 
 def build(build_dir, programs):
+    # Configured every time (quick when nothing changed): a build directory made before
+    # a benchmark program was added would not know its target.
+    configure = ["cmake", "-S", ROOT, "-B", build_dir]
     if not (build_dir / "CMakeCache.txt").exists():
-        run(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], 600, stdout=sys.stderr)
+        configure.append("-DCMAKE_BUILD_TYPE=RelWithDebInfo")
+    run(configure, 600, stdout=sys.stderr)
     run(["cmake", "--build", build_dir, "-j", str(len(os.sched_getaffinity(0))), "--target", *programs], 1800,
         stdout=sys.stderr)
 

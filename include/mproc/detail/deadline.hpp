@@ -1,6 +1,6 @@
 #pragma once
-// Timeouts as deadlines on the monotonic clock, which every blocking wait in mproc's
-// shared-memory primitives takes (pthread_*_clock* calls on CLOCK_MONOTONIC).
+// Timeouts as deadlines on the monotonic clock, which every blocking wait in mproc
+// takes (pthread_*_clock* calls on CLOCK_MONOTONIC, condition variables, poll).
 
 #include <chrono>
 #include <type_traits>
@@ -9,16 +9,25 @@ namespace mproc::detail {
 
 using steady_clock = std::chrono::steady_clock;
 
-/// now + d, saturating at time_point::max() (a timeout of hours::max() means
-/// "forever", not an overflow into the past). A negative d is "now".
+/// now + d, saturating: a deadline that would land past time_point::max() (a timeout
+/// of hours::max() or nanoseconds::max(), a NaN) is time_point::max(), "forever",
+/// instead of overflowing into the past. A d <= 0 is "now".
 template <class Rep, class Period>
 steady_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d) {
   const auto now = steady_clock::now();
   if (d <= d.zero()) return now;
+  // Compared in double, so that converting d itself can't overflow; the second of slack
+  // absorbs the rounding of doubles near the clock's max, some 292 years away.
   const std::chrono::duration<double> wanted = d;
-  const std::chrono::duration<double> room = steady_clock::time_point::max() - now;
-  if (wanted >= room) return steady_clock::time_point::max();
+  const std::chrono::duration<double> room =
+      steady_clock::time_point::max() - now - std::chrono::seconds(1);
+  if (!(wanted < room)) return steady_clock::time_point::max();
   return now + std::chrono::ceil<steady_clock::duration>(d);
+}
+
+/// Whether a deadline from deadline_after() or to_steady() means "no deadline".
+constexpr bool is_forever(steady_clock::time_point t) noexcept {
+  return t == steady_clock::time_point::max();
 }
 
 /// A deadline on any clock, as a steady_clock deadline.

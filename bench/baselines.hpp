@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <vector>
 
 namespace mproc_bench {
 
@@ -80,6 +81,39 @@ class RawEcho {
   /// Sends msg and waits for it to come back; whether it came back intact.
   bool round_trip(std::uint64_t msg) {
     return mproc_bench::round_trip(channel_.down.write.get(), channel_.up.read.get(), msg);
+  }
+
+ private:
+  Channel channel_;
+  mproc::detail::Child child_;
+};
+
+/// A child that sends back every payload it gets over a Channel with 1 MiB pipes (the
+/// best size of bench_limits' pipe_bandwidth): an 8-byte length, then the bytes, read
+/// whole before they go back, as a Pool worker reads a task before it answers. The
+/// floor of a payload round trip through pipes.
+class RawPayloadEcho {
+ public:
+  RawPayloadEcho()
+      : channel_(1 << 20), child_(channel_.fork([](int in, int out) {
+          std::vector<char> buf;
+          for (std::uint64_t size; read_exact(in, &size, sizeof size);) {
+            buf.resize(size);
+            if (!read_exact(in, buf.data(), size) || !mproc::detail::write_all(out, buf.data(), size)) return 1;
+          }
+          return 0;
+        })) {}
+  RawPayloadEcho(const RawPayloadEcho&) = delete;
+  RawPayloadEcho& operator=(const RawPayloadEcho&) = delete;
+  ~RawPayloadEcho() { channel_.finish(child_); }
+
+  /// Sends payload and reads it back into back; whether it came back intact.
+  bool round_trip(const std::vector<char>& payload, std::vector<char>& back) {
+    const std::uint64_t size = payload.size();
+    back.resize(payload.size());
+    return mproc::detail::write_all(channel_.down.write.get(), &size, sizeof size) &&
+           mproc::detail::write_all(channel_.down.write.get(), payload.data(), payload.size()) &&
+           read_exact(channel_.up.read.get(), back.data(), back.size()) && back == payload;
   }
 
  private:

@@ -2,6 +2,7 @@
 // bench/python/bench_pool.py, written the way a Python user would write it, and
 // bench/compare.py prints them side by side with the machine's limits
 // (bench_limits.cpp). Pools use one worker per core, as Python's Pool() does.
+#include "baselines.hpp"
 #include "bench_support.hpp"
 #include "workloads.hpp"
 
@@ -135,18 +136,33 @@ void starmap_pairs(benchmark::State& state) {
 BENCHMARK(starmap_pairs)->Arg(1'000'000)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // apply(payload) to a worker that returns it: the bytes cross twice, and both
-// crossings count.
+// crossings count. Each iteration also sends the payload to a raw pipe echo child and
+// back (RawPayloadEcho), timed apart: raw_bytes_per_second, the limit, meets the same
+// load as the Pool's round trips (limits measured in another program at another
+// moment move with the load of this shared machine).
 void payload_round_trip(benchmark::State& state) {
   const std::size_t size = scaled(static_cast<std::size_t>(state.range(0)));
   std::vector<char> payload(size);
   for (std::size_t i = 0; i < size; ++i) payload[i] = static_cast<char>(i * 131 % 251);
   mproc::Pool pool(mproc_bench::echo);
-  std::vector<char> back = pool.apply(payload);  // warm-up
-  for (auto _ : state) back = pool.apply(payload);
-  check(state, back == payload, "the payload came back intact");
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * size));
+  mproc_bench::RawPayloadEcho raw;
+  std::vector<char> back = pool.apply(payload), raw_back;  // warm-up
+  bool ok = back == payload && raw.round_trip(payload, raw_back);
+  double raw_s = 0;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    back = pool.apply(payload);
+    state.SetIterationTime(seconds_since(start));
+    start = std::chrono::steady_clock::now();
+    ok = raw.round_trip(payload, raw_back) && ok;
+    raw_s += seconds_since(start);
+  }
+  if (!check(state, ok && back == payload, "the payload came back intact")) return;
+  const double bytes = static_cast<double>(state.iterations()) * 2 * static_cast<double>(size);
+  state.counters["raw_bytes_per_second"] = bytes / raw_s;
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
 }
-BENCHMARK(payload_round_trip)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(payload_round_trip)->Arg(1 << 20)->Arg(64 << 20)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // --------------------------------------------------------------------- CPU-bound job
 
@@ -214,13 +230,14 @@ double median(std::vector<double> v) {
 /// each chunksize of the sweep, the order rotating from round to round, so every
 /// variant meets the same machine load. Every result must equal expected. Counters (median rate over the rounds):
 /// auto, best (the best fixed chunksize), best_chunksize, and "chunksize:N" for each.
+/// `round` outlives the call: a round of long tasks takes seconds, so each
+/// repetition may be a single iteration, and the order must still rotate.
 template <class P, class R>
 void chunking_rounds(benchmark::State& state, P& pool, const std::vector<int>& xs, const std::vector<R>& expected,
-                     const std::vector<std::size_t>& sweep) {
+                     const std::vector<std::size_t>& sweep, std::size_t& round) {
   const std::size_t variants = sweep.size() + 1;  // [0]: automatic
   std::vector<std::vector<double>> rates(variants);
   bool ok = true;
-  std::size_t round = 0;
   for (auto _ : state) {
     for (std::size_t k = 0; k < variants; ++k) {
       const std::size_t v = (k + round) % variants;
@@ -247,13 +264,15 @@ void chunking_rounds(benchmark::State& state, P& pool, const std::vector<int>& x
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * variants * xs.size()));
 }
 
-// 10^6 tiny tasks (square): map_ints/1000000 against chunksizes 64 to 262144.
+// 10^6 tiny tasks (square): map_ints/1000000 against chunksizes 64 to 524288 (one
+// chunk per worker on 2 cores).
 void tiny_chunking(benchmark::State& state) {
   const std::vector<int> xs = first_ints(scaled(1'000'000));
   mproc::Pool pool(mproc_bench::square);
   const std::vector<long> squares = pool.map(xs);  // warm-up
   check(state, all_squares(squares, xs.size()), "map returned every square in order");
-  chunking_rounds(state, pool, xs, squares, {64, 256, 1024, 4096, 16384, 65536, 262144});
+  static std::size_t round = 0;
+  chunking_rounds(state, pool, xs, squares, {64, 256, 1024, 4096, 16384, 65536, 262144, 524288}, round);
 }
 BENCHMARK(tiny_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -267,7 +286,8 @@ void uneven_chunking(benchmark::State& state) {
     return i;
   });
   pool.map(std::vector<int>{0, 1, 2, 3});  // warm-up (short: a round takes seconds)
-  chunking_rounds(state, pool, xs, xs, {1, 2, 4, 8, 16, 32});
+  static std::size_t round = 0;
+  chunking_rounds(state, pool, xs, xs, {1, 2, 4, 8, 16, 32}, round);
 }
 BENCHMARK(uneven_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -5,7 +5,7 @@ method, Linux's default). Each workload has the name of its C++ twin.
 
     python3 bench/python/bench_pool.py [--reps 5] [--filter REGEX] [--json FILE]
 
-Two sizes differ from the C++ side, because the per-item work would make a run take
+One size differs from the C++ side, because the per-item work would make a run take
 many minutes in Python: cpu_job maps cube over range(5000) instead of range(26000)
 (both are about one second serially). The speedups are what is compared there.
 """
@@ -25,7 +25,7 @@ from harness import check, main, workload  # noqa: E402
 # would take os.cpu_count(), which ignores the affinity mask).
 WORKERS = len(os.sched_getaffinity(0))
 
-TINY_CHUNKSIZES = [64, 256, 1024, 4096, 16384, 65536, 262144]
+TINY_CHUNKSIZES = [64, 256, 1024, 4096, 16384, 65536, 262144, 524288]
 UNEVEN_CHUNKSIZES = [1, 2, 4, 8, 16, 32]
 
 

@@ -26,7 +26,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -89,9 +88,17 @@ struct Options {
 /// `initializer` runs once on each serving rank; `chunksize`, `progress` and
 /// `serial` work as locally; `maxtasksperchild`, `task_timeout`, `retries` and
 /// `max_memory_per_child` need workers that the pool can replace and are refused
-/// (ValueError). With one rank only, tasks run serially on it. Only the master
-/// submits tasks; on a serving rank those calls throw ValueError. A master has one
-/// pool over MPI at a time (the serving ranks are inside one constructor at a time).
+/// (ValueError). The master's options decide serial mode and refusals for every
+/// rank, so all ranks go on or throw alike. With one rank only, tasks run serially
+/// on it. Only the master submits tasks; on a serving rank those calls throw
+/// ValueError.
+///
+/// A master has one pool over MPI at a time (the serving ranks are inside one
+/// constructor at a time): making the next waits for a closed one to finish its
+/// work, as join() would, and ends the job with a message if the last is still open.
+/// A rank whose F has another type than the master's ends the job with a message;
+/// the check is by type only, so one function pointer type (or std::function) bound
+/// to different functions on different ranks is not detected.
 template <class F>
 class Pool : public mproc::Pool<F> {
   using Base = mproc::Pool<F>;
@@ -100,7 +107,8 @@ class Pool : public mproc::Pool<F> {
  public:
   /// Collective over options.comm: every rank calls it, with F made the same way.
   /// Returns at once on the master; a serving rank returns (or exits) once the
-  /// master's pool is closed.
+  /// master's pool is closed. Throws ValueError on every rank if the master's
+  /// options are refused.
   explicit Pool(F fn, PoolOptions pool_options = {}, Options options = {})
       : Base(std::move(fn), std::move(pool_options), [&options](State& s) { setup(s, options); }),
         rank_(detail::comm_rank(options.comm)) {}
@@ -114,46 +122,54 @@ class Pool : public mproc::Pool<F> {
 
  private:
   static void setup(State& s, const Options& options) {
-    const PoolOptions& o = s.options;
-    if (o.maxtasksperchild != 0 || o.task_timeout.count() != 0 || o.retries != 0 || o.max_memory_per_child != 0) {
+    if (detail::init_mpi()) std::atexit(+[] { detail::finalize_mpi(); });
+    // Before the first collective call. The serving ranks come out of this master's
+    // last pool only once it stops: a closed one is waited for, as join() would; an
+    // open one never lets them out, and the master can't tell them.
+    if (detail::comm_rank(options.comm) == detail::mpi_master && detail::comm_size(options.comm) > 1 &&
+        !detail::MasterPools::instance().wait_until_stopped()) {
+      detail::abort_job(options.comm,
+                        "mproc::mpi::Pool: the master made a pool over MPI while its previous one is still open; "
+                        "the serving ranks are inside that pool's constructor until it stops, so the job can't go "
+                        "on. close() (or destroy) the previous pool before making the next");
+    }
+    detail::Comm comm = detail::Comm::dup(options.comm);
+    // The master decides for all (serial mode, options refused), so that every rank
+    // goes on, or throws the same error; the type of F must match on every rank.
+    std::int64_t config[3] = {s.serial || comm.size() == 1 ? 1 : 0, static_cast<std::int64_t>(typeid(F).hash_code()),
+                              replaces_workers(s.options) ? 1 : 0};
+    const std::int64_t own_type = config[1];
+    detail::check_mpi(MPI_Bcast(config, 3, MPI_INT64_T, detail::mpi_master, comm.get()), "MPI_Bcast");
+    if (config[1] != own_type) {
+      // The ranks are out of step (the master would wait for this one forever).
+      detail::abort_job(comm.get(), "mproc::mpi::Pool: rank " + std::to_string(comm.rank()) + " makes a pool of " +
+                                        detail::demangle(typeid(F).name()) +
+                                        ", which is not the master's: every rank must make the same pools in the "
+                                        "same order");
+    }
+    if (config[2] != 0) {
       throw ValueError(
           "mproc::mpi::Pool: maxtasksperchild, task_timeout, retries and max_memory_per_child replace or "
           "kill workers, which a pool over MPI can't do to its ranks; leave them at 0");
     }
-    if (detail::init_mpi()) std::atexit(+[] { detail::finalize_mpi(); });
-    // A master never serves, so what is busy here is a pool of its own.
-    if (detail::comm_rank(options.comm) == detail::mpi_master && detail::busy_pools().load() > 0) {
-      throw ValueError(
-          "mproc::mpi::Pool: this master already has a pool over MPI; destroy it before making the next "
-          "(the serving ranks serve one pool at a time)");
-    }
-    detail::Comm comm = detail::Comm::dup(options.comm);
-    // The master decides serial mode for all; the type of F must match on every rank.
-    std::int64_t config[2] = {s.serial || comm.size() == 1 ? 1 : 0,
-                              static_cast<std::int64_t>(typeid(F).hash_code())};
-    const std::int64_t own_type = config[1];
-    detail::check_mpi(MPI_Bcast(config, 2, MPI_INT64_T, detail::mpi_master, comm.get()), "MPI_Bcast");
     s.serial = config[0] != 0;
     s.options.processes = static_cast<std::size_t>(std::max(comm.size() - 1, 1));
     if (comm.rank() == detail::mpi_master) {
       if (!s.serial) s.core = std::make_shared<detail::MpiEngine>(std::move(comm));
       return;
     }
-    if (config[1] != own_type) {
-      std::fprintf(stderr,
-                   "mproc::mpi::Pool: rank %d makes a pool of %s, which is not the master's: every rank must make "
-                   "the same pools in the same order\n",
-                   comm.rank(), detail::demangle(typeid(F).name()).c_str());
-      MPI_Abort(comm.get(), 1);  // the master would wait for this rank forever
-    }
     s.refusal = "mproc::mpi::Pool: rank " + std::to_string(comm.rank()) +
                 " served the tasks; only the master (rank 0) submits them (check pool.is_master())";
-    if (!s.serial) detail::serve_tasks(s.fn, s.options.initializer, comm);
+    if (!s.serial) detail::serve_or_abort(s.fn, s.options.initializer, comm);
     comm.reset();
     if (options.after_serving == AfterServing::exit_process) {
       detail::finalize_mpi();
       std::exit(0);
     }
+  }
+
+  static bool replaces_workers(const PoolOptions& o) {
+    return o.maxtasksperchild != 0 || o.task_timeout.count() != 0 || o.retries != 0 || o.max_memory_per_child != 0;
   }
 
   int rank_;

@@ -47,6 +47,11 @@ long checked_square(int x) {
 
 long multiply(int a, int b) { return long{a} * b; }
 
+long checked_multiply(int a, int b) {
+  if (a < 0) throw std::invalid_argument("negative factor " + std::to_string(a));
+  return long{a} * b;
+}
+
 /// What a call threw, as text that two pools must agree on: the mproc exception
 /// type, and for a RemoteError the remote type and message.
 template <class Call>
@@ -65,15 +70,19 @@ std::string error_of(Call&& call) {
   return "no error";
 }
 
+/// A number a call returns, as text, or what it threw as error_of's text.
+template <class Get>
+std::string value_or_error(Get&& get) {
+  std::string value;
+  const std::string error = error_of([&] { value = std::to_string(get()); });
+  return error == "no error" ? value : error;
+}
+
 /// Every result of an IMap (errors as their error_of text) in the order it yields them.
 template <class R>
 std::vector<std::string> drain(mproc::IMap<R>&& results) {
   std::vector<std::string> out;
-  for (auto it = results.begin(); it != results.end(); ++it) {
-    std::string value;
-    const std::string error = error_of([&] { value = std::to_string(*it); });
-    out.push_back(error == "no error" ? value : error);
-  }
+  for (auto it = results.begin(); it != results.end(); ++it) out.push_back(value_or_error([&] { return *it; }));
   return out;
 }
 
@@ -124,6 +133,29 @@ TEST_CASE("starmap over pairs and tuples equals the local pool's") {
   CHECK(pool.starmap(pairs) == local.starmap(pairs));
   CHECK(pool.starmap_async(tuples, 5).get() == local.starmap(tuples, 5));
   CHECK(pool.apply(6, 7) == 42);
+}
+
+TEST_CASE("starmap and starmap_async with a throwing F fail as the local pool's") {
+  mproc::mpi::Pool pool(checked_multiply);
+  if (!pool.is_master()) return;
+  mproc::Pool local(checked_multiply, {.processes = 2});
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 300; ++i) pairs.emplace_back(i % 97 == 50 ? -i : i, 2);  // -50 and -147 fail
+  const std::string expected = "RemoteError[std::invalid_argument][negative factor -50]";  // the first in input order
+  CHECK(error_of([&] { pool.starmap(pairs); }) == expected);
+  CHECK(error_of([&] { local.starmap(pairs); }) == expected);
+  CHECK(error_of([&] { pool.starmap(pairs, 1); }) == error_of([&] { local.starmap(pairs, 1); }));
+
+  auto failing_async = [&](auto& p) {
+    std::string from_error_callback = "no callback";
+    auto result = p.starmap_async(pairs, 7, nullptr, [&](const mproc::Error& e) { from_error_callback = e.what(); });
+    result.wait();
+    return std::vector<std::string>{error_of([&] { result.get(); }), from_error_callback,
+                                    result.successful() ? "successful" : "failed"};
+  };
+  const auto got = failing_async(pool);
+  CHECK(got == failing_async(local));
+  CHECK(got[0] == expected);
 }
 
 TEST_CASE("payloads: strings, nested containers, user types and a 16 MiB vector") {
@@ -213,32 +245,33 @@ TEST_CASE("errors come back as the local pool's: map, apply, apply_async callbac
   CHECK(error_of([&] { pool.map(inputs, 1); }) == error_of([&] { local.map(inputs, 1); }));
   CHECK(error_of([&] { pool.apply(-8); }) == error_of([&] { local.apply(-8); }));
 
-  std::vector<std::string> seen;
-  std::mutex seen_mutex;
-  std::vector<mproc::AsyncResult<long>> results;
-  for (int x : {3, -4, 5}) {
-    results.push_back(pool.apply_async(
-        x,
-        [&](const long& v) {
-          std::lock_guard lock(seen_mutex);
-          seen.push_back("value " + std::to_string(v));
-        },
-        [&](const mproc::Error& e) {
-          std::lock_guard lock(seen_mutex);
-          seen.push_back(std::string("error ") + e.what());
-        }));
-  }
-  CHECK(results[0].get() == 9);
-  CHECK(error_of([&] { results[1].get(); }) == "RemoteError[std::invalid_argument][negative input -4]");
-  CHECK(results[2].get() == 25);
-  CHECK_FALSE(results[1].successful());
-  std::sort(seen.begin(), seen.end());
-  CHECK(seen == std::vector<std::string>{"error std::invalid_argument: negative input -4", "value 25", "value 9"});
-
-  std::string from_error_callback;
-  auto failed = pool.map_async(inputs, 2, nullptr, [&](const mproc::Error& e) { from_error_callback = e.what(); });
-  failed.wait();
-  CHECK(from_error_callback == "std::invalid_argument: negative input -3");
+  // What the callbacks of apply_async and map_async saw, in a stable order.
+  auto callbacks_saw = [&](auto& p) {
+    std::vector<std::string> seen;
+    std::mutex seen_mutex;
+    auto note = [&](std::string what) {
+      std::lock_guard lock(seen_mutex);
+      seen.push_back(std::move(what));
+    };
+    std::vector<mproc::AsyncResult<long>> results;
+    for (int x : {3, -4, 5}) {
+      results.push_back(p.apply_async(
+          x, [&](const long& v) { note("value " + std::to_string(v)); },
+          [&](const mproc::Error& e) { note(std::string("error ") + e.what()); }));
+    }
+    std::vector<std::string> outcomes;
+    for (auto& r : results) outcomes.push_back(value_or_error([&] { return r.get(); }));
+    auto mapped = p.map_async(inputs, 2, nullptr, [&](const mproc::Error& e) { note(std::string("map ") + e.what()); });
+    mapped.wait();
+    outcomes.push_back(mapped.successful() ? "map successful" : "map failed");
+    std::sort(seen.begin(), seen.end());
+    seen.insert(seen.end(), outcomes.begin(), outcomes.end());
+    return seen;
+  };
+  const auto seen = callbacks_saw(pool);
+  CHECK(seen == callbacks_saw(local));
+  CHECK(std::count(seen.begin(), seen.end(), "RemoteError[std::invalid_argument][negative input -4]") == 1);
+  CHECK(std::count(seen.begin(), seen.end(), "map std::invalid_argument: negative input -3") == 1);
 }
 
 TEST_CASE("close, join and terminate behave as locally; terminate drops what no rank started") {
@@ -300,6 +333,20 @@ TEST_CASE("close, join and terminate behave as locally; terminate drops what no 
   for (auto& r : local_results) CHECK(error_of([&] { r.get(); }) == "PoolClosed");
 }
 
+TEST_CASE("close() without join(): the next pool waits for the closed one's work, as in Python") {
+  mproc::mpi::Pool first(square);
+  std::optional<mproc::AsyncResult<std::vector<long>>> pending;
+  if (first.is_master()) pending = first.map_async(iota_vector(3000), 1);  // still running when closed
+  first.close();
+  mproc::mpi::Pool second(multiply);  // the serving ranks come here once first's work is done
+  if (!second.is_master()) return;
+  mproc::Pool local(square, {.processes = 2});
+  CHECK(pending->get() == local.map(iota_vector(3000)));
+  CHECK(second.apply(6, 7) == 42);
+  CHECK(error_of([&] { first.apply(2); }) == "PoolClosed");
+  first.join();
+}
+
 TEST_CASE("serial mode gives the same results on the master; the serving ranks just return") {
   mproc::mpi::Pool pool(checked_square, {.serial = true});
   CHECK(pool.serial());
@@ -344,15 +391,25 @@ TEST_CASE("the initializer runs on each serving rank; one that throws breaks the
   CHECK(error_of([&] { broken.apply(1); }) == expected);  // later calls too
 }
 
-TEST_CASE("options that replace or kill workers are refused, and one pool at a time on the master") {
+TEST_CASE("options that replace or kill workers are refused on every rank, as the master decides") {
   CHECK(error_of([] { mproc::mpi::Pool pool(square, {.maxtasksperchild = 5}); }) == "ValueError");
   CHECK(error_of([] { mproc::mpi::Pool pool(square, {.task_timeout = 1s}); }) == "ValueError");
   CHECK(error_of([] { mproc::mpi::Pool pool(square, {.retries = 1}); }) == "ValueError");
+  CHECK(error_of([] { mproc::mpi::Pool pool(square, {.max_memory_per_child = 1 << 30}); }) == "ValueError");
 
-  mproc::mpi::Pool first(square);
-  if (!first.is_master()) return;
-  CHECK(error_of([] { mproc::mpi::Pool second(square); }) == "ValueError");
-  CHECK(first.apply(3) == 9);
+  // Set on the master only: the serving ranks throw the same error, and no rank is
+  // left waiting for another.
+  const std::size_t retries = world_rank() == 0 ? 1 : 0;
+  std::string what = "accepted";
+  try {
+    mproc::mpi::Pool pool(square, {.retries = retries});
+  } catch (const mproc::ValueError& e) {
+    what = e.what();
+  }
+  CHECK(what.starts_with("mproc::mpi::Pool: maxtasksperchild, task_timeout, retries and max_memory_per_child"));
+
+  mproc::mpi::Pool next(square);  // every rank is still in step
+  if (next.is_master()) CHECK(next.apply(3) == 9);
 }
 
 TEST_CASE("several threads of the master submit at once") {

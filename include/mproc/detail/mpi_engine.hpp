@@ -25,7 +25,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -36,6 +38,44 @@
 #include <vector>
 
 namespace mproc::detail {
+
+/// This process's master pools over MPI whose ranks have not stopped yet. Their
+/// serving ranks are inside one pool's constructor at a time, so the next pool
+/// can start only once they have left the last one.
+class MasterPools {
+ public:
+  static MasterPools& instance() {
+    static MasterPools pools;
+    return pools;
+  }
+  void add(const Engine* pool) {
+    std::lock_guard lock(mutex_);
+    pools_.push_back(pool);
+  }
+  /// The pool's ranks have stopped (or it is being destroyed).
+  void remove(const Engine* pool) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      pools_.erase(std::remove(pools_.begin(), pools_.end(), pool), pools_.end());
+    }
+    stopped_.notify_all();
+  }
+  /// Waits until every pool has stopped its ranks, as join() would. Returns false
+  /// at once if one is still open: nothing will ever stop its ranks then.
+  bool wait_until_stopped() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (pools_.empty()) return true;
+      if (std::any_of(pools_.begin(), pools_.end(), [](const Engine* p) { return !p->closed(); })) return false;
+      stopped_.wait(lock);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable stopped_;
+  std::vector<const Engine*> pools_;
+};
 
 class MpiEngine final : public Engine {
  public:
@@ -49,7 +89,13 @@ class MpiEngine final : public Engine {
     if (efd < 0) throw OSError("eventfd", errno);
     wake_fd_ = Fd(efd).make_private();
     busy_pools().fetch_add(1);
-    launch();
+    MasterPools::instance().add(this);
+    try {
+      launch();
+    } catch (...) {
+      uncount();
+      throw;
+    }
   }
   ~MpiEngine() override {
     shut_down_thread();
@@ -76,8 +122,11 @@ class MpiEngine final : public Engine {
     std::vector<MPI_Request> requests;
   };
 
+  /// The ranks have left this pool: MPI may be finalized, the next pool may start.
   void uncount() noexcept {
-    if (counted_.exchange(false)) busy_pools().fetch_sub(1);
+    if (!counted_.exchange(false)) return;
+    busy_pools().fetch_sub(1);
+    MasterPools::instance().remove(this);
   }
 
   // ------------------------------------------------------------------ Engine steps
@@ -263,7 +312,7 @@ class MpiEngine final : public Engine {
 
   Comm comm_;
   Fd wake_fd_;
-  std::atomic<bool> counted_{true};  // in busy_pools()
+  std::atomic<bool> counted_{true};  // in busy_pools() and MasterPools
 
   // The pool's thread only (hand_out_locked also runs there, with the mutex).
   std::vector<Rank> ranks_;

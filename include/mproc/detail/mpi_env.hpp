@@ -19,6 +19,8 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -34,6 +36,16 @@ inline void check_mpi(int rc, const char* call) {
   if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
   throw MpiError(std::string("mproc: ") + call + " failed: " + std::string(text, static_cast<std::size_t>(length)),
                  rc);
+}
+
+/// Ends the whole job with `message` on stderr: for a mistake that would otherwise
+/// leave other ranks waiting forever, where an exception on this rank alone can't
+/// help.
+[[noreturn]] inline void abort_job(MPI_Comm comm, const std::string& message) noexcept {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(comm, 1);
+  std::abort();  // MPI_Abort does not return; in case an MPI does
 }
 
 inline bool mpi_finalized() {

@@ -6,6 +6,10 @@
 // The rank reads ahead whatever the master has already sent before it runs the next
 // chunk, so a stop from terminate() drops the chunks queued behind it instead of
 // running them. A rank cannot be interrupted inside a chunk.
+//
+// A task's exception goes back to the master as its outcome. Anything else that
+// escapes (a malformed frame, bad_alloc, an MPI error) ends the job: the master would
+// wait for this rank's answers forever.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/bytes.hpp>
@@ -18,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <string>
 #include <utility>
@@ -104,6 +109,22 @@ void serve_tasks(F& fn, const std::function<void()>& initializer, const Comm& co
     std::memcpy(out.data(), &h, sizeof h);
     send_frame(comm.get(), mpi_master, out.span());
   }
+}
+
+/// serve_tasks, or the end of the job with the message of what escaped it.
+template <class F>
+void serve_or_abort(F& fn, const std::function<void()>& initializer, const Comm& comm) noexcept {
+  std::string what;
+  try {
+    serve_tasks(fn, initializer, comm);
+    return;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "an exception that is not a std::exception";
+  }
+  abort_job(comm.get(), "mproc::mpi::Pool: serving rank " + std::to_string(comm.rank()) +
+                            " can't go on (" + what + "); the master would wait for it forever, so the job ends");
 }
 
 }  // namespace mproc::detail

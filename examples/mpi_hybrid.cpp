@@ -1,12 +1,14 @@
-// The hybrid pattern: one MPI rank per machine, and inside each rank a local
+// The hybrid pattern: one serving MPI rank per machine, and inside each a local
 // mproc::Pool over that machine's cores. The MPI pool hands blocks of work to the
 // ranks; each rank maps its block over its own worker processes.
 //
-//   mpirun -n 3 ./mpi_hybrid                                                  (here)
-//   mpirun --hostfile hosts --map-by ppr:1:node --bind-to none ./mpi_hybrid   (1 rank per host)
+//   mpirun -n 3 ./mpi_hybrid                                     (here)
+//   mpirun -n 4 --hostfile hosts --bind-to none ./mpi_hybrid     (3 machines)
 //
-// --bind-to none matters: Open MPI binds each rank to a core by default, and the
-// local pool would then see (and use) a single core.
+// with hosts listing "node1 slots=2", "node2 slots=1", "node3 slots=1": the master
+// (rank 0), which runs no tasks, shares node1 with rank 1 rather than leave a machine
+// to itself. --bind-to none matters: Open MPI binds each rank to a core by default,
+// and the local pool would then see (and use) a single core.
 #include <mproc/mpi.hpp>
 
 #include <cstdint>
@@ -26,7 +28,8 @@ int main(int argc, char** argv) {
   mproc::mpi::Environment mpi(argc, argv);
   // [snippet]
   // Every rank makes its own local pool first: F is made the same way everywhere.
-  mproc::Pool local(collatz_steps, {.processes = 2});  // this machine's cores
+  // Its workers: this machine's cores; the master (rank 0) runs no tasks, so none.
+  mproc::Pool local(collatz_steps, {.processes = 2, .serial = mpi.rank() == 0});
   auto block_total = [&local](std::pair<std::uint64_t, std::uint64_t> block) {
     std::vector<std::uint64_t> xs(block.second - block.first);
     std::iota(xs.begin(), xs.end(), block.first);

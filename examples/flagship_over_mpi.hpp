@@ -29,4 +29,6 @@ PoolOverMpi(F, PoolOptions) -> PoolOverMpi<F>;
 }  // namespace mproc
 
 // The demo's `mproc::Pool` names the class above (mproc's headers are already in).
+// A macro because the demo's source names mproc::Pool and has no MPI code of its own
+// to switch on; it renames the token `Pool` only in what comes after this file.
 #define Pool PoolOverMpi

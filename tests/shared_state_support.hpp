@@ -5,6 +5,7 @@
 // listener), no descriptor or mapping of a segment once the handles are gone.
 
 #include <mproc/detail/child.hpp>
+#include <mproc/detail/crash_safety.hpp>
 #include <mproc/detail/segment.hpp>
 #include <mproc/detail/shared_heap.hpp>
 
@@ -63,6 +64,15 @@ void die_holding(Take&& take) {
   });
   REQUIRE(exit_code(child) == -SIGKILL);
 }
+
+/// Sets mproc's test fault hook (detail/crash_safety.hpp) for a scope.
+class FaultHook {
+ public:
+  explicit FaultHook(void (*hook)(const char*)) noexcept { mproc::detail::fault_hook.store(hook); }
+  FaultHook(const FaultHook&) = delete;
+  FaultHook& operator=(const FaultHook&) = delete;
+  ~FaultHook() { mproc::detail::fault_hook.store(nullptr); }
+};
 
 inline std::set<std::string> directory_entries(const char* path) {
   std::set<std::string> names;

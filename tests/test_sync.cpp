@@ -12,7 +12,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -229,6 +231,38 @@ TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block 
   }
 }
 
+TEST_CASE("Semaphore: a waiter killed right after release() woke it leaves the unit to the others") {
+  mproc::Semaphore sem(0);
+  static mproc::Value<int>* woken = nullptr;  // shared: how many waiters have woken
+  mproc::Value<int> count(0);
+  woken = &count;
+  std::vector<mproc::detail::Child> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.push_back(spawn([&] {
+      // The first waiter to wake dies there, before it can take the unit.
+      mproc_test::FaultHook die_first([](const char* where) {
+        if (std::strcmp(where, "condition.relock") == 0 &&
+            std::atomic_ref<int>(woken->value()).fetch_add(1) == 0) {
+          ::kill(::getpid(), SIGKILL);
+        }
+      });
+      sem.acquire();  // no timeout: a timed wait would find the unit when it gave up
+      return 0;
+    }));
+  }
+  for (auto& w : waiters) wait_until_asleep(w.pid());
+  sem.release();
+  std::multiset<int> codes;
+  for (auto& w : waiters) {
+    // The survivor is woken at once; the bound only turns a lost wake-up into a
+    // failure (-1) rather than a hang.
+    const auto& status = w.wait(60s);
+    codes.insert(status ? status->python_exitcode() : -1);
+  }
+  CHECK(codes == std::multiset<int>{-SIGKILL, 0});
+  CHECK(sem.get_value() == 0);
+}
+
 TEST_CASE("Event: waiters in other processes wake when it is set and wait_for times out") {
   mproc::Event event;
   CHECK_FALSE(event.is_set());
@@ -363,6 +397,136 @@ TEST_CASE("Handles decode only as what they are") {
   const mproc::Bytes cond = mproc::encode(mproc::Condition());
   CHECK_NOTHROW(mproc::decode<mproc::Condition>(cond));
   CHECK_THROWS_AS(mproc::decode<mproc::Lock>(mproc::encode(std::string("not a lock"))), mproc::ProtocolError);
+}
+
+// The lock the hooks below have other processes take while a waiter is between its
+// wake-up and its relock.
+mproc::Lock* hook_lock = nullptr;
+
+// Another process takes the lock and dies holding it: the waiter's relock recovers it.
+void die_holding_hook_lock(const char* where) {
+  if (std::strcmp(where, "condition.relock") != 0) return;
+  mproc_test::die_holding([] { hook_lock->lock(); });
+}
+
+// As above, then a third process recovers the lock and unlocks it: the waiter's
+// relock is a normal one.
+void die_holding_then_recover(const char* where) {
+  if (std::strcmp(where, "condition.relock") != 0) return;
+  die_holding_hook_lock(where);
+  auto recoverer = spawn([] {
+    hook_lock->lock();
+    const bool recovered = hook_lock->owner_died();
+    hook_lock->unlock();
+    return recovered ? 0 : 1;
+  });
+  REQUIRE(exit_code(recoverer) == 0);
+}
+
+TEST_CASE("Condition: a wait that times out and recovers its lock from a dead holder reports both") {
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  hook_lock = &lock;
+  std::unique_lock guard(cond);
+  {
+    mproc_test::FaultHook hook(die_holding_hook_lock);
+    CHECK_FALSE(cond.wait_for(1ms));  // timed out: nobody notified
+  }
+  CHECK(cond.owner_died());
+  CHECK(lock.owner_deaths() == 1);
+  // A wait whose relock is a normal one clears owner_died(), even when another
+  // process recovered the lock in between.
+  {
+    mproc_test::FaultHook hook(die_holding_then_recover);
+    CHECK_FALSE(cond.wait_for(1ms));
+  }
+  CHECK_FALSE(cond.owner_died());
+  CHECK(lock.owner_deaths() == 2);
+}
+
+struct Thrown {};
+
+TEST_CASE("A Condition wait that throws still gives the lock back to its caller, every level of it") {
+  mproc_test::FaultHook hook([](const char* where) {
+    if (std::strcmp(where, "condition.relock") == 0) throw Thrown{};
+  });
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  {
+    std::unique_lock guard(cond);
+    CHECK_THROWS_AS(cond.wait_for(0s), Thrown);
+    auto other = spawn([&] { return lock.try_lock() ? 1 : 0; });
+    CHECK(exit_code(other) == 0);  // held by this thread again
+  }  // and unlocked here, as the guard expects
+  mproc::Condition rcond;  // with an RLock
+  rcond.acquire();
+  rcond.acquire();
+  CHECK_THROWS_AS(rcond.wait_for(0s), Thrown);
+  auto other = spawn([&] { return rcond.try_lock() ? 1 : 0; });
+  CHECK(exit_code(other) == 0);
+  rcond.release();
+  rcond.release();
+  CHECK_THROWS_AS(rcond.release(), mproc::ValueError);  // two levels, as before the wait
+}
+
+TEST_CASE("A deadline long past (time_point::min()) times out at once, and a wait keeps its lock") {
+  const auto long_ago = std::chrono::steady_clock::time_point::min();
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  {
+    std::unique_lock guard(cond);
+    bool contended = true;
+    std::thread other([&] { contended = lock.try_lock_until(long_ago); });
+    other.join();
+    CHECK_FALSE(contended);
+    CHECK_FALSE(cond.wait_until(long_ago));
+    CHECK_FALSE(cond.wait_until(long_ago, [] { return false; }));
+    auto child = spawn([&] { return lock.try_lock() ? 1 : 0; });
+    CHECK(exit_code(child) == 0);  // still held by this thread
+  }
+  CHECK(lock.try_lock_until(long_ago));  // free: taken without waiting
+  lock.unlock();
+  mproc::Semaphore sem(0);
+  CHECK_FALSE(sem.try_acquire_until(long_ago));
+  mproc::Event event;
+  CHECK_FALSE(event.wait_until(long_ago));
+  mproc::Condition rcond;  // with an RLock
+  rcond.acquire();
+  rcond.acquire();
+  CHECK_FALSE(rcond.wait_until(long_ago));
+  rcond.release();
+  rcond.release();
+  CHECK_THROWS_AS(rcond.release(), mproc::ValueError);
+}
+
+TEST_CASE("Huge timeouts wait as long as it takes instead of overflowing into the past") {
+  mproc::Lock lock;
+  mproc::Event event;
+  mproc::Semaphore sem(0), held(0), step(0);
+  const pid_t parent = ::getpid();
+  auto helper = spawn([&] {  // each step acts only once the parent sleeps in its wait
+    lock.lock();
+    held.release();
+    step.acquire();
+    wait_until_asleep(parent);
+    lock.unlock();
+    step.acquire();
+    wait_until_asleep(parent);
+    event.set();
+    step.acquire();
+    wait_until_asleep(parent);
+    sem.release();
+    return 0;
+  });
+  held.acquire();
+  step.release();
+  CHECK(lock.try_lock_for(std::chrono::hours::max()));
+  lock.unlock();
+  step.release();
+  CHECK(event.wait_for(std::chrono::seconds::max()));
+  step.release();
+  CHECK(sem.try_acquire_for(std::chrono::hours::max()));
+  CHECK(exit_code(helper) == 0);
 }
 
 }  // namespace

@@ -79,17 +79,18 @@ class LockBase {
   /// does not hold it.
   void unlock() {
     LockState& s = *state_;
-    const std::uint32_t depth = s.depth;
-    const std::int32_t tid = s.owner_tid;
+    const std::uint32_t depth = s.depth.load(relaxed);
+    const std::int32_t tid = s.owner_tid.load(relaxed);
     if (s.recursive) {
-      if (s.owner_tid != ::gettid() || s.depth == 0) throw not_held("unlock");
-      if (--s.depth == 0) s.owner_tid = 0;
+      if (tid != ::gettid() || depth == 0) throw not_held("unlock");
+      s.depth.store(depth - 1, relaxed);
+      if (depth == 1) s.owner_tid.store(0, relaxed);
     }
     const int rc = ::pthread_mutex_unlock(s.mutex.native());
     if (rc == 0) return;
     if (s.recursive) {  // this thread does not hold it after all (a recycled thread id)
-      s.depth = depth;
-      s.owner_tid = tid;
+      s.depth.store(depth, relaxed);
+      s.owner_tid.store(tid, relaxed);
     }
     if (rc == EPERM) throw not_held("unlock");
     throw OSError("pthread_mutex_unlock", rc);
@@ -113,7 +114,7 @@ class LockBase {
   /// True when the current holder took the lock over from a process (or thread)
   /// that died holding it: what it guards may be half updated. Meaningful to the
   /// holder only; reset by the next normal acquisition.
-  bool owner_died() const noexcept { return state_->owner_died; }
+  bool owner_died() const noexcept { return state_->owner_died.load(relaxed); }
   /// How many times, over the lock's life, a holder died with it and it was taken over.
   std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
 
@@ -130,6 +131,7 @@ class LockBase {
   }
 
  private:
+  static constexpr auto relaxed = std::memory_order_relaxed;
   friend class mproc::Condition;
   friend struct mproc::Codec<mproc::Condition>;
   friend class HeldUnlessOwned;
@@ -142,7 +144,7 @@ class LockBase {
   bool lock_unless_held() {
     LockState& s = *state_;
     if (s.recursive) {
-      if (s.depth > 0 && s.owner_tid == ::gettid()) return false;
+      if (s.depth.load(relaxed) > 0 && s.owner_tid.load(relaxed) == ::gettid()) return false;
       lock();
       return true;
     }
@@ -175,49 +177,60 @@ class LockBase {
   void acquired(LockResult r) {
     LockState& s = *state_;
     if (r == LockResult::owner_died) {
-      s.deaths.fetch_add(1, std::memory_order_relaxed);
-      s.owner_died = true;
-      s.depth = 1;  // pthread restarts a recovered recursive mutex at one level
-    } else if (s.recursive && s.depth > 0) {
-      ++s.depth;
+      s.deaths.fetch_add(1, relaxed);
+      s.owner_died.store(true, relaxed);
+      s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level
+    } else if (s.recursive && s.depth.load(relaxed) > 0) {
+      s.depth.store(s.depth.load(relaxed) + 1, relaxed);
       return;
     } else {
-      s.owner_died = false;
-      s.depth = 1;
+      s.owner_died.store(false, relaxed);
+      s.depth.store(1, relaxed);
     }
-    if (s.recursive) s.owner_tid = ::gettid();
+    if (s.recursive) s.owner_tid.store(::gettid(), relaxed);
   }
   static ValueError not_held(const char* what) {
     return ValueError(std::string("mproc: ") + what + " of a lock this thread does not hold");
   }
 
-  // Waits on c with this lock fully released (all levels of an RLock), then takes
-  // it back as it was. Returns timed_out if the deadline passed.
-  LockResult wait_on(SharedCondition& c, steady_clock::time_point deadline) {
-    LockState& s = *state_;
-    const std::uint32_t depth = s.depth;
-    if (s.recursive) {
-      if (s.owner_tid != ::gettid() || depth == 0) throw not_held("Condition wait");
-      for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_unlock(s.mutex.native());
-      s.depth = 0;
-      s.owner_tid = 0;
+  // Gives an RLock back the levels wait_on() released, when the wait returns or
+  // throws (c's wait has taken the mutex itself back by then, at one level).
+  struct RestoreLevels {
+    RestoreLevels(LockState& state, std::uint32_t levels) noexcept : s(state), depth(levels) {}
+    LockState& s;
+    std::uint32_t depth;
+    RestoreLevels(const RestoreLevels&) = delete;
+    RestoreLevels& operator=(const RestoreLevels&) = delete;
+    ~RestoreLevels() {
+      if (depth == 0) return;  // not an RLock
+      for (std::uint32_t i = 1; i < depth; ++i) (void)::pthread_mutex_lock(s.mutex.native());
+      s.depth.store(depth, relaxed);
+      s.owner_tid.store(::gettid(), relaxed);
     }
-    LockResult r;
+  };
+
+  // Waits on c with this lock fully released (all levels of an RLock), then takes
+  // it back as it was, whether the wait returns or throws. owner_died() then says
+  // whether taking it back meant recovering it from a dead holder.
+  WaitResult wait_on(SharedCondition& c, steady_clock::time_point deadline) {
+    LockState& s = *state_;
+    const std::uint32_t depth = s.recursive ? s.depth.load(relaxed) : 0;
+    if (s.recursive) {
+      if (s.owner_tid.load(relaxed) != ::gettid() || depth == 0) throw not_held("Condition wait");
+      for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_unlock(s.mutex.native());
+      s.depth.store(0, relaxed);
+      s.owner_tid.store(0, relaxed);
+    }
+    const RestoreLevels restore{s, depth};
+    WaitResult r;
     try {
-      r = deadline == steady_clock::time_point::max() ? c.wait(s.mutex) : c.wait_until(s.mutex, deadline);
+      r = c.wait_until(s.mutex, deadline);
     } catch (const OSError& e) {
       if (e.error_code() == EPERM) throw not_held("Condition wait");  // a Lock this thread did not hold
       throw;
     }
-    if (r == LockResult::owner_died) {
-      s.deaths.fetch_add(1, std::memory_order_relaxed);
-      s.owner_died = true;
-    }
-    if (s.recursive) {
-      for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_lock(s.mutex.native());
-      s.depth = depth;
-      s.owner_tid = ::gettid();
-    }
+    if (r.owner_died) s.deaths.fetch_add(1, relaxed);
+    s.owner_died.store(r.owner_died, relaxed);
     return r;
   }
 
@@ -298,7 +311,7 @@ class Semaphore {
   bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) {
     return acquire_until(detail::to_steady(deadline));
   }
-  /// Adds n to the counter and wakes as many waiters. A BoundedSemaphore throws
+  /// Adds n to the counter and wakes the waiters. A BoundedSemaphore throws
   /// ValueError (and changes nothing) if that would take it above its initial value.
   void release(std::int64_t n = 1) {
     if (n <= 0) throw ValueError("mproc::Semaphore::release: n must be positive");
@@ -309,8 +322,10 @@ class Semaphore {
                        std::to_string(s.bound) + ")");
     }
     s.value += n;
-    if (n == 1) s.available.notify_one();
-    else s.available.notify_all();
+    // Every waiter, even for one unit: a waiter woken alone and killed before it took
+    // the unit would leave the others asleep beside a positive counter. The others
+    // just find the counter at zero again and go back to sleep.
+    s.available.notify_all();
   }
   /// The counter now (Python's get_value()).
   std::int64_t get_value() const {
@@ -486,7 +501,8 @@ class Condition {
   /// Wakes every waiter. Call it with the lock held, as in Python.
   void notify_all() { state_->cond.notify_all(); }
 
-  /// True when the current holder took the lock over from a process that died holding it.
+  /// True when the current holder took the lock over from a process that died holding
+  /// it; after a wait, whether taking the lock back did (timed out or not).
   bool owner_died() const noexcept { return lock_.owner_died(); }
 
  private:
@@ -498,7 +514,7 @@ class Condition {
   }
 
   bool wait_steady(detail::steady_clock::time_point deadline) {
-    return lock_.wait_on(state_->cond, deadline) != detail::LockResult::timed_out;
+    return !lock_.wait_on(state_->cond, deadline).timed_out;
   }
   template <class Predicate>
   bool wait_steady(detail::steady_clock::time_point deadline, Predicate& pred) {

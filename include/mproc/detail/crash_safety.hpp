@@ -3,7 +3,7 @@
 // reads shared state only after taking the robust mutex that guards it, which orders
 // memory between processes; what remains is to keep the compiler from moving stores
 // across the points where a half-done operation must be recognisable. Also the fault
-// hook the crash-consistency tests kill processes with at those points.
+// hook the tests kill processes with (or interleave others) at those points.
 
 #include <atomic>
 
@@ -21,7 +21,9 @@ inline void publish(T& field, const T& value) noexcept {
 }
 
 /// Test hook: called where a shared-memory operation is half done. The crash tests
-/// set it to a function that kills the process at a chosen point; null otherwise.
+/// set it to a function that kills the process at a chosen point, others to one that
+/// makes a chosen interleaving happen there (or throws, to test the way out); null
+/// otherwise.
 inline std::atomic<void (*)(const char*)> fault_hook{nullptr};
 
 inline void fault_point(const char* where) {

@@ -21,9 +21,12 @@
 namespace mproc::detail {
 
 /// An absolute deadline as the timespec the monotonic-clock calls take
-/// (steady_clock is CLOCK_MONOTONIC on Linux).
+/// (steady_clock is CLOCK_MONOTONIC on Linux). A deadline before the clock's epoch
+/// (time_point::min(), a point before boot) has long passed: it becomes {0, 0}, since
+/// the kernel and glibc refuse a negative timespec (EINVAL) instead of timing out.
 inline timespec to_timespec(std::chrono::steady_clock::time_point deadline) {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  if (ns < 0) return timespec{0, 0};
   timespec ts;
   ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
   ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);

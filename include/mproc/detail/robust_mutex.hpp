@@ -5,6 +5,8 @@
 // interprocess_mutex gives up for good on EOWNERDEAD; this one marks the mutex
 // consistent again, so the data it guards stays usable.
 
+#include <mproc/detail/crash_safety.hpp>  // fault_point
+#include <mproc/detail/deadline.hpp>
 #include <mproc/detail/futex.hpp>
 #include <mproc/errors.hpp>
 
@@ -81,6 +83,13 @@ class RobustMutex {
   pthread_mutex_t m_;
 };
 
+/// What a wait on a SharedCondition found. Both can be true at once: the deadline
+/// passed, and taking the mutex back meant recovering it from an owner that died.
+struct WaitResult {
+  bool timed_out = false;   // the deadline passed (a notify may still have raced it)
+  bool owner_died = false;  // the mutex was taken back from a dead owner
+};
+
 /// A condition variable for RobustMutex across processes. Built on a futex word, not
 /// a pthread condition: glibc's process-shared condition keeps per-waiter state, and
 /// a waiter killed inside pthread_cond_wait makes the next broadcast wait for it
@@ -91,13 +100,21 @@ class SharedCondition {
   SharedCondition(const SharedCondition&) = delete;
   SharedCondition& operator=(const SharedCondition&) = delete;
 
-  /// Waits (m locked by the caller). Returns owner_died if, on wake-up, the mutex
-  /// had to be recovered from a dead owner. Wake-ups may be spurious.
-  LockResult wait(RobustMutex& m) { return wait_impl(m, std::nullopt); }
-
-  /// As wait(), until the deadline; timed_out if it passed (m is locked again).
-  LockResult wait_until(RobustMutex& m, std::chrono::steady_clock::time_point deadline) {
-    return wait_impl(m, deadline);
+  /// Waits (m locked by the caller) until notified or the deadline passes; a
+  /// deadline is_forever() waits without one. Wake-ups may be spurious. m is locked
+  /// again when this returns or throws.
+  WaitResult wait_until(RobustMutex& m, steady_clock::time_point deadline) {
+    // Read under the mutex: a notify after this changes the word, so the futex
+    // wait below returns at once instead of missing it.
+    const std::uint32_t seen = seq_.load(std::memory_order_acquire);
+    // An error-checking mutex the caller does not hold says so here (EPERM), as
+    // pthread_cond_wait would; the mutex was not released, so nothing is taken back.
+    if (const int rc = pthread_mutex_unlock(m.native()); rc != 0) throw OSError("pthread_mutex_unlock", rc);
+    Relock relock(m);
+    const bool in_time =
+        futex_wait(seq_, seen, is_forever(deadline) ? std::nullopt : std::optional(deadline));
+    fault_point("condition.relock");
+    return WaitResult{!in_time, relock.take() == LockResult::owner_died};
   }
 
   void notify_one() noexcept {
@@ -110,18 +127,29 @@ class SharedCondition {
   }
 
  private:
-  LockResult wait_impl(RobustMutex& m, std::optional<std::chrono::steady_clock::time_point> deadline) {
-    // Read under the mutex: a notify after this changes the word, so the futex
-    // wait below returns at once instead of missing it.
-    const std::uint32_t seen = seq_.load(std::memory_order_acquire);
-    // An error-checking mutex the caller does not hold says so here (EPERM), as
-    // pthread_cond_wait would.
-    if (const int rc = pthread_mutex_unlock(m.native()); rc != 0) throw OSError("pthread_mutex_unlock", rc);
-    const bool in_time = futex_wait(seq_, seen, deadline);
-    const LockResult relocked = m.lock();
-    if (!in_time && relocked == LockResult::acquired) return LockResult::timed_out;
-    return relocked;
-  }
+  // Takes the mutex back at the end of a wait, or, should the wait throw, when the
+  // scope unwinds: the caller's guard will unlock a mutex it believes it holds.
+  class Relock {
+   public:
+    explicit Relock(RobustMutex& m) noexcept : m_(m) {}
+    Relock(const Relock&) = delete;
+    Relock& operator=(const Relock&) = delete;
+    ~Relock() {
+      if (taken_) return;
+      try {
+        (void)m_.lock();  // an owner death found here is lost with the exception in flight
+      } catch (...) {
+      }
+    }
+    LockResult take() {
+      taken_ = true;
+      return m_.lock();
+    }
+
+   private:
+    RobustMutex& m_;
+    bool taken_ = false;
+  };
 
   std::atomic<std::uint32_t> seq_{0};
 };

@@ -22,7 +22,7 @@ namespace mproc::detail {
 class RecoveringGuard {
  public:
   RecoveringGuard(RobustMutex& m, std::atomic<std::uint64_t>& deaths) : m_(m), deaths_(deaths) {
-    note(m_.lock());
+    note(m_.lock() == LockResult::owner_died);
   }
   RecoveringGuard(const RecoveringGuard&) = delete;
   RecoveringGuard& operator=(const RecoveringGuard&) = delete;
@@ -33,17 +33,16 @@ class RecoveringGuard {
   /// Waits on c (releasing the mutex meanwhile) until notified or the deadline;
   /// false on timeout. The mutex is held again either way.
   bool wait_until(SharedCondition& c, steady_clock::time_point deadline) {
-    if (deadline == steady_clock::time_point::max()) return note(c.wait(m_)), true;
-    return note(c.wait_until(m_, deadline)) != LockResult::timed_out;
+    const WaitResult r = c.wait_until(m_, deadline);
+    note(r.owner_died);
+    return !r.timed_out;
   }
 
  private:
-  LockResult note(LockResult r) {
-    if (r == LockResult::owner_died) {
-      deaths_.fetch_add(1, std::memory_order_relaxed);
-      recovered_ = true;
-    }
-    return r;
+  void note(bool owner_died) noexcept {
+    if (!owner_died) return;
+    deaths_.fetch_add(1, std::memory_order_relaxed);
+    recovered_ = true;
   }
 
   RobustMutex& m_;
@@ -57,10 +56,11 @@ struct LockState {
       : mutex(recursive_ ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK), recursive(recursive_) {}
   RobustMutex mutex;
   const bool recursive;
-  // The rest is written only by the holder.
-  std::uint32_t depth = 0;    // how many times the holder has it (RLock)
-  std::int32_t owner_tid = 0; // the holder's thread (RLock)
-  bool owner_died = false;    // the holder took it over from a dead one
+  // Written only by the holder, but read by anyone (relaxed: a reader that is not
+  // the holder only needs to see that it is not the holder).
+  std::atomic<std::uint32_t> depth{0};    // how many times the holder has it (RLock)
+  std::atomic<std::int32_t> owner_tid{0}; // the holder's thread (RLock)
+  std::atomic<bool> owner_died{false};    // the holder took it over from a dead one
   std::atomic<std::uint64_t> deaths{0};
 };
 

@@ -14,8 +14,11 @@
 #include <catch2/catch.hpp>
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -160,6 +163,82 @@ TEST_CASE("A large Array gets its own segment and is shared all the same") {
   });
   CHECK(exit_code(child) == 0);
   CHECK(big[n - 1] == 42.0);
+}
+
+// n, hidden from the optimiser (which would otherwise warn about filling n elements
+// the constructor throws before reaching).
+std::size_t at_run_time(std::size_t n) {
+  volatile std::size_t hidden = n;
+  return hidden;
+}
+
+TEST_CASE("An Array whose size overflows throws SharedMemoryFull instead of handing out a short block") {
+  // n * 8 wraps around to 8 bytes
+  CHECK_THROWS_AS(mproc::Array<double>(at_run_time((std::size_t{1} << 61) + 1)), mproc::SharedMemoryFull);
+  // wraps once the header is added
+  CHECK_THROWS_AS(mproc::Array<char>(at_run_time(SIZE_MAX)), mproc::SharedMemoryFull);
+  CHECK_THROWS_AS(mproc::Array<std::int64_t>(at_run_time(SIZE_MAX / 8)), mproc::SharedMemoryFull);
+  mproc::Array<double> fine(3);  // and the heap still works
+  CHECK(fine.size() == 3);
+}
+
+TEST_CASE("2,000 Arrays of 24 KB alive at once take a few descriptors, within the usual limit of 1,024") {
+  auto child = spawn([] {  // with the limit lowered for this process only
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = std::min<rlim_t>(limit.rlim_cur, 1024);
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 10;
+    const std::size_t before = mproc_test::open_descriptors();
+    std::vector<mproc::Array<double>> arrays;
+    for (int i = 0; i < 2000; ++i) arrays.emplace_back(3000, static_cast<double>(i));
+    const std::size_t grew = mproc_test::open_descriptors() - before;
+    for (int i = 0; i < 2000; ++i) {  // every Array its own memory
+      const auto& a = arrays[static_cast<std::size_t>(i)];
+      if (a.size() != 3000 || a[0] != i || a[2999] != i) return 11;
+    }
+    return grew <= 20 ? 0 : 12;
+  });
+  CHECK(exit_code(child) == 0);
+}
+
+TEST_CASE("A parent and a child carving Arrays from the arena they share get separate memory") {
+  mproc_test::drop_cached_segments();
+  mproc::Value<int> first(0);  // makes the arena both will carve from (and grow)
+  constexpr int count = 300;
+  const auto fill_and_check = [](int who) {
+    std::vector<mproc::Array<std::int32_t>> mine;
+    for (int i = 0; i < count; ++i) mine.emplace_back(6000, who);
+    for (auto& a : mine) {
+      for (std::int32_t x : a) {
+        if (x != who) return false;
+      }
+    }
+    return true;
+  };
+  auto child = spawn([&] { return fill_and_check(2) ? 0 : 1; });
+  CHECK(fill_and_check(1));
+  CHECK(exit_code(child) == 0);
+}
+
+TEST_CASE("Running out of descriptors for shared memory says which limit to raise") {
+  auto child = spawn([] {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = static_cast<rlim_t>(mproc_test::open_descriptors()) + 6;  // a few to spare
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 10;
+    std::vector<mproc::Array<char>> arrays;  // 4 MiB: a segment each
+    try {
+      for (int i = 0; i < 64; ++i) arrays.emplace_back(mproc::detail::SharedHeap::own_segment_size);
+    } catch (const mproc::OSError& e) {
+      const std::string what = e.what();
+      return e.error_code() == EMFILE && what.find("RLIMIT_NOFILE") != std::string::npos &&
+                     what.find("ulimit -n") != std::string::npos
+                 ? 0
+                 : 12;
+    }
+    return 11;
+  });
+  CHECK(exit_code(child) == 0);
 }
 
 long add_to(mproc::Value<long> total, mproc::Array<long> seen, int i) {

@@ -159,6 +159,8 @@ class Array {
   using value_type = T;
 
   /// n elements, each a copy of fill (zero by default, as in Python), with a new Lock.
+  /// Throws SharedMemoryFull if the system has no memory for them, or if n * sizeof(T)
+  /// is more than any memory can hold (the size would overflow).
   explicit Array(std::size_t n, const T& fill = T{}, Lock lock = Lock()) : Array(Uninitialised{}, n, std::move(lock)) {
     std::fill_n(data(), n, fill);
   }
@@ -210,7 +212,9 @@ class Array {
 
   struct Uninitialised {};
   Array(Uninitialised, std::size_t n, Lock lock)
-      : state_(detail::SharedObject<Block>::make(n * sizeof(T), static_cast<std::uint64_t>(n))), lock_(std::move(lock)) {}
+      : state_(detail::SharedObject<Block>::make(detail::object_bytes(n, sizeof(T), "mproc::Array"),
+                                                 static_cast<std::uint64_t>(n))),
+        lock_(std::move(lock)) {}
   Array(detail::SharedObject<Block> block, Lock lock) : state_(std::move(block)), lock_(std::move(lock)) {
     if (state_.extra() / sizeof(T) < state_->size) {
       throw ProtocolError("mproc: the bytes do not name an mproc::Array in shared memory");

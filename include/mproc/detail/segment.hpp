@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +61,22 @@ struct SegmentHeader {
 };
 static_assert(sizeof(SegmentHeader) == 64);
 inline constexpr std::size_t segment_header_size = sizeof(SegmentHeader);
+
+/// The error for a descriptor that `call` could not get because a limit on open
+/// files was reached (EMFILE, ENFILE): it names the limit and how to raise it.
+inline OSError descriptor_limit_error(const char* call, int err) {
+  std::string what = "mproc: no descriptor left for a shared-memory segment: ";
+  if (err == EMFILE) {
+    rlimit limit{};
+    (void)::getrlimit(RLIMIT_NOFILE, &limit);
+    what += "this process has reached its limit of " + std::to_string(limit.rlim_cur) +
+            " open files (RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
+            "setrlimit(RLIMIT_NOFILE) in it)";
+  } else {
+    what += "the system-wide limit of open files is reached (fs.file-max)";
+  }
+  return OSError(what + ". " + call, err);
+}
 
 inline std::size_t page_round_up(std::size_t n) {
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -149,6 +166,7 @@ class Segment {
     committed = page_round_up(std::max(committed, segment_header_size));
     reserved = page_round_up(std::max(reserved, committed));
     Fd fd(::memfd_create("mproc", MFD_CLOEXEC));
+    if (!fd && (errno == EMFILE || errno == ENFILE)) throw descriptor_limit_error("memfd_create", errno);
     if (!fd) throw OSError("memfd_create", errno);
     if (!allocate_file(fd.get(), committed)) {
       throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
@@ -194,13 +212,17 @@ class Segment {
   }
 
   /// Backs the segment with memory up to `bytes` (at most reserved()). Returns false
-  /// if the system has no memory left. Callers serialise growth with a lock in the
-  /// segment.
+  /// if the system has no memory left. Processes may grow one segment at once (a
+  /// parent and a child carving from an arena both map): committed() only rises.
   bool grow_to(std::size_t bytes) {
     bytes = std::min(page_round_up(bytes), reserved_);
-    if (bytes <= committed()) return true;
-    if (!allocate_file(fd_.get(), bytes)) return false;
-    header().committed.store(bytes, std::memory_order_release);
+    std::uint64_t now = committed();
+    if (bytes <= now) return true;
+    if (!allocate_file(fd_.get(), bytes)) return false;  // extends the file to at least bytes
+    auto& committed_bytes = header().committed;
+    while (now < bytes &&
+           !committed_bytes.compare_exchange_weak(now, bytes, std::memory_order_release, std::memory_order_acquire)) {
+    }
     return true;
   }
 
@@ -278,6 +300,7 @@ class Segment {
     // O_NOCTTY, O_NONBLOCK: should the number now name a terminal or a FIFO, opening
     // it must neither adopt it nor block.
     Fd file(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!file && (errno == EMFILE || errno == ENFILE)) throw descriptor_limit_error("open(/proc/<pid>/fd/<fd>)", errno);
     if (!file) return nullptr;
     struct stat st{};
     if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode) ||

@@ -1,12 +1,20 @@
 #pragma once
-// Where Value, Array and the locks and events live: small memfd segments ("arenas")
-// that a shared atomic cursor carves into objects, Python's multiprocessing.heap
-// idea. An object's bytes are never reused for another object, so a process that
-// still uses an object (a child that inherited it, a worker that decoded it) can
-// never see it turn into something else when another process drops it. An arena's
-// memory is freed by the kernel once no process maps it any more: each process
-// unmaps an arena when its last handle into it goes. Large objects get an arena of
-// their own.
+// Where Value, Array and the locks and events live: memfd segments ("arenas") that a
+// shared atomic cursor carves into objects, Python's multiprocessing.heap idea. An
+// object's bytes are never reused for another object, so a process that still uses
+// an object (a child that inherited it, a worker that decoded it) can never see it
+// turn into something else when another process drops it. An arena's memory is
+// freed by the kernel once no process maps it any more: each process unmaps an arena
+// when its last handle into it goes.
+//
+// Each arena costs a descriptor in every process that maps it (and every child
+// inherits them), so arenas are few: each new one reserves twice the address space
+// of the one before (64 KiB, 128 KiB, ... up to 32 MiB) and is backed by memory only
+// as objects are carved from it, with the same reserve-then-fallocate growth as a
+// Manager's segment. Two thousand 24 KB Arrays take ten descriptors, not two
+// thousand. Only objects of 4 MiB or more get a segment of their own, whose memory
+// goes back to the system as soon as the object is dropped; the bytes of a smaller
+// object that was dropped stay in its arena until the whole arena is unmapped.
 //
 // SharedObject<T> is the handle: a T in an arena, kept mapped while a copy exists in
 // this process. Copies refer to the same T.
@@ -16,7 +24,9 @@
 #include <mproc/detail/segment.hpp>
 #include <mproc/errors.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -53,10 +63,29 @@ struct ObjectHeader {
   std::uint64_t size;  // bytes of the object, trailing storage included
 };
 
+/// The most bytes one shared object may take: more than any address space, so that a
+/// larger request fails (SharedMemoryFull) before a size computation can wrap around.
+inline constexpr std::uint64_t max_object_size = std::uint64_t{1} << 48;
+
+/// count * each bytes for `what`; SharedMemoryFull if that is more than max_object_size.
+inline std::size_t object_bytes(std::size_t count, std::size_t each, const char* what) {
+  if (each != 0 && count > max_object_size / each) {
+    throw SharedMemoryFull(std::string(what) + ": " + std::to_string(count) + " elements of " +
+                           std::to_string(each) + " bytes are more than any shared memory can hold");
+  }
+  return count * each;
+}
+
 /// The arenas of this process.
 class SharedHeap {
  public:
-  static constexpr std::size_t arena_size = 64 * 1024;
+  static constexpr std::size_t first_arena_size = 64 * 1024;
+  static constexpr std::size_t max_arena_size = 32 << 20;
+  /// Objects at least this big get a segment of their own.
+  static constexpr std::size_t own_segment_size = max_arena_size / 8;
+  /// Growing an arena backs at most this much more memory at once (and at most
+  /// doubles it): a mostly empty arena holds little memory.
+  static constexpr std::size_t grow_step = 1 << 20;
   static constexpr std::size_t max_align = 64;
 
   /// The process-wide heap. Never destroyed (see SegmentRegistry::instance).
@@ -66,19 +95,32 @@ class SharedHeap {
   }
 
   /// A zeroed block of `size` bytes aligned to `align` (at most 64) in shared
-  /// memory, tagged with `tag`; returns its segment and address.
+  /// memory, tagged with `tag`; returns its segment and address. Throws
+  /// SharedMemoryFull if the system has no memory for it.
   std::pair<std::shared_ptr<Segment>, std::byte*> allocate(std::uint64_t tag, std::size_t size, std::size_t align) {
+    if (size > max_object_size) {
+      throw SharedMemoryFull("mproc: a shared object of " + std::to_string(size) +
+                             " bytes is more than any shared memory can hold");
+    }
     if (align < alignof(ObjectHeader)) align = alignof(ObjectHeader);
-    if (size + align + sizeof(ObjectHeader) > arena_size / 4) {
-      auto own = Segment::create(SegmentKind::arena, segment_header_size + max_align + sizeof(ObjectHeader) + size,
-                                 0);
+    const std::size_t footprint = segment_header_size + max_align + sizeof(ObjectHeader) + size;
+    if (size >= own_segment_size) {
+      auto own = Segment::create(SegmentKind::arena, footprint, 0);
       std::byte* p = carve(*own, tag, size, align);
       return {std::move(own), p};
     }
-    if (auto found = carve_current(tag, size, align); found.second != nullptr) return found;
+    std::size_t reserve = 0;
+    {
+      std::lock_guard lock(fork_safe_mutex<SharedHeap>());
+      if (current_) {
+        if (std::byte* p = carve(*current_, tag, size, align)) return {current_, p};
+      }
+      reserve = std::max(next_size_, std::bit_ceil(footprint));
+      next_size_ = std::min(2 * reserve, max_arena_size);
+    }
     // Made without the heap's mutex: making (and dropping) a segment takes the
     // registry's, and the two must never nest (fork's handlers take both).
-    std::shared_ptr<Segment> fresh = Segment::create(SegmentKind::arena, arena_size, 0);
+    std::shared_ptr<Segment> fresh = Segment::create(SegmentKind::arena, footprint, reserve);
     std::byte* p = carve(*fresh, tag, size, align);
     std::shared_ptr<Segment> old;  // dropped after the lock; stays mapped while its objects live
     {
@@ -86,14 +128,6 @@ class SharedHeap {
       old = std::exchange(current_, fresh);
     }
     return {std::move(fresh), p};
-  }
-
-  // A block from the current arena, or nullptr if there is none or it is full.
-  std::pair<std::shared_ptr<Segment>, std::byte*> carve_current(std::uint64_t tag, std::size_t size,
-                                                                std::size_t align) {
-    std::lock_guard lock(fork_safe_mutex<SharedHeap>());
-    if (!current_) return {nullptr, nullptr};
-    return {current_, carve(*current_, tag, size, align)};
   }
 
   /// Stops allocating from the current arena, so it is unmapped once its objects
@@ -106,16 +140,25 @@ class SharedHeap {
 
  private:
   // Takes a block from the segment's cursor, shared with every process that maps
-  // it (a forked child may carve from an arena it inherited); nullptr if full.
+  // it (a forked child may carve from an arena it inherited), and backs it with
+  // memory; nullptr if the arena has no room left for it.
   static std::byte* carve(Segment& seg, std::uint64_t tag, std::size_t size, std::size_t align) {
     auto& cursor = seg.header().cursor;
-    const std::size_t limit = seg.committed();
+    const std::uint64_t limit = seg.reserved();
     std::uint64_t at = cursor.load(std::memory_order_relaxed);
     std::uint64_t start = 0;
     do {
       start = (at + sizeof(ObjectHeader) + align - 1) / align * align;
-      if (start + size > limit) return nullptr;
+      if (start > limit || limit - start < size) return nullptr;
     } while (!cursor.compare_exchange_weak(at, start + size, std::memory_order_relaxed));
+    std::uint64_t end = start + size;
+    const std::uint64_t committed = seg.committed();
+    if (end > committed && !seg.grow_to(std::max(end, committed + std::min<std::uint64_t>(committed, grow_step))) &&
+        !seg.grow_to(end)) {
+      (void)cursor.compare_exchange_strong(end, at, std::memory_order_relaxed);  // unless someone carved since
+      throw SharedMemoryFull("mproc: the system has no memory left for a shared object of " +
+                             std::to_string(size) + " bytes");
+    }
     auto* header = seg.at<ObjectHeader>(start - sizeof(ObjectHeader));
     header->tag = tag;
     header->size = size;
@@ -123,6 +166,7 @@ class SharedHeap {
   }
 
   std::shared_ptr<Segment> current_;
+  std::size_t next_size_ = first_arena_size;  // the address space the next arena reserves
 };
 
 /// A T in shared memory, constructed in place; copies refer to the same T.

@@ -17,12 +17,16 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -177,6 +181,49 @@ TEST_CASE("SharedDict: Python's dict operations, in insertion order") {
   CHECK(by_number.keys().front() == 1);
 }
 
+struct Cell {  // no padding, integers only: its bytes are its value
+  std::int32_t row, column;
+};
+enum class Colour : std::uint8_t { red, green };
+static_assert(mproc::detail::canonical_encoding<Cell>() && mproc::detail::canonical_encoding<Colour>() &&
+              mproc::detail::canonical_encoding<std::pair<char, int>>() &&
+              mproc::detail::canonical_encoding<std::tuple<char, double, std::string>>() &&
+              mproc::detail::canonical_encoding<std::array<double, 2>>() &&
+              mproc::detail::canonical_encoding<std::map<std::string, std::vector<int>>>() &&
+              mproc::detail::canonical_encoding<std::optional<std::chrono::duration<double>>>());
+struct Padded {
+  char tag;
+  int id;
+};
+struct Point {  // no padding, but floating point: refused (its padding can't be ruled out)
+  double x, y;
+};
+static_assert(!mproc::detail::canonical_encoding<Padded>() && !mproc::detail::canonical_encoding<Point>() &&
+              !mproc::detail::canonical_encoding<std::vector<Padded>>() &&
+              !mproc::detail::canonical_encoding<std::unordered_map<int, int>>() &&
+              !mproc::detail::canonical_encoding<std::pair<int, std::unordered_set<int>>>());
+
+TEST_CASE("SharedDict: compound keys match by value, floating-point keys by their bits") {
+  mproc::Manager mgr;
+  auto by_pair = mgr.dict<std::pair<char, int>, int>();  // sent member by member: padding never travels
+  by_pair.set({'a', 1}, 10);
+  by_pair.set({'a', 1}, 20);
+  CHECK(by_pair.size() == 1);
+  CHECK(by_pair.get({'a', 1}) == 20);
+  auto by_cell = mgr.dict<Cell, Colour>();
+  by_cell.set(Cell{1, 2}, Colour::green);
+  CHECK(by_cell.get(Cell{1, 2}) == Colour::green);
+  CHECK_FALSE(by_cell.contains(Cell{2, 1}));
+  auto by_double = mgr.dict<double, int>();
+  by_double.set(0.0, 1);
+  by_double.set(-0.0, 2);  // other bits: another key (Python would overwrite 0.0's value)
+  CHECK(by_double.size() == 2);
+  CHECK(by_double.get(0.0) == 1);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  by_double.set(nan, 3);
+  CHECK(by_double.get(nan) == 3);  // the same bits find it
+}
+
 int store_square(mproc::SharedDict<std::string, int> d, int i) {
   d.set("key" + std::to_string(i), i * i);
   return i;
@@ -264,6 +311,40 @@ TEST_CASE("A full segment throws SharedMemoryFull naming its size and the contai
   for (int i = 0; i < 100; ++i) d.set(i, chunk);  // the cleared list's memory is reused
   CHECK(d.size() == 100);
   CHECK(mgr.size() <= mgr.max_size());
+}
+
+// Fills the dict until the segment is full; returns how many keys fitted.
+int fill(mproc::SharedDict<std::string, std::string>& d) {
+  int i = 0;
+  try {
+    for (;; ++i) d.set("key" + std::to_string(i), std::string(100, 'x'));
+  } catch (const mproc::SharedMemoryFull&) {
+  }
+  return i;
+}
+
+TEST_CASE("SharedMemoryFull suggests a max_size that holds the request that failed") {
+  const mproc::ManagerOptions small{.initial_size = 64 << 10, .max_size = 256 << 10};
+  mproc::Manager mgr(small);
+  auto d = mgr.dict<std::string, std::string>();
+  const int kept = fill(d);
+  CHECK(kept > 100);
+  std::string message;
+  try {
+    d.set("big", std::string(1 << 20, 'q'));  // four times max_size: doubling it is not enough
+  } catch (const mproc::SharedMemoryFull& e) {
+    message = e.what();
+  }
+  const std::string marker = ".max_size = ";
+  const auto at = message.find(marker);
+  REQUIRE(at != std::string::npos);
+  const std::size_t suggested = std::stoull(message.substr(at + marker.size()));
+  // A Manager of the suggested size holds the same keys and the request.
+  mproc::Manager bigger({.initial_size = small.initial_size, .max_size = suggested});
+  auto again = bigger.dict<std::string, std::string>();
+  for (int i = 0; i < kept; ++i) again.set("key" + std::to_string(i), std::string(100, 'x'));
+  CHECK_NOTHROW(again.set("big", std::string(1 << 20, 'q')));
+  CHECK(again.size() == static_cast<std::size_t>(kept) + 1);
 }
 
 TEST_CASE("A Manager's segment grows by itself up to max_size") {

@@ -183,7 +183,10 @@ class SharedList : public detail::ContainerHandle<detail::ListStore<T>> {
 
 /// A dict in a Manager's shared memory (Python's Manager().dict()), keeping
 /// insertion order. keys(), values() and items() are snapshots taken atomically.
-/// Keys are compared by their encodings (see detail/dict_store.hpp).
+/// Keys are compared by their encodings, so K must be a type whose equal values
+/// encode alike: a struct with padding is refused at compile time, and
+/// floating-point keys compare by their bits (-0.0 and 0.0 are different keys; see
+/// detail/dict_store.hpp).
 template <class K, class V>
 class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   using Store = detail::DictStore<K, V>;
@@ -264,6 +267,13 @@ class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   friend struct detail::ContainerCodec<SharedDict, detail::DictRoot>;
   using Item = detail::EncodedItem;
   static_assert((require_sendable<K>(), require_sendable<V>(), true));
+  static_assert(detail::canonical_encoding<K>(),
+                "mproc::SharedDict<K, V> compares keys by their encoded bytes, and equal Ks may encode "
+                "differently: K is (or holds) an unordered container, whose order varies, or a trivially "
+                "copyable struct, which travels as its object bytes, padding included (one with float or "
+                "double members is refused too: its padding cannot be ruled out). Use a struct of integers "
+                "and enums without padding, a std::tuple or std::pair of the members, std::map or std::set, "
+                "or give K a cereal serialize() or a mproc::Codec<K> that writes each member.");
 
   explicit SharedDict(detail::ContainerRef ref) noexcept : Base(std::move(ref)) {}
   static SharedDict make(std::shared_ptr<detail::Segment> seg) {

@@ -15,8 +15,15 @@
 // the next locker rebuilds from the entries (repair()).
 //
 // Keys are compared by their encodings, so a key type must encode equal keys to
-// equal bytes (true of numbers, strings, and standard containers other than the
-// unordered ones; note that 0.0 and -0.0 are different keys here).
+// equal bytes. canonical_encoding<K>() checks what can be checked (SharedDict
+// static_asserts it): numbers, enums, strings, and standard containers, pairs,
+// tuples, optionals and variants of them pass; a trivially copyable struct passes
+// only if it has no padding and no floating-point members (its padding bytes travel
+// with it, and two equal keys may fill them differently), and unordered containers
+// never (equal ones may iterate in different orders). Floating-point values compare
+// by their bits: -0.0 and 0.0 are different keys (Python would merge them), and a NaN
+// key is found by a NaN with the same bits. A Codec<K> or cereal serialisation is
+// trusted to write equal keys alike.
 //
 // The caller holds the dict's lock (with_lock) around every call.
 
@@ -25,14 +32,61 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace mproc::detail {
+
+template <class T>
+consteval bool canonical_encoding();
+template <template <class...> class Tuple, class... Ts>
+consteval bool all_canonical(std::type_identity<Tuple<Ts...>>) {
+  return (canonical_encoding<Ts>() && ...);
+}
+
+/// Whether equal Ts always encode to equal bytes (see the top of this file).
+template <class T>
+consteval bool canonical_encoding() {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::trivial) {
+    if constexpr (std::is_floating_point_v<T> || std::has_unique_object_representations_v<T>) {
+      return true;
+    } else if constexpr (std::is_array_v<T>) {
+      return canonical_encoding<std::remove_extent_t<T>>();
+    } else if constexpr (is_std_array<T>) {
+      return sizeof(T) == std::tuple_size_v<T> * sizeof(typename T::value_type) &&
+             canonical_encoding<typename T::value_type>();
+    } else if constexpr (is_specialization_of<T, std::chrono::duration>) {
+      return canonical_encoding<typename T::rep>();
+    } else if constexpr (is_specialization_of<T, std::chrono::time_point>) {
+      return canonical_encoding<typename T::duration>();
+    } else {
+      return false;  // padding, or floating-point members, in a struct's object bytes
+    }
+  } else if constexpr (is_specialization_of<T, std::unordered_map> || is_specialization_of<T, std::unordered_set> ||
+                       is_specialization_of<T, std::unordered_multimap> ||
+                       is_specialization_of<T, std::unordered_multiset>) {
+    return false;
+  } else if constexpr (kind == Kind::map) {
+    return canonical_encoding<typename T::key_type>() && canonical_encoding<typename T::mapped_type>();
+  } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::array ||
+                       kind == Kind::set || kind == Kind::optional) {
+    return canonical_encoding<typename T::value_type>();
+  } else if constexpr (kind == Kind::tuple || kind == Kind::variant) {
+    return all_canonical(std::type_identity<T>{});
+  } else {
+    return true;  // bool (one checked byte), or an encoding of the user's own
+  }
+}
 
 struct DictRoot {
   explicit DictRoot(std::uint64_t tag) : header(tag) {}

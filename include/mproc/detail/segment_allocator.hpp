@@ -65,7 +65,9 @@ struct AllocatorState {
   RobustMutex mutex;
   std::atomic<std::uint64_t> deaths{0};
   std::uint64_t top = 0;         // offset of the first byte never handed out
-  std::uint64_t live_bytes = 0;  // statistics only (a crash can leave it off)
+  // Statistics only (a crash can leave it off). Written under the mutex, but read
+  // without it (Manager::used()), hence atomic.
+  std::atomic<std::uint64_t> live_bytes{0};
   // Bit c is set whenever list c is not empty (it may be set for an empty list).
   std::uint64_t nonempty[class_words] = {};
   std::uint64_t free_heads[size_class_count] = {};
@@ -117,7 +119,7 @@ class SegmentAllocator {
       block = take(c, need);
     }
     if (block == 0) throw full(bytes, what, system_full);
-    state_.live_bytes += seg_.at<BlockHeader>(block)->size;
+    add_live(seg_.at<BlockHeader>(block)->size, true);
     return block + sizeof(BlockHeader);
   }
 
@@ -130,7 +132,7 @@ class SegmentAllocator {
     if (header.magic != block_magic || header.state != block_in_use) return;  // never ours, or freed already
     try {
       RecoveringGuard guard(state_.mutex, state_.deaths);
-      state_.live_bytes -= header.size;
+      add_live(header.size, false);
       push(block);
     } catch (...) {
       // The mutex call failed (it cannot, short of a corrupted mutex): leak the block.
@@ -138,8 +140,10 @@ class SegmentAllocator {
   }
 
   /// True if offset can be a live block of at least `bytes` bytes (checks a handle
-  /// decoded from bytes before it is trusted).
-  bool plausible(std::uint64_t offset, std::uint64_t bytes) const noexcept {
+  /// decoded from bytes before it is trusted). Takes the allocator's lock: the block
+  /// headers and the top it reads change under it.
+  bool plausible(std::uint64_t offset, std::uint64_t bytes) const {
+    RecoveringGuard guard(state_.mutex, state_.deaths);
     const std::uint64_t top = state_.top;
     if (offset < heap_begin + sizeof(BlockHeader) || offset % 16 != 0 || offset > top) return false;
     const BlockHeader& header = *seg_.at<BlockHeader>(offset - sizeof(BlockHeader));
@@ -148,12 +152,18 @@ class SegmentAllocator {
   }
 
   /// Bytes in live blocks (approximate after a process died mid-allocation).
-  std::uint64_t live_bytes() const noexcept { return state_.live_bytes; }
+  std::uint64_t live_bytes() const noexcept { return state_.live_bytes.load(std::memory_order_relaxed); }
   /// How many times a process died holding the allocator's lock.
   std::uint64_t owner_deaths() const noexcept { return state_.deaths.load(std::memory_order_relaxed); }
 
  private:
   BlockHeader& header(std::uint64_t block) const noexcept { return *seg_.at<BlockHeader>(block); }
+
+  // Counts a block in or out of live_bytes (the caller holds the mutex).
+  void add_live(std::uint64_t size, bool in) noexcept {
+    const std::uint64_t now = state_.live_bytes.load(std::memory_order_relaxed);
+    state_.live_bytes.store(in ? now + size : now - size, std::memory_order_relaxed);
+  }
 
   // A free block of class c, or one split from a larger free block; 0 if none.
   std::uint64_t take(std::size_t c, std::uint64_t need) noexcept {
@@ -248,15 +258,25 @@ class SegmentAllocator {
 
   SharedMemoryFull full(std::uint64_t bytes, const char* what, bool system = false) const {
     const std::string sizes = std::to_string(bytes) + " more bytes for " + what + ", with " +
-                              std::to_string(state_.live_bytes) + " bytes in use";
+                              std::to_string(live_bytes()) + " bytes in use";
     if (system) {
       return SharedMemoryFull("mproc: the system has no memory left to grow the Manager's shared memory beyond " +
                               std::to_string(seg_.committed()) + " bytes (" + sizes + ")");
     }
-    return SharedMemoryFull("mproc: the Manager's shared memory is full: it may grow to " +
-                            std::to_string(seg_.reserved()) + " bytes (ManagerOptions::max_size) and needed " + sizes +
-                            ". Make the Manager larger, e.g. mproc::Manager mgr({.max_size = " +
-                            std::to_string(2 * seg_.reserved()) + "}).");
+    const std::string said = "mproc: the Manager's shared memory is full: it may grow to " +
+                             std::to_string(seg_.reserved()) + " bytes (ManagerOptions::max_size) and needed " + sizes;
+    if (size_class_of(bytes) >= size_class_count) {
+      return SharedMemoryFull(said + ", more than a Manager's segment can hold in one block.");
+    }
+    return SharedMemoryFull(said + ". Make the Manager larger, e.g. mproc::Manager mgr({.max_size = " +
+                            std::to_string(suggested_max_size(bytes)) + "}).");
+  }
+
+  // A max_size to suggest: double the present one, or, if that is still too small,
+  // room for everything carved so far plus this request; a power of two either way.
+  std::uint64_t suggested_max_size(std::uint64_t bytes) const noexcept {
+    const std::uint64_t needed = state_.top + sizeof(BlockHeader) + class_size(size_class_of(bytes));
+    return std::bit_ceil(std::max<std::uint64_t>(2 * seg_.reserved(), needed));
   }
 
   Segment& seg_;

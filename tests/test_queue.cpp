@@ -3,6 +3,8 @@
 // ring), many producers and consumers with nothing lost or duplicated, Pool workers,
 // and processes that die inside put() or get().
 
+#include "blocked_support.hpp"
+
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
@@ -29,22 +31,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Blocks until process pid sleeps in futex(2), i.e. waits inside a Queue call.
-/// The kernel offers no event for that, so this (test-only) helper looks every
-/// millisecond; the ctest timeout ends it if the process never gets there.
-void wait_until_asleep_in_futex(pid_t pid) {
-  const std::string proc = "/proc/" + std::to_string(pid);
-  for (;;) {
-    std::ifstream stat(proc + "/stat");
-    std::string skip, state;
-    stat >> skip >> skip >> state;  // pid (comm) state; comm has no spaces here
-    REQUIRE((stat && state != "Z" && state != "X"));  // it must not have ended
-    std::ifstream syscall(proc + "/syscall");
-    long nr = -1;
-    if (syscall >> nr && nr == SYS_futex) return;
-    std::this_thread::sleep_for(1ms);
-  }
-}
+using mproc_test::wait_until_blocked;
 
 std::vector<std::int64_t> big_vector(std::size_t bytes) {
   std::vector<std::int64_t> v(bytes / sizeof(std::int64_t));
@@ -119,6 +106,22 @@ TEST_CASE("a full ring makes put wait too, and put(timeout) throw Full") {
   q.put_nowait(item);
 }
 
+TEST_CASE("timeouts too long for the clock wait as long as it takes; negative ones are zero") {
+  mproc::Queue<int> q(1);
+  {
+    mproc_test::WhenBlocked put_one({SYS_futex}, [&] { q.put(7); });
+    CHECK(q.get(std::chrono::seconds::max()) == 7);
+  }
+  q.put(1);
+  {
+    mproc_test::WhenBlocked take_one({SYS_futex}, [&] { CHECK(q.get() == 1); });
+    CHECK_NOTHROW(q.put(2, std::chrono::hours::max()));
+  }
+  CHECK_THROWS_AS(q.put(3, -1s), mproc::Full);
+  CHECK(q.get(-1s) == 2);
+  CHECK_THROWS_AS(q.get(std::chrono::milliseconds::min()), mproc::Empty);
+}
+
 TEST_CASE("get blocks until another process puts, get(timeout) too") {
   mproc::Queue<int> gate;
   mproc::Queue<int> q;
@@ -146,7 +149,7 @@ TEST_CASE("put on a full bounded queue blocks until a consumer in another proces
     done.put(1);
   });
   producer.start();
-  wait_until_asleep_in_futex(producer.pid());
+  wait_until_blocked(producer.pid());
   CHECK(done.empty());
   CHECK(q.get() == 1);
   CHECK(done.get() == 1);
@@ -154,7 +157,7 @@ TEST_CASE("put on a full bounded queue blocks until a consumer in another proces
   producer.join();
 }
 
-TEST_CASE("an unbounded put never waits for a reader: a million items before any consumer starts") {
+TEST_CASE("an unbounded put does not wait for a reader while the ring has room: a million items before any consumer starts") {
   mproc::Queue<int> q;
   constexpr int n = 1'000'000;
   for (int i = 0; i < n; ++i) q.put(i);
@@ -250,6 +253,41 @@ TEST_CASE("an item bigger than the whole ring streams through it, and the queue 
   CHECK(q.get() == big);
   CHECK(q.get() == std::vector<std::int64_t>{4});
   producer.join();
+  CHECK(q.empty());
+}
+
+TEST_CASE("a bounded queue, 3 consumers, items of 260 KiB and 600 KiB: every item arrives intact") {
+  // A writer that finds the queue empty past the first 256 KiB of the ring's lap
+  // jumps back to its start; that must never need a reader's help to stay within
+  // the ring, though a consumer often holds the get lock just then.
+  constexpr int pairs = 1500;
+  const std::vector<char> small(260 * 1024, 's');
+  const std::vector<char> large(600 * 1024, 'L');
+  mproc::Queue<std::vector<char>> q(1);
+  mproc::Queue<int> counts;
+  std::vector<mproc::Process> consumers;
+  for (int c = 0; c < 3; ++c) {
+    consumers.emplace_back([q, counts, &small, &large] {
+      int n = 0;
+      for (std::vector<char> v = q.get(); !v.empty(); v = q.get(), ++n) {
+        if (v != small && v != large) ::_exit(2);
+      }
+      counts.put(n);
+    });
+  }
+  for (auto& c : consumers) c.start();
+  for (int i = 0; i < pairs; ++i) {
+    q.put(small);
+    q.put(large);
+  }
+  for (int c = 0; c < 3; ++c) q.put({});
+  int total = 0;
+  for (int c = 0; c < 3; ++c) total += counts.get();
+  CHECK(total == 2 * pairs);
+  for (auto& c : consumers) {
+    c.join();
+    CHECK(c.exitcode() == 0);
+  }
   CHECK(q.empty());
 }
 
@@ -395,7 +433,7 @@ TEST_CASE("a consumer killed while waiting in get does not block the others") {
   for (int round = 0; round < 3; ++round) {
     mproc::Process victim([q] { (void)q.get(); });
     victim.start();
-    wait_until_asleep_in_futex(victim.pid());
+    wait_until_blocked(victim.pid());
     victim.kill();
     victim.join();
   }
@@ -407,12 +445,108 @@ TEST_CASE("a consumer killed while waiting in get does not block the others") {
   consumer.join();
 }
 
+namespace {
+/// Items whose decoding waits for a ticket on decode_gate, or (Deadly) kills the
+/// process that takes kill_ticket's one ticket: a consumer stopped or killed in the
+/// middle of taking an item.
+struct Slow {
+  int value;
+};
+struct Deadly {
+  int value;
+};
+const mproc::Queue<int>* decode_gate = nullptr;
+const mproc::Queue<int>* kill_ticket = nullptr;
+}  // namespace
+
+template <>
+struct mproc::Codec<Slow> {
+  static void encode(mproc::detail::Writer& w, const Slow& s) { w.pod(s.value); }
+  static Slow decode(mproc::detail::Reader& r) {
+    (void)decode_gate->get();
+    return Slow{r.pod<int>()};
+  }
+};
+
+template <>
+struct mproc::Codec<Deadly> {
+  static void encode(mproc::detail::Writer& w, const Deadly& d) { w.pod(d.value); }
+  static Deadly decode(mproc::detail::Reader& r) {
+    try {
+      (void)kill_ticket->get_nowait();
+      ::raise(SIGKILL);
+    } catch (const mproc::Empty&) {
+    }
+    return Deadly{r.pod<int>()};
+  }
+};
+
+TEST_CASE("get_nowait does not wait while another consumer takes an item, as in Python") {
+  const mproc::Queue<int> gate;
+  decode_gate = &gate;
+  mproc::Queue<Slow> q;
+  q.put(Slow{1});
+  q.put(Slow{2});
+  mproc::Process consumer([q] { (void)q.get(); });
+  consumer.start();
+  wait_until_blocked(consumer.pid());  // decoding item 1, waiting for its ticket
+  CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  gate.put(0);
+  consumer.join();
+  gate.put(0);
+  CHECK(q.get_nowait().value == 2);
+}
+
+TEST_CASE("a consumer killed while taking an item: the other sleeping consumers still get items") {
+  const mproc::Queue<int> ticket;
+  ticket.put(1);
+  kill_ticket = &ticket;
+  mproc::Queue<Deadly> q;
+  mproc::Queue<int> out;
+  std::vector<mproc::Process> consumers;
+  for (int c = 0; c < 2; ++c) consumers.emplace_back([q, out] { out.put(q.get().value); });
+  for (auto& c : consumers) c.start();
+  for (auto& c : consumers) wait_until_blocked(c.pid());  // both asleep on the empty queue
+  q.put(Deadly{1});  // the first to take it dies decoding it
+  q.put(Deadly{2});
+  CHECK(out.get() == 1);  // the survivor takes it over
+  std::vector<int> codes;
+  for (auto& c : consumers) {
+    c.join();
+    codes.push_back(*c.exitcode());
+  }
+  std::sort(codes.begin(), codes.end());
+  CHECK(codes == std::vector<int>{-SIGKILL, 0});
+  CHECK(q.get().value == 2);
+  CHECK(q.empty());
+}
+
+namespace {
+using Int64Queue = mproc::Queue<std::vector<std::int64_t>>;
+
+/// A 1 MiB item and a queue whose ring (64 KiB) it must stream through.
+struct GiantItem {
+  const std::vector<std::int64_t> item = big_vector(std::size_t{1} << 20);
+  const Int64Queue q{0, 64 * 1024};
+
+  /// Starts a process that puts the item and then the rest, and returns once it
+  /// waits in the middle of the item, holding the put lock, the ring full.
+  mproc::Process start_producer(std::vector<std::vector<std::int64_t>> rest = {}) const {
+    mproc::Process p([this, rest] {
+      q.put(item);
+      for (const auto& r : rest) q.put(r);
+    });
+    p.start();
+    wait_until_blocked(p.pid());
+    return p;
+  }
+};
+}  // namespace
+
 TEST_CASE("a producer killed in the middle of an item: the item is dropped, the queue goes on") {
-  const auto big = big_vector(std::size_t{1} << 20);
-  mproc::Queue<std::vector<std::int64_t>> q(0, 64 * 1024);
-  mproc::Process victim([q, &big] { q.put(big); });  // streams; nobody reads yet
-  victim.start();
-  wait_until_asleep_in_futex(victim.pid());  // holding the put lock, mid-item
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Process victim = giant.start_producer();  // nobody reads yet
   victim.kill();
   victim.join();
 
@@ -427,23 +561,59 @@ TEST_CASE("a producer killed in the middle of an item: the item is dropped, the 
 }
 
 TEST_CASE("a consumer killed in the middle of a big item: the next consumer gets the next item") {
-  const auto big = big_vector(std::size_t{1} << 20);
-  mproc::Queue<std::vector<std::int64_t>> q(0, 64 * 1024);
-  mproc::Process producer([q, &big] {
-    q.put(big);
-    q.put({7});
-  });
-  producer.start();
-  wait_until_asleep_in_futex(producer.pid());  // the ring is full, mid-item
-  ::kill(producer.pid(), SIGSTOP);             // so the reader below must wait mid-item
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Process producer = giant.start_producer({{7}});
+  ::kill(producer.pid(), SIGSTOP);  // so the reader below must wait mid-item
   mproc::Process victim([q] { (void)q.get(); });
   victim.start();
-  wait_until_asleep_in_futex(victim.pid());  // holding the get lock, waiting for bytes
+  wait_until_blocked(victim.pid());  // holding the get lock, waiting for bytes
   victim.kill();
   victim.join();
+  ::kill(producer.pid(), SIGCONT);
+  wait_until_blocked(producer.pid());  // the ring is full again, nobody reads
+  ::kill(producer.pid(), SIGSTOP);
+  CHECK_THROWS_AS(q.get(10ms), mproc::Empty);  // skipping the rest waits for the stopped producer, within limits
   ::kill(producer.pid(), SIGCONT);
   CHECK(q.get() == std::vector<std::int64_t>{7});  // the rest of the big item was skipped
   producer.join();
   CHECK(producer.exitcode() == 0);
   CHECK(q.empty());
+}
+
+TEST_CASE("a producer killed in the middle of a giant item, and no other: get(timeout) drops it and throws Empty") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Process victim = giant.start_producer();
+  victim.kill();
+  victim.join();
+  CHECK_THROWS_AS(q.get(10ms), mproc::Empty);
+  CHECK(q.empty());
+  q.put({5});
+  CHECK(q.get() == std::vector<std::int64_t>{5});
+}
+
+TEST_CASE("a consumer waiting for the rest of a giant item learns that its producer was killed") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Queue<std::string> out;
+  mproc::Process producer = giant.start_producer();
+  ::kill(producer.pid(), SIGSTOP);  // so the consumer below must wait mid-item
+  mproc::Process consumer([q, out] {
+    try {
+      (void)q.get(20ms);  // once it has part of the item, it waits for the rest regardless
+      out.put("an item");
+    } catch (const mproc::Empty&) {
+      out.put("Empty");
+    }
+  });
+  consumer.start();
+  wait_until_blocked(consumer.pid());  // took what was there, waits for more
+  producer.kill();
+  producer.join();
+  CHECK(out.get() == "Empty");  // the broken item was dropped, and no other came
+  consumer.join();
+  CHECK(q.empty());
+  q.put({6});
+  CHECK(q.get() == std::vector<std::int64_t>{6});
 }

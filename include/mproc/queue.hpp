@@ -9,17 +9,21 @@
 //
 // Items travel encoded (see codec.hpp) through a ring buffer in shared memory, not a
 // pipe: put() needs no feeder thread to avoid blocking when nobody reads yet, and
-// size() is exact. Each producer's items arrive in the order it put them; nothing is
-// lost or duplicated, and a process that dies inside put() or get() does not hang
-// the others. Any thread of any of these processes may put and get.
+// size() is exact whenever no put or get is under way. Each producer's items arrive
+// in the order it put them; nothing is lost or duplicated, and a process that dies
+// inside put() or get() does not hang the others. Any thread of any of these
+// processes may put and get.
 //
 // The ring reserves 1 GiB of address space; memory is used as items are queued and
 // given back when the queue empties (or, bounded, has room to spare). Only an
 // unbounded queue that never empties keeps the pages it swept, up to the ring's size;
 // Queue(0, ring_bytes) bounds that. An unbounded queue holds up to the ring's size
-// of encoded items before put() waits for readers; a single item bigger than the
-// ring streams through it while a reader takes it (and if its writer is killed
-// midway, the next put drops it).
+// of encoded items before put() waits for readers (and put_nowait() throws Full); a
+// single item bigger than the ring streams through it while a reader takes it.
+//
+// A consumer killed while it takes an item (decoding it, say) leaves the item to the
+// next consumer, unless it was bigger than the ring: its bytes are gone, and it is
+// dropped, as is such an item whose producer is killed midway.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/scratch.hpp>
@@ -56,22 +60,26 @@ class Queue {
 
   /// Adds item, waiting while the queue is full.
   void put(const T& item) const { put_with(item, detail::WaitSpec::forever(), "put"); }
-  /// Adds item, waiting at most timeout for room; throws Full if there was none.
+  /// Adds item, waiting at most timeout for room (a negative one is zero, one too
+  /// long for the clock is forever); throws Full if there was none.
   template <class Rep, class Period>
   void put(const T& item, std::chrono::duration<Rep, Period> timeout) const {
     put_with(item, detail::WaitSpec::within(timeout), "put");
   }
-  /// Adds item if there is room now; throws Full otherwise.
+  /// Adds item if there is room now; throws Full otherwise. Never waits for a
+  /// reader (it may wait out another producer's copy of an item into the ring).
   void put_nowait(const T& item) const { put_with(item, detail::WaitSpec::no_wait(), "put_nowait"); }
 
   /// Removes and returns the oldest item, waiting for one.
   T get() const { return get_with(detail::WaitSpec::forever(), "get"); }
-  /// Removes and returns the oldest item, waiting at most timeout; throws Empty if none came.
+  /// Removes and returns the oldest item, waiting at most timeout (as for put); throws
+  /// Empty if none came.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) const {
     return get_with(detail::WaitSpec::within(timeout), "get");
   }
-  /// Removes and returns the oldest item if there is one now; throws Empty otherwise.
+  /// Removes and returns the oldest item if there is one now; throws Empty otherwise,
+  /// also while another consumer is taking one, as Python's does.
   T get_nowait() const { return get_with(detail::WaitSpec::no_wait(), "get_nowait"); }
 
   /// The number of items in the queue (Python's qsize()). Exact when no put or get

@@ -9,6 +9,15 @@
 // - Nobody waits while holding a lock (except inside an item bigger than the whole
 //   ring, which streams through in pieces). Waiting is on futex words, so a waiter
 //   that is killed leaves nothing behind.
+// - Readers sleep only on an empty queue, and a publish onto a drained queue wakes them
+//   all: the one that takes the item may be killed before it is done, and the others
+//   must then be blocked on the robust get_lock (which the kernel hands on when its
+//   holder dies), not asleep on a word that nobody will change again.
+// - While an item bigger than the ring streams through, its writer always holds one of
+//   three robust stream locks, and moves to another after each piece (never to the one
+//   a reader has said it waits on, which it would take back before that reader got
+//   it): a reader waiting for more bytes blocks on the one the writer holds, so it
+//   wakes when a piece comes or when the writer dies (and then drops the item).
 // - head and tail are byte positions that only grow; a frame is published by one
 //   store to tail after its bytes are in place, so readers never see half a frame.
 // - The ring is reserved, not committed (1 GiB by default): pages cost memory once
@@ -19,6 +28,7 @@
 //   it is bounded, when the jump is also taken whenever maxsize items still fit.
 
 #include <mproc/detail/bytes.hpp>
+#include <mproc/detail/deadline.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/futex.hpp>
 #include <mproc/detail/mirror_mapping.hpp>
@@ -48,13 +58,12 @@ struct WaitSpec {
 
   static WaitSpec forever() noexcept { return {}; }
   static WaitSpec no_wait() noexcept { return {false, std::nullopt}; }
+  /// A negative timeout is zero; one too long for the clock is forever.
   template <class Rep, class Period>
   static WaitSpec within(std::chrono::duration<Rep, Period> timeout) {
-    const auto now = std::chrono::steady_clock::now();
-    const auto ns = std::chrono::ceil<std::chrono::nanoseconds>(timeout);
-    // Clamp so that a huge timeout cannot overflow the clock.
-    const auto limit = std::chrono::steady_clock::time_point::max() - now;
-    return {true, ns >= limit ? std::chrono::steady_clock::time_point::max() : now + ns};
+    const auto deadline = deadline_after(timeout);
+    if (deadline == std::chrono::steady_clock::time_point::max()) return forever();
+    return {true, deadline};
   }
 };
 
@@ -99,7 +108,9 @@ class SharedRing {
 
   /// Copies one item in. Returns false if wait ran out first (no room: maxsize items
   /// queued, or the ring full). An item larger than the whole ring streams through
-  /// it once the ring is empty and then waits for readers regardless of wait.
+  /// it once the ring is empty and then waits for readers regardless of wait. Without
+  /// wait, it still waits for the lock while another writer copies an item in (never
+  /// for readers).
   bool put(std::span<const std::byte> payload, const WaitSpec& wait) {
     const std::uint64_t record = record_size(payload.size());
     const std::uint64_t room = std::min<std::uint64_t>(record, c_->capacity);
@@ -122,7 +133,9 @@ class SharedRing {
 
   /// Takes the oldest item: calls consume(payload) with its bytes and then removes
   /// it, even if consume throws (a poisoned item must not block the queue). Returns
-  /// false if wait ran out before an item was there.
+  /// false if wait ran out before an item was there; without wait, also while another
+  /// reader is taking one. A reader killed inside consume leaves the item to the next
+  /// one (an item bigger than the ring, whose bytes are gone, is dropped).
   template <class Consume>
   bool get(const WaitSpec& wait, Consume&& consume) {
     std::optional<Taken> taken = take(wait);
@@ -148,17 +161,21 @@ class SharedRing {
  private:
   using u64 = std::uint64_t;
   using u32 = std::uint32_t;
+  using time_point = std::chrono::steady_clock::time_point;
   static_assert(std::atomic<u64>::is_always_lock_free, "SharedRing needs address-free 64-bit atomics");
 
   // Jumping back to the lap's start only pays when the ring is much bigger than this.
   static constexpr u64 hot_bytes = u64{256} << 10;
   // Pages past the jump point are returned once at least this much can go.
   static constexpr u64 release_bytes = u64{1} << 20;
+  static constexpr u32 no_stream_lock = 3;
 
   struct Control {
     Control(std::size_t max, u64 cap) : capacity(cap), maxsize(max) {}
     RobustMutex put_lock;
     RobustMutex get_lock;
+    // The writer of a streamed item holds stream_lock[stream_current] throughout.
+    RobustMutex stream_lock[3];
     const u64 capacity;
     const u64 maxsize;
 
@@ -167,7 +184,8 @@ class SharedRing {
     std::atomic<u64> put_count{0};         // items published (or being streamed)
     std::atomic<u32> put_seq{0};           // futex: bumped after tail moves
     std::atomic<u32> get_waiters{0};       // sleepers on put_seq
-    std::atomic<u32> put_streaming{0};     // a writer is inside an item bigger than the ring
+    std::atomic<u32> put_streaming{0};     // a writer is (or died) inside an item bigger than the ring
+    std::atomic<u32> stream_current{0};    // which stream_lock that writer holds
     // Under put_lock: what a writer that dies mid-publish leaves for the next one.
     u64 pending_start = 0;  // tail before the item
     u64 pending_end = 0;    // tail after it; 0 when no publish is under way
@@ -180,11 +198,11 @@ class SharedRing {
     std::atomic<u64> get_count{0};         // items consumed
     std::atomic<u32> get_seq{0};           // futex: bumped after head moves
     std::atomic<u32> put_waiters{0};       // sleepers on get_seq
-    std::atomic<u32> get_streaming{0};     // a reader is inside an item bigger than the ring
-    std::atomic<u64> broken{0};            // 1 + index of an item whose writer died in it
-    // Under get_lock: the rest of a streamed item a reader died in.
-    u64 skip_end = 0;
+    // Under get_lock: the streamed item being taken (or skipped after its reader died).
+    u64 skip_end = 0;  // where it ends; 0 when none
     u64 skip_index = 0;
+    std::atomic<u32> stream_waiter{no_stream_lock};  // the stream lock its reader waits on
+    std::atomic<u32> stream_abandoned{0};            // its writer died: it is being dropped
   };
 
   /// An item being taken: its payload (in the ring, or copied out of a streamed
@@ -216,7 +234,9 @@ class SharedRing {
   /// Sleeps on seq (counted in waiters) until ready() or the deadline.
   template <class Ready>
   static bool wait_for(std::atomic<u32>& seq, std::atomic<u32>& waiters, Ready ready,
-                       std::optional<std::chrono::steady_clock::time_point> deadline) {
+                       std::optional<time_point> deadline) {
+    // A waiter killed in here stays counted: its only cost is a futex_wake call
+    // with nobody to wake when the other side has something for it.
     waiters.fetch_add(1);
     struct Leave {
       std::atomic<u32>& w;
@@ -228,29 +248,33 @@ class SharedRing {
       if (!futex_wait(seq, seen, deadline)) return ready();
     }
   }
-  static void notify(std::atomic<u32>& seq, std::atomic<u32>& waiters, int n) noexcept {
+  static void notify(std::atomic<u32>& seq, std::atomic<u32>& waiters) noexcept {
     seq.fetch_add(1);
-    if (waiters.load() != 0) futex_wake(seq, n);
+    if (waiters.load() != 0) futex_wake(seq);
   }
 
-  RingLock lock(RobustMutex& m, const std::atomic<u32>& streaming, const WaitSpec& wait, bool& owner_died) {
-    // put_nowait/get_nowait never wait out another process's giant streamed item.
-    if (!wait.block && streaming.load() != 0) return {};
-    const LockResult r = wait.deadline ? m.lock_until(*wait.deadline) : m.lock();
-    if (r == LockResult::timed_out) return {};
-    owner_died = r == LockResult::owner_died;
-    return RingLock(m);
+  static LockResult lock(RobustMutex& m, std::optional<time_point> deadline) {
+    return deadline ? m.lock_until(*deadline) : m.lock();
   }
   RingLock lock_writer(const WaitSpec& wait) {
-    bool died = false;
-    RingLock l = lock(c_->put_lock, c_->put_streaming, wait, died);
-    if (died) recover_writer();
+    // put_nowait may wait for another writer's copy, never for a giant item that
+    // streams through at the readers' pace.
+    const bool streaming = c_->put_streaming.load() != 0;
+    const LockResult r = !wait.block && streaming ? c_->put_lock.try_lock() : lock(c_->put_lock, wait.deadline);
+    if (r == LockResult::timed_out) return {};
+    RingLock l(c_->put_lock);
+    // A streaming writer holds put_lock: finding put_streaming set means it died.
+    if ((r == LockResult::owner_died || c_->put_streaming.load() != 0) && !recover_writer(wait)) return {};
     return l;
   }
   RingLock lock_reader(const WaitSpec& wait) {
-    bool died = false;
-    RingLock l = lock(c_->get_lock, c_->get_streaming, wait, died);
-    if (died) recover_reader();
+    // get_nowait gives up at once while another reader takes an item, as Python's does.
+    const LockResult r = wait.block ? lock(c_->get_lock, wait.deadline) : c_->get_lock.try_lock();
+    if (r == LockResult::timed_out) return {};
+    RingLock l(c_->get_lock);
+    if (r == LockResult::owner_died || c_->skip_end != 0) {
+      if (!recover_reader(wait.block ? wait.deadline : std::optional(std::chrono::steady_clock::now()))) return {};
+    }
     return l;
   }
 
@@ -275,13 +299,15 @@ class SharedRing {
   }
 
   /// Whether a writer at offset should continue at the lap's start, so the pages in
-  /// use stay few. Never at the cost of room: on an empty queue the writer consumes
-  /// the padding itself (jump()); otherwise only a bounded queue jumps, and only if
-  /// maxsize items of the largest size seen still fit before the readers' position.
+  /// use stay few. Never at the cost of room, and never counting on the readers: the
+  /// padding to the lap's end stays queued until a reader passes it, so the used
+  /// bytes before offset and the record must both fit before it. Only a bounded
+  /// queue jumps while items are queued, and only if maxsize items of the largest
+  /// size seen still fit before the readers' position.
   bool should_jump(u64 offset, u64 used, u64 record) const noexcept {
     const u64 cap = c_->capacity;
     if (cap < 4 * hot_bytes || offset < hot_bytes || cap - offset < frame_header_size) return false;
-    if (used == 0) return true;
+    if (used == 0) return offset >= record;
     return c_->maxsize != 0 && offset >= 2 * used && offset - used >= record &&
            (offset - used - record) / c_->maxsize >= c_->max_record;
   }
@@ -302,7 +328,7 @@ class SharedRing {
       const LockResult r = c_->get_lock.try_lock();
       if (r != LockResult::timed_out) {
         RingLock reader(c_->get_lock);
-        if (r == LockResult::owner_died) recover_reader();  // cannot wait: nothing is queued
+        if (r == LockResult::owner_died) recover_reader(std::chrono::steady_clock::now());  // cannot wait
         if (c_->head.load() == tail) {
           c_->tail.store(next);
           c_->head.store(next);
@@ -327,42 +353,34 @@ class SharedRing {
     c_->tail.store(start + record);
     end_publish();
     // Readers sleep only on an empty queue, so only a publish onto a drained queue
-    // needs to wake one (checked after the store: a reader draining meanwhile is
-    // seen). Each reader that leaves items behind wakes the next (finish()).
+    // wakes them (checked after the store: a reader draining meanwhile is seen); all
+    // of them, as the first one may die before it takes the item.
     c_->put_seq.fetch_add(1);
-    if (c_->get_waiters.load() != 0 && c_->head.load() == published) futex_wake(c_->put_seq, 1);
+    if (c_->get_waiters.load() != 0 && c_->head.load() == published) futex_wake(c_->put_seq);
   }
 
-  /// Writes total bytes from start on, piece by piece as readers make room; fill(dst,
-  /// from, n) supplies bytes [from, from + n) of what is written. No deadline: once
-  /// part of an item is visible, the rest must follow.
-  template <class Fill>
-  void stream_out(u64 start, u64 total, Fill fill) {
-    const u64 cap = c_->capacity;
-    c_->high_water = cap;
-    for (u64 done = 0; done < total;) {
-      const u64 tail = start + done;
-      // Wait for a good share of the ring, not every free byte, to keep wake-ups few.
-      const u64 want = std::min(total - done, cap / 2);
-      wait_for(c_->get_seq, c_->put_waiters, [&] { return cap - (tail - c_->head.load()) >= want; }, std::nullopt);
-      const u64 n = std::min(total - done, cap - (tail - c_->head.load()));
-      fill(at(tail), done, n);
-      done += n;
-      c_->tail.store(start + done);
-      notify(c_->put_seq, c_->get_waiters, INT_MAX);  // the streaming reader among them
-    }
-  }
-
+  /// Streams an item bigger than the whole ring through it, piece by piece as the
+  /// reader makes room. No deadline: once part of an item is visible, the rest must
+  /// follow.
   void stream_record(std::span<const std::byte> payload, u64 record) {
+    const u64 cap = c_->capacity;
     c_->put_streaming.store(1);
+    take_stream_lock(no_stream_lock);  // before the first byte shows
     const u64 start = c_->tail.load(std::memory_order_relaxed);
     const u64 index = c_->put_count.load(std::memory_order_relaxed);
     const FrameHeader h = make_frame_header(FrameKind::message, index, payload.size());
     begin_publish(start, start + record, index);
+    c_->high_water = cap;
     // The ring is empty here (room_for(capacity)), so the first piece holds the header.
-    stream_out(start, record, [&](std::byte* dst, u64 from, u64 n) {
+    for (u64 done = 0; done < record;) {
+      const u64 tail = start + done;
+      // Wait for a good share of the ring, not every free byte, to keep wake-ups few.
+      const u64 want = std::min(record - done, cap / 2);
+      wait_for(c_->get_seq, c_->put_waiters, [&] { return cap - (tail - c_->head.load()) >= want; }, std::nullopt);
+      const u64 n = std::min(record - done, cap - (tail - c_->head.load()));
+      std::byte* dst = at(tail);
       for (u64 i = 0; i < n;) {  // header, then payload, then zero padding
-        const u64 pos = from + i;
+        const u64 pos = done + i;
         u64 take;
         if (pos < frame_header_size) {
           take = std::min(n - i, frame_header_size - pos);
@@ -376,26 +394,49 @@ class SharedRing {
         }
         i += take;
       }
-    });
+      done += n;
+      c_->tail.store(start + done);
+      notify(c_->put_seq, c_->get_waiters);  // readers that slept on the drained ring
+      if (done < record) take_stream_lock(c_->stream_current.load(std::memory_order_relaxed));
+    }
     end_publish();
     c_->put_streaming.store(0);
+    c_->stream_lock[c_->stream_current.load(std::memory_order_relaxed)].unlock();
   }
 
-  /// The previous writer died holding put_lock: undo or complete what it left.
-  void recover_writer() {
+  /// Takes a stream lock that is neither held (the writer's) nor the one a reader
+  /// waits on, then leaves held: a reader waiting on it wakes, and finds a new piece.
+  /// The streaming writer always holds one.
+  void take_stream_lock(u32 held) {
+    const u32 waiter = c_->stream_waiter.load();
+    u32 next = 0;
+    while (next == held || next == waiter) ++next;
+    (void)c_->stream_lock[next].lock();  // owner_died: a reader died holding it a moment
+    c_->stream_current.store(next);
+    if (held != no_stream_lock) c_->stream_lock[held].unlock();
+  }
+
+  /// The previous writer died holding put_lock (or gave up waiting here): undo or
+  /// settle what it left. False if wait ran out first.
+  bool recover_writer(const WaitSpec& wait) {
     if (c_->pending_end != 0) {
       const u64 tail = c_->tail.load();
       if (tail == c_->pending_start) {
         c_->put_count.store(c_->pending_count);  // nothing of its item became visible
       } else if (tail < c_->pending_end) {
-        // It died inside a streamed item: readers drop it; fill in its missing bytes.
-        c_->broken.store(c_->pending_count + 1);
-        stream_out(tail, c_->pending_end - tail,
-                   [](std::byte* dst, u64, u64 n) { std::memset(dst, 0, n); });
+        // It died inside a streamed item: the reader taking it drops it (abandon());
+        // nothing may be written until the readers are past it.
+        const u64 end = c_->pending_end;
+        const auto passed = [&] { return c_->head.load() >= end; };
+        if (!passed() && (!wait.block || !wait_for(c_->get_seq, c_->put_waiters, passed, wait.deadline))) {
+          return false;
+        }
       }
       c_->pending_end = 0;
     }
     c_->put_streaming.store(0);
+    notify(c_->put_seq, c_->get_waiters);  // it may have published and died before waking anyone
+    return true;
   }
 
   // ---------------------------------------------------------------- reading
@@ -422,11 +463,11 @@ class SharedRing {
   void advance(u64 head, std::optional<u64> index) noexcept {
     c_->head.store(head);
     if (index) c_->get_count.store(*index + 1);
-    notify(c_->get_seq, c_->put_waiters, INT_MAX);  // writers wait for different amounts
+    notify(c_->get_seq, c_->put_waiters);  // all: writers wait for different amounts
   }
 
-  /// The next item, skipping padding and broken items; nothing if none is left.
-  /// Called with get_lock held.
+  /// The next item, skipping padding and dropped streamed items; nothing if none is
+  /// left. Called with get_lock held.
   std::optional<Taken> next_item() {
     for (;;) {
       const u64 head = c_->head.load(std::memory_order_relaxed);
@@ -444,65 +485,109 @@ class SharedRing {
       t.index = h.id;
       t.end = head + record;
       if (record > c_->capacity) {
-        t.copy = read_streamed(head, h);
+        std::optional<Bytes> copy = read_streamed(head, h);
+        if (!copy) continue;  // its writer died in it
+        t.copy = std::move(*copy);
         t.payload = t.copy.span();
         t.consumed = true;
       } else {
         t.payload = {at(head) + frame_header_size, static_cast<std::size_t>(h.size)};
       }
-      if (c_->broken.load() == h.id + 1) {  // its writer died in it
-        c_->broken.store(0);
-        if (!t.consumed) advance(t.end, t.index);
-        continue;
-      }
       return t;
     }
   }
 
-  /// Copies a streamed item out as its writer puts it in, freeing ring space as it goes.
-  Bytes read_streamed(u64 head, const FrameHeader& h) {
-    c_->get_streaming.store(1);
-    const u64 end = head + record_size(static_cast<std::size_t>(h.size));
+  /// Copies a streamed item out as its writer puts it in, freeing ring space as it
+  /// goes; nothing if its writer died in it (the item is dropped).
+  std::optional<Bytes> read_streamed(u64 head, const FrameHeader& h) {
     c_->skip_index = h.id;
-    c_->skip_end = end;
+    c_->skip_end = head + record_size(static_cast<std::size_t>(h.size));
     Bytes out(static_cast<std::size_t>(h.size));
     const u64 payload_start = head + frame_header_size;
-    u64 pos = payload_start;
-    advance(pos, std::nullopt);
-    while (pos < end) {
-      wait_for(c_->put_seq, c_->get_waiters, [&] { return c_->tail.load() != pos; }, std::nullopt);
-      const u64 n = std::min(c_->tail.load(), end) - pos;
-      const u64 from = pos - payload_start;
-      if (from < h.size) std::memcpy(out.data() + from, at(pos), std::min(n, h.size - from));
-      pos += n;
-      advance(pos, std::nullopt);
-    }
-    c_->get_count.store(h.id + 1);
-    c_->skip_end = 0;
-    c_->get_streaming.store(0);
+    const u64 payload_end = payload_start + h.size;
+    const auto copy = [&](u64 from, u64 to) {  // ring positions; the header and padding stay behind
+      const u64 a = std::max(from, payload_start);
+      const u64 b = std::min(to, payload_end);
+      if (a < b) std::memcpy(out.data() + (a - payload_start), at(a), b - a);
+    };
+    // Its bytes are being taken: the rest must follow, whatever the caller's deadline.
+    if (drain_stream(copy, std::nullopt) != Drained::done) return std::nullopt;
     return out;
   }
 
-  /// The previous reader died holding get_lock: drop the rest of its streamed item.
-  void recover_reader() {
-    if (c_->skip_end != 0) {
-      u64 pos = c_->head.load();
-      while (pos < c_->skip_end) {
-        wait_for(c_->put_seq, c_->get_waiters, [&] { return c_->tail.load() != pos; }, std::nullopt);
-        pos = std::min(c_->tail.load(), c_->skip_end);
-        advance(pos, std::nullopt);
-      }
-      c_->get_count.store(c_->skip_index + 1);
-      if (c_->broken.load() == c_->skip_index + 1) c_->broken.store(0);
-      c_->skip_end = 0;
+  /// The previous reader died holding get_lock, or gave up skipping: drop the rest of
+  /// the streamed item it was in. False if the deadline passed first (the rest is
+  /// then left to the next reader).
+  bool recover_reader(std::optional<time_point> deadline) {
+    if (c_->skip_end == 0) {
+      c_->stream_abandoned.store(0);  // in case it died as it finished dropping one
+      return true;
     }
-    c_->get_streaming.store(0);
+    return drain_stream([](u64, u64) {}, deadline) != Drained::timed_out;
+  }
+
+  enum class Drained { done, dropped, timed_out };
+
+  /// Consumes the streamed item that ends at skip_end from head on, passing each
+  /// piece's ring positions [from, to) to copy as its writer puts them in.
+  template <class Copy>
+  Drained drain_stream(Copy copy, std::optional<time_point> deadline) {
+    const u64 end = c_->skip_end;
+    for (u64 pos = c_->head.load(std::memory_order_relaxed); pos < end;) {
+      if (c_->stream_abandoned.load() != 0) return abandon();
+      if (c_->tail.load() == pos) {
+        const std::optional<bool> alive = wait_stream(pos, deadline);
+        if (!alive) return Drained::timed_out;
+        if (!*alive) return abandon();
+      }
+      const u64 to = std::min(c_->tail.load(), end);
+      copy(pos, to);
+      pos = to;
+      advance(pos, std::nullopt);
+    }
+    c_->get_count.store(c_->skip_index + 1);
+    c_->skip_end = 0;
+    return Drained::done;
+  }
+
+  /// Waits until the streaming writer has put bytes past pos (true), or has died
+  /// (false); nothing if the deadline passed first. A live writer holds
+  /// stream_lock[stream_current] and leaves it only after a piece or the last byte,
+  /// so holding that lock while it is still the current one and no byte came means
+  /// the writer is dead, whoever was the lock's last owner.
+  std::optional<bool> wait_stream(u64 pos, std::optional<time_point> deadline) {
+    for (;;) {
+      if (c_->tail.load() != pos) return true;
+      const u32 current = c_->stream_current.load();
+      c_->stream_waiter.store(current);  // first: from here on the writer leaves it to us
+      if (c_->stream_current.load() != current || c_->tail.load() != pos) continue;
+      RobustMutex& m = c_->stream_lock[current];
+      const bool in_time = lock(m, deadline) != LockResult::timed_out;
+      const bool dead = in_time && c_->stream_current.load() == current && c_->tail.load() == pos;
+      if (dead) c_->stream_abandoned.store(1);  // before unlocking: a reader killed next leaves it said
+      if (in_time) m.unlock();
+      c_->stream_waiter.store(no_stream_lock);
+      if (!in_time) return std::nullopt;
+      if (dead) return false;
+    }
+  }
+
+  /// Drops the streamed item being taken, whose writer died in it: readers move past
+  /// it at once, and tail with them (the writer side waits for that, see
+  /// recover_writer, and never writes its missing bytes).
+  Drained abandon() noexcept {
+    const u64 end = c_->skip_end;
+    if (c_->head.load() < end) {  // else done already, by a reader killed before it cleared up
+      c_->tail.store(end);
+      advance(end, c_->skip_index);
+    }
+    c_->skip_end = 0;
+    c_->stream_abandoned.store(0);
+    return Drained::dropped;
   }
 
   void finish(Taken& t) noexcept {
     if (!t.consumed) advance(t.end, t.index);
-    // Pass the baton: more items and sleepers, so one more reader need not wait for a put.
-    if (readable() && c_->get_waiters.load() != 0) futex_wake(c_->put_seq, 1);
     t.lock.unlock();
   }
 

@@ -2,6 +2,8 @@
 // closed everywhere and drained, handing an end to a child, poll, 100 MiB messages,
 // a vanished reader (EPIPE, not SIGPIPE) and no descriptor left behind.
 
+#include "blocked_support.hpp"
+
 #include <mproc/pipe.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
@@ -128,6 +130,22 @@ TEST_CASE("poll: false with nothing to read, true once a message or EOF is there
   p.join();
   CHECK(a.poll_forever());  // end of file
   CHECK_THROWS_AS(a.recv(), mproc::EOFError);
+}
+
+TEST_CASE("poll with a negative timeout does not wait, one too long for the clock waits until a message") {
+  auto [a, b] = mproc::Pipe<int>();
+  {
+    // Were poll(-5ms) to wait, this message would end the wait and poll would say true.
+    mproc_test::WhenBlocked send(mproc_test::poll_calls(), [&b = b] { b.send(1); });
+    CHECK_FALSE(a.poll(-5ms));
+  }
+  if (!a.poll()) b.send(1);
+  CHECK(a.recv() == 1);
+  {
+    mproc_test::WhenBlocked send(mproc_test::poll_calls(), [&b = b] { b.send(2); });
+    CHECK(a.poll(std::chrono::seconds::max()));
+  }
+  CHECK(a.recv() == 2);
 }
 
 TEST_CASE("poll sees messages already buffered by an earlier recv") {

@@ -3,6 +3,8 @@
 // rules, death with the parent, and no zombie or descriptor left behind. Children
 // wait on Queues ("gates"), never on time.
 
+#include "blocked_support.hpp"
+
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
 
@@ -174,6 +176,32 @@ TEST_CASE("join with a timeout returns false while the child runs, true once it 
   CHECK(p.join(std::chrono::hours(1)));
   CHECK(p.exitcode() == 0);
   CHECK(p.join(0s));  // joining again is fine
+  p.join();
+}
+
+TEST_CASE("join with a timeout too long for the clock waits until the process ends") {
+  // The child ends only once this thread is waiting inside join.
+  const auto joined_when_released = [](auto timeout) {
+    mproc::Queue<int> gate;
+    mproc::Process p([gate] { gate.get(); });
+    p.start();
+    bool joined = false;
+    {
+      mproc_test::WhenBlocked release(mproc_test::poll_calls(), [&] { gate.put(1); });
+      joined = p.join(timeout);
+    }
+    if (!joined) gate.put(1);
+    p.join();
+    return joined;
+  };
+  CHECK(joined_when_released(std::chrono::seconds::max()));
+  CHECK(joined_when_released(std::chrono::hours(3'000'000)));
+
+  mproc::Queue<int> gate;
+  mproc::Process p([gate] { gate.get(); });
+  p.start();
+  CHECK_FALSE(p.join(-1s));  // a negative timeout does not wait
+  gate.put(1);
   p.join();
 }
 

@@ -21,6 +21,7 @@
 // close() it where it is not used.
 
 #include <mproc/codec.hpp>
+#include <mproc/detail/deadline.hpp>
 #include <mproc/detail/fd.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/scratch.hpp>
@@ -130,16 +131,13 @@ class Connection {
   }
 
   /// Whether recv() would not block: a message (or end-of-file) is there. Waits up
-  /// to timeout for that; the default does not wait.
+  /// to timeout for that; the default, like a negative timeout, does not wait.
   template <class Rep = long, class Period = std::ratio<1>>
   bool poll(std::chrono::duration<Rep, Period> timeout = std::chrono::seconds(0)) {
-    check_usable(readable(), "poll", "write-only");
-    if (reader_.has_buffered_frame()) return true;
-    pollfd p{fileno(), POLLIN, 0};
-    return detail::poll_fds(&p, 1, std::chrono::ceil<std::chrono::nanoseconds>(timeout)) > 0;
+    return poll_until(detail::deadline_after(timeout));
   }
   /// As poll(), waiting as long as it takes (Python's poll(None)).
-  bool poll_forever() { return poll(std::chrono::nanoseconds(-1)); }
+  bool poll_forever() { return poll_until(std::chrono::steady_clock::time_point::max()); }
 
   /// Closes this end in this process; further use throws ValueError.
   void close() noexcept {
@@ -167,6 +165,13 @@ class Connection {
 
   Connection(std::shared_ptr<detail::PipeLink> link, int side)
       : link_(std::move(link)), side_(side), reader_(link_->read[side_].get()) {}
+
+  bool poll_until(std::chrono::steady_clock::time_point deadline) {
+    check_usable(readable(), "poll", "write-only");
+    if (reader_.has_buffered_frame()) return true;
+    pollfd p{fileno(), POLLIN, 0};
+    return detail::poll_until(&p, 1, deadline) > 0;
+  }
 
   void check_usable(bool allowed, const char* what, const char* kind) const {
     if (closed()) throw ValueError(std::string("mproc: Connection.") + what + ": the connection is closed");

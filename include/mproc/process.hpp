@@ -34,6 +34,7 @@
 
 #include <mproc/current_process.hpp>
 #include <mproc/detail/child.hpp>
+#include <mproc/detail/deadline.hpp>
 #include <mproc/detail/task.hpp>  // describe_current_exception
 #include <mproc/errors.hpp>
 
@@ -221,12 +222,15 @@ class Process {
     child_->wait();
     reaped();
   }
-  /// Waits at most timeout for the process to end; returns whether it has.
+  /// Waits at most timeout for the process to end (not at all if negative, forever if
+  /// too long for the clock); returns whether it has.
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
     check_mine("join");
-    const auto ns = std::chrono::ceil<std::chrono::nanoseconds>(timeout);
-    child_->wait(std::max(ns, std::chrono::nanoseconds::zero()));
+    using clock = std::chrono::steady_clock;
+    const clock::time_point deadline = detail::deadline_after(timeout);
+    child_->wait(deadline == clock::time_point::max() ? std::chrono::nanoseconds(-1)  // forever
+                                                      : std::max(deadline - clock::now(), clock::duration::zero()));
     if (child_->running()) return false;
     reaped();
     return true;

@@ -2,6 +2,7 @@
 // File descriptors: one RAII owner (Fd), pipes, EINTR-safe I/O, and the registry of
 // descriptors private to this process's pools, which forked children close.
 
+#include <mproc/detail/deadline.hpp>
 #include <mproc/errors.hpp>
 
 #include <fcntl.h>
@@ -149,15 +150,12 @@ inline ssize_t read_some(int fd, void* data, std::size_t n) {
   }
 }
 
-/// poll() that survives EINTR, with the timeout recomputed from a fixed deadline.
-/// A negative timeout waits forever.
-inline int poll_fds(pollfd* fds, nfds_t n, std::chrono::nanoseconds timeout) {
+/// poll() that survives EINTR, waiting until deadline (time_point::max(): forever).
+inline int poll_until(pollfd* fds, nfds_t n, std::chrono::steady_clock::time_point deadline) {
   using clock = std::chrono::steady_clock;
-  const bool forever = timeout < std::chrono::nanoseconds::zero();
-  const auto deadline = forever ? clock::time_point::max() : clock::now() + timeout;
   for (;;) {
     int ms = -1;
-    if (!forever) {
+    if (deadline != clock::time_point::max()) {
       const auto left = deadline - clock::now();
       // Round up so that a sub-millisecond wait does not spin at zero.
       ms = left <= std::chrono::nanoseconds::zero()
@@ -169,6 +167,11 @@ inline int poll_fds(pollfd* fds, nfds_t n, std::chrono::nanoseconds timeout) {
     if (r >= 0) return r;
     if (errno != EINTR) throw OSError("poll", errno);
   }
+}
+
+/// poll_until with a timeout; a negative timeout waits forever.
+inline int poll_fds(pollfd* fds, nfds_t n, std::chrono::nanoseconds timeout) {
+  return poll_until(fds, n, timeout < timeout.zero() ? std::chrono::steady_clock::time_point::max() : deadline_after(timeout));
 }
 
 }  // namespace mproc::detail

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -75,6 +76,35 @@ TEST_CASE("the default sink writes [name] message lines to stderr") {
     p.join();
   });
   CHECK(err == "[MainProcess] hello 42\n[child-x] from the child\n");
+}
+
+TEST_CASE("each line of a message with newlines is tagged") {
+  const auto line = [](std::string message) { return mproc::format_log_line({"p-1", 1, std::move(message)}); };
+  CHECK(line("one") == "[p-1] one\n");
+  CHECK(line("one\ntwo") == "[p-1] one\n[p-1] two\n");
+  CHECK(line("one\n\nthree\n") == "[p-1] one\n[p-1] \n[p-1] three\n");
+  CHECK(line("") == "[p-1] \n");
+}
+
+TEST_CASE("a child that leaves with std::exit does not stop the static LogListener it inherited") {
+  // In a process of its own, so that the static listener is not the test runner's.
+  mproc::Process program([] {
+    const mproc::Queue<std::string> printed;
+    static mproc::LogListener listener([printed](const mproc::LogRecord& r) { printed.put(r.message); });
+    mproc::Process child([] {
+      mproc::log("from the child");
+      std::exit(3);  // runs the destructors of statics, the inherited listener's too
+    });
+    child.start();
+    child.join();
+    mproc::log("from the parent, after the child");
+    const bool ok = child.exitcode() == 3 && printed.get() == "from the child" &&
+                    printed.get() == "from the parent, after the child";
+    ::_exit(ok ? 0 : 1);
+  });
+  program.start();
+  program.join();
+  CHECK(program.exitcode() == 0);
 }
 
 TEST_CASE("without a listener, log writes each line straight to stderr") {

@@ -29,8 +29,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -65,12 +67,18 @@ struct Codec<LogRecord> {
   }
 };
 
-/// "[name] message\n".
+/// "[name] message\n"; each line of a message with newlines gets the tag, so that
+/// every line printed says where it came from.
 inline std::string format_log_line(const LogRecord& record) {
-  std::string line;
-  line.reserve(record.process.size() + record.message.size() + 4);
-  line.append("[").append(record.process).append("] ").append(record.message).append("\n");
-  return line;
+  std::string out;
+  out.reserve(record.process.size() + record.message.size() + 4);
+  std::string_view rest = record.message;
+  for (;;) {
+    const std::size_t nl = rest.find('\n');
+    out.append("[").append(record.process).append("] ").append(rest.substr(0, nl)).append("\n");
+    if (nl == std::string_view::npos || nl + 1 == rest.size()) return out;  // a final newline ends the last line
+    rest.remove_prefix(nl + 1);
+  }
 }
 
 /// The default sink: the formatted line to stderr in one write().
@@ -132,9 +140,10 @@ class LogQueue {
 
 namespace detail {
 
-/// The LogQueue mproc::log() writes to in this process, if any.
-inline const LogQueue*& default_log_queue() noexcept {
-  static const LogQueue* queue = nullptr;
+/// The LogQueue mproc::log() writes to in this process, if any (any thread may log
+/// while another makes or destroys a listener).
+inline std::atomic<const LogQueue*>& default_log_queue() noexcept {
+  static std::atomic<const LogQueue*> queue{nullptr};
   return queue;
 }
 
@@ -145,27 +154,32 @@ inline const LogQueue*& default_log_queue() noexcept {
 class LogListener {
  public:
   /// Starts serving; lines go to sink (default: stderr, "[name] message").
-  explicit LogListener(LogSink sink = write_log_line) : previous_(detail::default_log_queue()) {
+  explicit LogListener(LogSink sink = write_log_line) : previous_(detail::default_log_queue().load()) {
     // The thread starts with every signal blocked, so signals stay with the user's threads.
     sigset_t all, old;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     try {
-      thread_ = std::thread([this, sink = std::move(sink)] { logs_.serve(sink); });
+      new (&thread_) std::thread([this, sink = std::move(sink)] { logs_.serve(sink); });
     } catch (...) {
       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
       throw;
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    detail::default_log_queue() = &logs_;
+    detail::default_log_queue().store(&logs_);
   }
   LogListener(const LogListener&) = delete;
   LogListener& operator=(const LogListener&) = delete;
-  /// Serves every line logged so far, then stops the thread.
+  /// Serves every line logged so far, then stops the thread. In a process forked
+  /// while it lived (a static listener, in a child that calls std::exit), it only
+  /// stops being this process's destination: the thread and its queue serve the
+  /// process that made it.
   ~LogListener() {
-    detail::default_log_queue() = previous_;
+    detail::default_log_queue().store(previous_);
+    if (owner_ != ::getpid()) return;
     logs_.stop();
     thread_.join();
+    thread_.~thread();
   }
 
   /// The queue this listener serves.
@@ -174,7 +188,13 @@ class LogListener {
  private:
   LogQueue logs_;
   const LogQueue* previous_;
-  std::thread thread_;
+  pid_t owner_ = ::getpid();
+  // Destroyed by hand, in the owner only: in a forked child the thread does not
+  // exist, and join, detach or the destructor of its copy would touch whatever glibc
+  // reuses its descriptor for.
+  union {
+    std::thread thread_;
+  };
 };
 
 /// Logs one line (the parts streamed together) tagged with this process's name: to
@@ -182,7 +202,7 @@ class LogListener {
 /// straight to stderr.
 template <class... Parts>
 void log(const Parts&... parts) {
-  if (const LogQueue* logs = detail::default_log_queue()) {
+  if (const LogQueue* logs = detail::default_log_queue().load()) {
     logs->log(parts...);
   } else {
     const CurrentProcess& self = current_process();

@@ -6,9 +6,10 @@
 //                   items or whatever came within 1 s; one predict process builds the
 //                   model inside itself (a model made in the parent would not survive
 //                   the fork) and runs each batch; C sends the results back to A.
-// The post runs forever; here A sends 1000 requests, then end markers (std::nullopt)
-// flow down the pipeline, every process finishes, and A prints a summary. Log lines
-// from every process go through one LogListener.
+// The post runs forever; here A sends 1000 requests, waits until every result is
+// back (the last, partial batch is sent on by C's 1 s timer, as nothing more comes),
+// then end markers (std::nullopt) flow down the pipeline, every process finishes,
+// and A prints a summary. Log lines from every process go through one LogListener.
 #include <mproc/mproc.hpp>
 
 #include <unistd.h>
@@ -51,8 +52,9 @@ class A : public mproc::Process {
 
   void run() override {
     mproc::log("do_run process: ", ::getpid());
-    mproc::Process sender(mproc::ProcessOptions{.name = "A.send"}, [this] { send(); });
-    mproc::Process receiver(mproc::ProcessOptions{.name = "A.receive"}, [this] { receive(); });
+    const mproc::Queue<int> all_back;  // receive tells send that every result came
+    mproc::Process sender(mproc::ProcessOptions{.name = "A.send"}, [&] { send(all_back); });
+    mproc::Process receiver(mproc::ProcessOptions{.name = "A.receive"}, [&] { receive(all_back); });
     sender.start();
     receiver.start();
     sender.join();
@@ -60,22 +62,23 @@ class A : public mproc::Process {
   }
 
  private:
-  void send() {
+  void send(const mproc::Queue<int>& all_back) {
     mproc::log("send process: ", ::getpid());
     for (int count = 0; count < requests_; ++count) {
       std::this_thread::sleep_for(500us);  // requests arrive over time (the post: 1 ms)
       q_.b[static_cast<std::size_t>(count % b_pool_size)].put_nowait(count);
     }
+    (void)all_back.get();  // no end markers before then: only the timer can flush the last batch
     for (const auto& b : q_.b) b.put(std::nullopt);
   }
 
-  void receive() {
+  void receive(const mproc::Queue<int>& all_back) {
     mproc::log("receive process: ", ::getpid());
     std::vector<int> seen(static_cast<std::size_t>(requests_));
     int received = 0;
     const std::string prefix = "modelpredict_receive_component_";
     for (Text r = q_.a.get(); r; r = q_.a.get()) {
-      ++received;
+      if (++received == requests_) all_back.put(1);
       if (r->rfind(prefix, 0) == 0) ++seen.at(std::stoul(r->substr(prefix.size())));
     }
     const bool once = std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; });
@@ -159,22 +162,24 @@ class C : public mproc::Process {
   static void cache(const mproc::Queue<Text>& cache_queue, const mproc::Queue<Batch>& infer_queue) {
     mproc::log("cache process: ", ::getpid());
     std::vector<std::string> caches;
-    std::size_t batches = 0, largest = 0;
-    auto flush = [&] {
-      if (caches.empty()) return;
-      largest = std::max(largest, caches.size());
-      ++batches;
-      infer_queue.put(caches);
-      caches.clear();
-    };
+    std::size_t batches = 0, largest = 0, by_timer = 0;
     auto last = std::chrono::steady_clock::now();
+    auto flush = [&] {
+      if (!caches.empty()) {
+        largest = std::max(largest, caches.size());
+        ++batches;
+        if (caches.size() < 128) ++by_timer;  // the second was up first
+        infer_queue.put(caches);
+        caches.clear();
+      }
+      last = std::chrono::steady_clock::now();
+    };
     for (int ends = 0; ends < c_pool_size;) {
       Text data;
       try {
         data = cache_queue.get(last + 1s - std::chrono::steady_clock::now());  // no item within the second
       } catch (const mproc::Empty&) {
         flush();
-        last = std::chrono::steady_clock::now();
         continue;
       }
       if (!data) {
@@ -182,14 +187,12 @@ class C : public mproc::Process {
         continue;
       }
       caches.push_back(*data);
-      if (caches.size() >= 128 || std::chrono::steady_clock::now() - last > 1s) {
-        flush();
-        last = std::chrono::steady_clock::now();
-      }
+      if (caches.size() >= 128 || std::chrono::steady_clock::now() - last > 1s) flush();
     }
-    flush();
+    flush();  // empty: A waited for every result before the end markers
     infer_queue.put(std::nullopt);
-    std::cout << "C.cache: " << batches << " batches of at most 128 items (largest " << largest << ")" << std::endl;
+    std::cout << "C.cache: " << batches << " batches, the largest of " << largest << " items, " << by_timer
+              << " sent on by the 1 s timer" << std::endl;
   }
 
   static void predict(const mproc::Queue<Batch>& infer_queue, const mproc::Queue<Batch>& result_queue) {

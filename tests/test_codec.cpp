@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -138,6 +140,52 @@ struct Throws {  // constructing it from an int throws: makes a valueless varian
 struct NoSerialize {  // not trivially copyable, no serialize: cannot travel
   std::string text;
 };
+
+struct Percent {  // trivially copyable, but its own save()/load() decide how it travels
+  int value = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(static_cast<std::int8_t>(value));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::int8_t v = 0;
+    ar(v);
+    value = v < 0 ? 0 : v > 100 ? 100 : v;  // load() keeps the invariant
+  }
+};
+struct Vec2 {  // trivially copyable, with a non-member cereal serialize()
+  float x = 0, y = 0;
+  bool operator==(const Vec2&) const = default;
+};
+template <class Archive>
+void serialize(Archive& ar, Vec2& v) {
+  ar(v.x, v.y);
+}
+
+struct Label {  // cereal save_minimal()/load_minimal(): travels as one string
+  std::string text;
+  template <class Archive>
+  std::string save_minimal(const Archive&) const {
+    return text;
+  }
+  template <class Archive>
+  void load_minimal(const Archive&, const std::string& v) {
+    text = v;
+  }
+  bool operator==(const Label&) const = default;
+};
+
+struct Switches {  // cereal reads its std::array<bool, 3> as one block of bytes
+  std::array<bool, 3> on{};
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(on);
+  }
+  bool operator==(const Switches&) const = default;
+};
+
+enum class Toggle : bool { off, on };
 
 struct Meters {  // sent through a Codec<Meters> specialization, not by its bytes
   double value;
@@ -295,6 +343,28 @@ TEST_CASE("cereal user types round-trip: serialize(), save()/load(), inside cont
   check_round_trip(std::optional<Account>(Account("opt", 9)));
 }
 
+TEST_CASE("save_minimal()/load_minimal() types round-trip") {
+  STATIC_REQUIRE(mproc::Sendable<Label>);
+  check_round_trip(Label{"tag"});
+  check_round_trip(Label{});
+  check_round_trip(std::vector<Label>{{"a"}, {"bc"}});
+}
+
+TEST_CASE("a trivially copyable type's own cereal serialization wins over its bytes") {
+  STATIC_REQUIRE(std::is_trivially_copyable_v<Percent>);
+  STATIC_REQUIRE(mproc::detail::kind_of<Percent>() == mproc::detail::Kind::cereal);
+  CHECK(round_trip(Percent{42}).value == 42);
+  CHECK(round_trip(Percent{-7}).value == 0);  // through load(), not memcpy
+  CHECK(round_trip(Percent{120}).value == 100);
+  CHECK(mproc::decode<std::vector<Percent>>(mproc::encode(std::vector<Percent>{{5}, {-1}}))[1].value == 0);
+  check_round_trip(Vec2{1.5f, -2.0f});
+  STATIC_REQUIRE(mproc::detail::kind_of<Vec2>() == mproc::detail::Kind::cereal);
+  // Standard types cereal also knows keep the codec's own rules.
+  STATIC_REQUIRE(mproc::detail::kind_of<std::chrono::milliseconds>() == mproc::detail::Kind::trivial);
+  STATIC_REQUIRE(mproc::detail::kind_of<std::array<int, 2>>() == mproc::detail::Kind::trivial);
+  STATIC_REQUIRE(mproc::detail::kind_of<std::vector<int>>() == mproc::detail::Kind::sequence);
+}
+
 TEST_CASE("a Codec<T> specialization takes precedence over the built-in rules") {
   const auto bytes = mproc::encode(Meters{2.5});
   CHECK(bytes.size() == 2);  // varint(2500), not the 8 bytes of a double
@@ -359,6 +429,27 @@ TEST_CASE("a bad bool or optional flag byte is a ProtocolError") {
   CHECK_THROWS_AS(mproc::decode<std::optional<int>>(bytes_of({2, 0, 0, 0, 0})), mproc::ProtocolError);
   CHECK_THROWS_AS(mproc::decode<std::vector<bool>>(bytes_of({2, 1, 7})), mproc::ProtocolError);
   CHECK(mproc::decode<std::optional<int>>(bytes_of({0})) == std::nullopt);
+}
+
+TEST_CASE("bools inside arrays and cereal types are checked too") {
+  check_round_trip(std::array<bool, 3>{true, false, true});
+  check_round_trip(std::vector<std::array<bool, 2>>{{true, false}, {false, true}});
+  check_round_trip(Toggle::on);
+  check_round_trip(Switches{{true, false, true}});
+  using Bools = std::array<bool, 2>;
+  using NestedBools = std::array<std::array<bool, 1>, 2>;
+  using BoolPairs = std::vector<std::array<bool, 2>>;
+  using Optionals = std::array<std::optional<char>, 1>;
+  CHECK_THROWS_AS(mproc::decode<Bools>(bytes_of({7, 1})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<Bools>(bytes_of({1, 2})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<NestedBools>(bytes_of({0, 3})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<BoolPairs>(bytes_of({1, 1, 9})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<Optionals>(bytes_of({5, 0})), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<Toggle>(bytes_of({2})), mproc::ProtocolError);
+
+  mproc::Bytes bytes = mproc::encode(Switches{{true, false, true}});
+  bytes.data()[bytes.size() - 2] = std::byte{4};  // the middle bool of the block
+  CHECK_THROWS_AS(mproc::decode<Switches>(bytes), mproc::ProtocolError);
 }
 
 TEST_CASE("a variant index out of range is a ProtocolError") {
@@ -456,6 +547,15 @@ TEST_CASE("Sendable accepts values and rejects what cannot leave the process") {
   STATIC_REQUIRE_FALSE(mproc::Sendable<std::function<int(int)>>);
   STATIC_REQUIRE_FALSE(mproc::Sendable<std::reference_wrapper<int>>);
   STATIC_REQUIRE_FALSE(mproc::Sendable<int Point::*>);
+  // Pointers and views one level down are refused as well: a memcpy would copy them.
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::array<int*, 2>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::array<const char*, 1>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::array<std::string_view, 2>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::array<std::span<int>, 2>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::array<std::array<int*, 2>, 2>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::vector<std::array<std::string_view, 1>>>);
+  STATIC_REQUIRE_FALSE(mproc::Sendable<std::pair<int, std::array<int*, 1>>>);
+  STATIC_REQUIRE(mproc::Sendable<std::array<std::array<int, 2>, 2>>);
 }
 
 TEST_CASE("the compile error names the innermost type that cannot be sent") {
@@ -465,4 +565,5 @@ TEST_CASE("the compile error names the innermost type that cannot be sent") {
                                 std::string_view>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::tuple<int, std::pair<char, int*>>>::type, int*>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<NoSerialize>::type, NoSerialize>);
+  STATIC_REQUIRE(std::is_same_v<first_unsendable<std::array<std::string_view, 2>>::type, std::string_view>);
 }

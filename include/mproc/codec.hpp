@@ -1,13 +1,17 @@
 #pragma once
 // The codec: how a value becomes bytes in one process and a value again in another.
+// The first rule that applies wins:
 //
-//   trivially copyable types        plain copy (memcpy)
-//   bool, optional, variant         checked tag bytes (a stray byte never becomes a bad bool)
+//   types with a Codec<T>           the specialization's encode/decode
+//   bool (and enums over bool)      a checked flag byte (a stray byte never becomes a bad bool)
+//   user types with cereal          cereal's binary archive (serialize, save/load, or
+//                                   save_minimal/load_minimal), even if trivially copyable
+//   trivially copyable types        plain copy (memcpy), unless they hold pointers or
+//                                   views, or bytes that need checking (arrays of those too)
+//   optional, variant               checked tag bytes
 //   string, vector, deque, list,
 //   array, pair, tuple, map, set,
 //   unordered_map/set (multi too)   recursively, lengths as varints
-//   user types with cereal          cereal's binary archive (serialize, or save/load)
-//   types with a Codec<T>           the specialization's encode/decode
 //
 // mproc::Sendable<T> says whether T can travel; every entry point static_asserts it
 // and names the offending type when it can't. Decoding never trusts its input:
@@ -18,6 +22,7 @@
 #include <mproc/errors.hpp>
 
 #include <array>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -75,19 +80,67 @@ inline constexpr bool is_std_span<std::span<T, N>> = true;
 
 enum class Kind { none, custom, boolean, trivial, string, sequence, array, tuple, optional, variant, map, set, cereal };
 
-// Trivially copyable types that hold pointers or need their bytes validated are
-// excluded from the plain-copy path.
+/// bool, or an enum over bool: one byte that must be 0 or 1 (any other byte copied
+/// into it is not a value of the type), so it travels as a checked flag.
 template <class T>
-inline constexpr bool plain_copyable =
-    std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
-    !std::is_same_v<T, bool> && !is_specialization_of<T, std::optional> &&
-    !is_specialization_of<T, std::variant> && !is_specialization_of<T, std::basic_string_view> &&
-    !is_specialization_of<T, std::reference_wrapper> && !is_std_span<T>;
+consteval bool is_bool_like() {
+  if constexpr (std::is_enum_v<T>) return std::is_same_v<std::underlying_type_t<T>, bool>;
+  else return std::is_same_v<T, bool>;
+}
+
+// Trivially copyable types that hold pointers or need their bytes validated are
+// excluded from the plain-copy path, and so are arrays, pairs and tuples with such an
+// element (std::array<int*, 2> would copy pointers, std::array<bool, 2> unchecked
+// bytes). Members of a user's struct can't be seen from here: see the README.
+template <class T>
+consteval bool plain_copyable_type();
+template <template <class...> class Tuple, class... Ts>
+consteval bool all_plain_copyable(std::type_identity<Tuple<Ts...>>) { return (plain_copyable_type<Ts>() && ...); }
+template <class T>
+consteval bool plain_copyable_type() {
+  if constexpr (!std::is_trivially_copyable_v<T> || std::is_pointer_v<T> || std::is_member_pointer_v<T> ||
+                is_bool_like<T>() || is_specialization_of<T, std::optional> ||
+                is_specialization_of<T, std::variant> || is_specialization_of<T, std::basic_string_view> ||
+                is_specialization_of<T, std::reference_wrapper> || is_std_span<T>) {
+    return false;
+  } else if constexpr (std::is_array_v<T>) {
+    return plain_copyable_type<std::remove_extent_t<T>>();
+  } else if constexpr (is_std_array<T>) {
+    return plain_copyable_type<typename T::value_type>();
+  } else if constexpr (is_specialization_of<T, std::pair> || is_specialization_of<T, std::tuple>) {
+    return all_plain_copyable(std::type_identity<T>{});  // where the library makes them trivially copyable
+  } else {
+    return true;
+  }
+}
+template <class T>
+inline constexpr bool plain_copyable = plain_copyable_type<T>();
+
+/// The standard types the codec encodes itself, even where cereal has a rule for
+/// them too (std::chrono values are plain copies).
+template <class T>
+inline constexpr bool is_codec_std_type =
+    is_specialization_of<T, std::basic_string> || is_specialization_of<T, std::vector> ||
+    is_specialization_of<T, std::deque> || is_specialization_of<T, std::list> || is_std_array<T> ||
+    is_specialization_of<T, std::pair> || is_specialization_of<T, std::tuple> ||
+    is_specialization_of<T, std::optional> || is_specialization_of<T, std::variant> ||
+    is_specialization_of<T, std::map> || is_specialization_of<T, std::multimap> ||
+    is_specialization_of<T, std::unordered_map> || is_specialization_of<T, std::unordered_multimap> ||
+    is_specialization_of<T, std::set> || is_specialization_of<T, std::multiset> ||
+    is_specialization_of<T, std::unordered_set> || is_specialization_of<T, std::unordered_multiset> ||
+    is_specialization_of<T, std::chrono::duration> || is_specialization_of<T, std::chrono::time_point>;
+
+/// A class type with cereal serialization of its own (serialize, save/load,
+/// save_minimal/load_minimal). Like a Codec<T>, it wins over the plain copy a
+/// trivially copyable type would otherwise get: its author chose how it travels.
+template <class T>
+inline constexpr bool uses_cereal = std::is_class_v<T> && !is_codec_std_type<T> && has_cereal_serialization<T>;
 
 template <class T>
 consteval Kind kind_of() {
   if constexpr (has_custom_codec<T>) return Kind::custom;
-  else if constexpr (std::is_same_v<T, bool>) return Kind::boolean;
+  else if constexpr (is_bool_like<T>()) return Kind::boolean;
+  else if constexpr (uses_cereal<T>) return Kind::cereal;
   else if constexpr (plain_copyable<T>) return Kind::trivial;
   else if constexpr (is_specialization_of<T, std::basic_string>) {
     return plain_copyable<typename T::value_type> ? Kind::string : Kind::none;
@@ -104,7 +157,6 @@ consteval Kind kind_of() {
   else if constexpr (is_specialization_of<T, std::set> || is_specialization_of<T, std::multiset> ||
                      is_specialization_of<T, std::unordered_set> ||
                      is_specialization_of<T, std::unordered_multiset>) return Kind::set;
-  else if constexpr (std::is_class_v<T> && !std::is_pointer_v<T> && has_cereal_serialization<T>) return Kind::cereal;
   else return Kind::none;
 }
 
@@ -238,7 +290,7 @@ void encode_value(Writer& w, const T& value) {
   if constexpr (kind == Kind::custom) {
     Codec<T>::encode(w, value);
   } else if constexpr (kind == Kind::boolean) {
-    w.pod(static_cast<std::uint8_t>(value ? 1 : 0));
+    w.pod(static_cast<std::uint8_t>(static_cast<bool>(value) ? 1 : 0));
   } else if constexpr (kind == Kind::trivial) {
     w.pod(value);
   } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::map || kind == Kind::set) {
@@ -281,7 +333,7 @@ T decode_value(Reader& r) {
   if constexpr (kind == Kind::custom) {
     return Codec<T>::decode(r);
   } else if constexpr (kind == Kind::boolean) {
-    return decode_flag(r);
+    return static_cast<T>(decode_flag(r));
   } else if constexpr (kind == Kind::trivial) {
     return r.pod<T>();
   } else if constexpr (kind == Kind::string) {

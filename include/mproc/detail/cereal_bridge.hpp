@@ -56,6 +56,20 @@ class CheckedBinaryInputArchive
   Reader reader_;
 };
 
+}  // namespace mproc::detail
+
+// cereal pairs each input archive with its output archive: save_minimal/load_minimal
+// types look up the type save_minimal returns through it. (Declared before any
+// serialization trait is asked about a type.)
+namespace cereal::traits::detail {
+template <>
+struct get_output_from_input<mproc::detail::CheckedBinaryInputArchive> {
+  using type = cereal::BinaryOutputArchive;
+};
+}  // namespace cereal::traits::detail
+
+namespace mproc::detail {
+
 template <class T>
   requires std::is_arithmetic_v<T>
 void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, T& t) {
@@ -81,8 +95,18 @@ void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::SizeT
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::BinaryData<T>& bd) {
   ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+  // cereal reads arrays of arithmetic types (std::array<bool, N>, bool[N]) as one block
+  // of bytes: bools among them are checked here, as single ones are above.
+  using Element = std::remove_cv_t<std::remove_all_extents_t<std::remove_pointer_t<std::remove_reference_t<T>>>>;
+  if constexpr (std::is_same_v<Element, bool>) {
+    const auto* bytes = static_cast<const unsigned char*>(bd.data);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(bd.size); ++i) {
+      if (bytes[i] > 1) {
+        throw ProtocolError("mproc: invalid bool byte " + std::to_string(bytes[i]) + " in a cereal payload");
+      }
+    }
+  }
 }
-
 
 template <class T>
 inline constexpr bool has_cereal_serialization =

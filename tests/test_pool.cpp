@@ -31,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 namespace {
@@ -260,18 +262,44 @@ TEST_CASE("imap pulls its input only a bounded window ahead of the consumer") {
   CHECK(input.pulled() < 5000);
 }
 
-TEST_CASE("imap of cheap items still bounds how far it reads ahead") {
+TEST_CASE("imap of cheap items never reads more than the stream window ahead") {
   mproc::Pool pool(square, {.processes = 2});
   CountingInput input;
+  std::size_t taken = 0;
+  std::size_t most_ahead = 0;
   {
     auto results = pool.imap_unordered(input);
-    int taken = 0;
     for ([[maybe_unused]] long r : results) {
-      if (++taken == 100) break;
+      most_ahead = std::max(most_ahead, input.pulled() - ++taken);
+      if (taken == 100'000) break;
     }
   }
-  INFO("pulled " << input.pulled());
-  CHECK(input.pulled() <= 100 + mproc::detail::ChunkPolicy::max_stream_window);
+  INFO("at most " << most_ahead << " items read ahead of the consumer");
+  CHECK(most_ahead <= mproc::detail::ChunkPolicy::max_stream_window);
+}
+
+TEST_CASE("imap of big inputs reads at most max_stream_bytes of them ahead") {
+  // 1 MiB per item: a window counted in items would read hundreds ahead (hundreds of
+  // MiB); the stream keeps 64 MiB of input in flight at most, 64 items here.
+  constexpr std::size_t item_bytes = std::size_t{1} << 20;
+  constexpr std::size_t bound = mproc::detail::ChunkPolicy::max_stream_bytes / item_bytes;
+  mproc::Pool pool([](const std::string& s) { return s.size(); }, {.processes = 2});
+  CountingInput input;
+  auto big = input | std::views::transform([](int) { return std::string(item_bytes, 'x'); });
+  std::size_t taken = 0;
+  std::size_t most_ahead = 0;
+  bool sizes_right = true;
+  {
+    auto results = pool.imap(big);
+    for (std::size_t n : results) {
+      sizes_right = sizes_right && n == item_bytes;
+      most_ahead = std::max(most_ahead, input.pulled() - ++taken);
+      if (taken == 3 * bound) break;
+    }
+  }
+  CHECK(sizes_right);
+  INFO("at most " << most_ahead << " items of 1 MiB read ahead of the consumer");
+  CHECK(most_ahead <= bound);
 }
 
 // ---------------------------------------------------------------------------
@@ -534,6 +562,55 @@ TEST_CASE("serial mode gives what pool mode gives: results and error texts") {
   CHECK_THROWS_AS(serial.apply_async(7).get(), mproc::RemoteError);
 }
 
+namespace {
+
+/// A value whose decoding refuses negative numbers, as a user type that keeps an
+/// invariant may: a worker cannot decode such an item.
+struct NonNegative {
+  int value;
+};
+
+}  // namespace
+
+template <>
+struct mproc::Codec<NonNegative> {
+  static void encode(detail::Writer& w, const NonNegative& n) { w.pod(n.value); }
+  static NonNegative decode(detail::Reader& r) {
+    const int v = r.pod<int>();
+    if (v < 0) throw ProtocolError("negative value");
+    return {v};
+  }
+};
+
+TEST_CASE("an argument that cannot be decoded fails it and the rest of its chunk, in serial mode too") {
+  // One chunk of 8: item 3 does not decode, so neither can the items after it be
+  // found; they fail as well instead of never arriving (imap would wait forever).
+  std::vector<NonNegative> inputs;
+  for (int i = 0; i < 8; ++i) inputs.push_back({i == 3 ? -1 : i});
+  const auto run = [&](bool serial) {
+    mproc::Pool pool([](NonNegative n) { return n.value; }, {.processes = 1, .serial = serial});
+    std::vector<std::string> out;
+    auto results = pool.imap(inputs, 8);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      try {
+        const auto r = results.next();
+        out.push_back(r ? std::to_string(*r) : "end");
+      } catch (const mproc::Error& e) {
+        out.push_back(std::string("error ") + e.what());
+      }
+    }
+    CHECK(results.next() == std::nullopt);
+    return out;
+  };
+  const auto serial = run(true);
+  CHECK(serial == run(false));
+  REQUIRE(serial.size() == 8);
+  CHECK(serial[2] == "2");
+  CHECK_THAT(serial[3], Catch::Contains("negative value"));
+  CHECK_THAT(serial[4], Catch::Contains("could not decode the arguments of task 4"));
+  CHECK_THAT(serial[7], Catch::Contains("could not decode the arguments of task 7"));
+}
+
 TEST_CASE("serial mode runs F in the calling process and can be chosen by MPROC_SERIAL") {
   ::setenv("MPROC_SERIAL", "1", 1);
   mproc::Pool pool([](int) { return ::getpid(); });
@@ -584,4 +661,28 @@ TEST_CASE("progress draws a final bar line on stderr when it is not a terminal")
   CHECK(results == squares(1000));
   INFO(text);
   CHECK(std::regex_search(text, std::regex(R"(100%\|#{20}\| 1000/1000 \[\d\d:\d\d<[^,]*, [0-9.]+ it/s\]\n$)")));
+}
+
+TEST_CASE("on a terminal the progress bar redraws its line in place, clearing the rest of the old one") {
+  // A pseudo-terminal stands in for the user's: the bar sees a tty and draws for one.
+  mproc::detail::Fd terminal(::posix_openpt(O_RDWR | O_NOCTTY));
+  REQUIRE(terminal);
+  REQUIRE(::grantpt(terminal.get()) == 0);
+  REQUIRE(::unlockpt(terminal.get()) == 0);
+  mproc::detail::Fd bar_side(::open(::ptsname(terminal.get()), O_RDWR | O_NOCTTY));
+  REQUIRE(bar_side);
+  {
+    mproc::detail::ProgressBar bar(std::size_t{10}, bar_side.get());
+    bar.update(10);
+  }  // the last drawing, then the end of the line
+  std::string text;
+  ::fcntl(terminal.get(), F_SETFL, O_NONBLOCK);
+  char buf[4096];
+  for (ssize_t n; (n = ::read(terminal.get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  INFO(text);
+  // Each drawing: back to the line's start, the line, then erase to its end (a line
+  // shorter than the one before leaves no stale characters). The terminal may show
+  // the final newline as "\r\n".
+  CHECK(std::regex_match(text, std::regex(R"((\r[^\r\n\x1b]*\x1b\[K)+\r?\n)")));
+  CHECK_THAT(text, Catch::Contains("10/10"));
 }

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -310,11 +311,23 @@ TEST_CASE("task_timeout is not a retry: a timed-out task fails even with retries
 // Initializer failures
 
 TEST_CASE("an initializer that throws breaks the pool: calls fail with its RemoteError") {
-  mproc::Pool pool([](int x) { return x; },
-                   {.processes = 2, .initializer = [] { throw std::runtime_error("no model file"); }});
-  const auto broken = thrown_by<mproc::RemoteError>([&] { return pool.map(iota_vector(4)); });
-  CHECK(broken.type_name() == "std::runtime_error");
-  CHECK_THAT(broken.message(), Catch::Contains("no model file"));
-  CHECK_THROWS_AS(pool.apply(1), mproc::RemoteError);  // and every later call
-  CHECK_THROWS_AS(pool.imap(iota_vector(3)).next(), mproc::RemoteError);
+  std::vector<std::string> texts[2];
+  for (bool serial : {false, true}) {
+    INFO("serial " << serial);
+    mproc::Pool pool([](int x) { return x; }, {.processes = 2,
+                                               .initializer = [] { throw std::runtime_error("no model file"); },
+                                               .serial = serial});
+    const auto broken = thrown_by<mproc::RemoteError>([&] { return pool.map(iota_vector(4)); });
+    CHECK(broken.type_name() == "std::runtime_error");
+    CHECK_THAT(broken.message(), Catch::Contains("no model file"));
+    // And every later call, even after close().
+    auto& seen = texts[serial ? 1 : 0];
+    seen.push_back(broken.what());
+    seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.apply(1); }).what());
+    seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.imap(iota_vector(3)); }).what());
+    seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.apply_async(2).get(); }).what());
+    pool.close();
+    seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.starmap(std::vector<std::tuple<int>>{{1}}); }).what());
+  }
+  CHECK(texts[1] == texts[0]);  // serial mode gives the same errors
 }

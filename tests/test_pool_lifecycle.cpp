@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
+#include <ranges>
 #include <set>
 #include <string>
 #include <thread>
@@ -131,6 +133,25 @@ TEST_CASE("the initializer also runs in replacement workers") {
   check_initialized_once_per_worker(run);
 }
 
+TEST_CASE("serial mode runs the initializer once, in the calling process, before any task") {
+  int runs = 0;
+  pid_t ran_in = 0;
+  mproc::Pool pool([&runs](int x) { return x + 100 * runs; },
+                   {.processes = 2,
+                    .initializer =
+                        [&] {
+                          ++runs;
+                          ran_in = ::getpid();
+                        },
+                    .serial = true});
+  CHECK(runs == 1);
+  CHECK(ran_in == ::getpid());
+  CHECK(pool.map(std::vector<int>{1, 2}) == std::vector<int>{101, 102});
+  CHECK(pool.apply(3) == 103);
+  CHECK(pool.imap(std::vector<int>{4}).next() == 104);
+  CHECK(runs == 1);
+}
+
 // ---------------------------------------------------------------------------
 // close, join, terminate
 
@@ -146,8 +167,8 @@ TEST_CASE("calls after close() throw PoolClosed and join() needs close() first")
     CHECK_THROWS_AS(pool.starmap(std::vector<std::tuple<int>>{{1}}), mproc::PoolClosed);
     CHECK_THROWS_AS(pool.apply(1), mproc::PoolClosed);
     CHECK_THROWS_AS(pool.apply_async(1), mproc::PoolClosed);
-    CHECK_THROWS_AS(pool.imap(std::vector<int>{1}).next(), mproc::PoolClosed);
-    CHECK_THROWS_AS(pool.imap_unordered(std::vector<int>{1}).next(), mproc::PoolClosed);
+    CHECK_THROWS_AS(pool.imap(std::vector<int>{1}), mproc::PoolClosed);  // the call itself, in both modes
+    CHECK_THROWS_AS(pool.imap_unordered(std::vector<int>{1}), mproc::PoolClosed);
     pool.join();
     pool.join();  // joining twice is harmless
   }
@@ -230,6 +251,27 @@ TEST_CASE("the destructor finishes outstanding work and results outlive the pool
   CHECK(mproc_test::has_no_children());
 }
 
+TEST_CASE("an imap that outlives its pool ends with PoolClosed, in serial mode as with workers") {
+  for (bool serial : {false, true}) {
+    INFO("serial " << serial);
+    std::optional<mproc::IMap<int>> results;
+    {
+      mproc::Pool pool([](int x) { return 2 * x; }, {.processes = 1, .serial = serial});
+      results.emplace(pool.imap(std::views::iota(0)));  // endless: the pool goes first
+      CHECK(results->next() == 0);
+    }
+    // What was submitted before the pool went may still come; then PoolClosed.
+    bool closed = false;
+    try {
+      while (results->next()) {
+      }
+    } catch (const mproc::PoolClosed&) {
+      closed = true;
+    }
+    CHECK(closed);
+  }
+}
+
 TEST_CASE("a pool can be moved") {
   mproc::Pool a([](int x) { return x * 3; }, {.processes = 1});
   CHECK(a.apply(1) == 3);
@@ -284,6 +326,46 @@ TEST_CASE("get(timeout) on a busy task throws TimeoutError while the task keeps 
   gate.open(2);
   m.wait();
   CHECK(std::move(m).get() == std::vector<int>{1, 2});
+}
+
+TEST_CASE("a timeout too long for the clock waits for the result instead of returning at once") {
+  using mproc::detail::deadline_after;
+  using mproc::detail::is_forever;
+  CHECK(is_forever(deadline_after(std::chrono::nanoseconds::max())));
+  CHECK(is_forever(deadline_after(std::chrono::hours::max())));
+  CHECK(is_forever(deadline_after(std::chrono::duration<double>(1e300))));
+  CHECK_FALSE(is_forever(deadline_after(std::chrono::hours(24 * 365 * 100))));
+  const auto before = std::chrono::steady_clock::now();
+  const auto at_once = deadline_after(-std::chrono::hours::max());  // a negative timeout is "now"
+  CHECK(before <= at_once);
+  CHECK(at_once <= std::chrono::steady_clock::now());
+
+  Gate gate;
+  mproc::Pool pool(Gated{&gate}, {.processes = 1});
+  auto waited = pool.apply_async(1);
+  auto got = pool.apply_async(2);
+  std::thread opener([&] { gate.open(2); });  // the results come while the calls below wait
+  CHECK(waited.wait_for(std::chrono::nanoseconds::max()));
+  CHECK(waited.get() == 1);
+  CHECK(got.get(std::chrono::hours::max()) == 2);
+  opener.join();
+}
+
+TEST_CASE("get() on a temporary AsyncResult moves the value out only when no copy shares it") {
+  mproc::Pool pool([](int n) { return std::vector<int>(static_cast<std::size_t>(n), 1); }, {.processes = 1});
+  auto shared = pool.apply_async(5);
+  auto copy = shared;  // copies share one result
+  const int* stored = shared.get().data();
+  const std::vector<int> taken = std::move(shared).get();
+  CHECK(taken.size() == 5);
+  CHECK(taken.data() != stored);  // copied: the copy still needs it
+  CHECK(copy.get().size() == 5);
+  CHECK(copy.get().data() == stored);
+
+  auto alone = pool.apply_async(3);
+  const int* buffer = alone.get().data();
+  const std::vector<int> moved = std::move(alone).get();
+  CHECK(moved.data() == buffer);  // the only handle: moved, not copied
 }
 
 TEST_CASE("a default-constructed AsyncResult has no result") {

@@ -15,8 +15,10 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -62,6 +64,32 @@ class Matrix {  // cereal save()/load(), private state
   std::size_t rows_ = 0;
   std::size_t cols_ = 0;
   std::vector<double> cells_;
+};
+
+struct Tag {  // cereal save_minimal()/load_minimal(): travels as its string
+  std::string name;
+  template <class Archive>
+  std::string save_minimal(const Archive&) const {
+    return name;
+  }
+  template <class Archive>
+  void load_minimal(const Archive&, const std::string& v) {
+    name = v;
+  }
+  bool operator==(const Tag&) const = default;
+};
+
+struct Checked {  // trivially copyable; its cereal load() refuses a negative value
+  int value = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(value);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(value);
+    if (value < 0) throw std::invalid_argument("negative value");
+  }
 };
 
 /// Sends each value to a worker (by map and by apply) and back; F also reports its
@@ -124,6 +152,21 @@ TEST_CASE("cereal user types travel: serialize() and save()/load()") {
   check_echo(std::vector<Document>{{"t", {"l1", "l2"}, {{"w", 2}}}, {}});
   check_echo(std::vector<Matrix>{Matrix(3, 4), Matrix()});
   check_echo(std::vector<std::vector<Document>>{{{"nested", {}, {}}}});
+}
+
+TEST_CASE("cereal save_minimal()/load_minimal() types travel") {
+  check_echo(std::vector<Tag>{{"alpha"}, {""}, {std::string(1000, 'z')}});
+  check_echo(std::vector<std::map<std::string, Tag>>{{{"k", {"v"}}}});
+}
+
+TEST_CASE("a trivially copyable type with its own cereal save()/load() travels through them") {
+  // Checked's load() refuses a negative value: copied as bytes, it would pass.
+  STATIC_REQUIRE(std::is_trivially_copyable_v<Checked>);
+  mproc::Pool pool([](Checked c) { return Checked{c.value - 10}; }, {.processes = 1});
+  CHECK(pool.apply(Checked{15}).value == 5);
+  CHECK_THROWS_WITH(pool.apply(Checked{-1}), Catch::Contains("negative value"));  // in the worker
+  CHECK_THROWS_WITH(pool.apply(Checked{3}), Catch::Contains("negative value"));   // back in the parent
+  CHECK_THROWS_WITH(pool.map(std::vector<Checked>{{12}, {4}}), Catch::Contains("negative value"));
 }
 
 TEST_CASE("F may turn one payload type into another") {

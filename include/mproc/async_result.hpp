@@ -2,6 +2,7 @@
 // AsyncResult<T>: the handle apply_async, map_async and starmap_async return, as in
 // Python (get, wait, ready, successful), plus callbacks run when the result arrives.
 
+#include <mproc/detail/deadline.hpp>
 #include <mproc/errors.hpp>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 namespace mproc {
@@ -85,22 +87,20 @@ class ResultState {
     return done_;
   }
 
-  /// Waits until done or the deadline passes; returns whether it is done.
-  template <class Clock, class Duration>
-  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
+  /// Waits until done or the deadline passes (no deadline: is_forever()); returns
+  /// whether it is done.
+  bool wait_until(steady_clock::time_point deadline) const {
     std::unique_lock lock(mutex_);
     if (!done_ && on_pool_thread) {
       throw ValueError("mproc: waiting for a pool result inside a pool callback would never end");
+    }
+    if (is_forever(deadline)) {
+      cv_.wait(lock, [&] { return done_; });
+      return true;
     }
     return cv_.wait_until(lock, deadline, [&] { return done_; });
   }
-  void wait() const {
-    std::unique_lock lock(mutex_);
-    if (!done_ && on_pool_thread) {
-      throw ValueError("mproc: waiting for a pool result inside a pool callback would never end");
-    }
-    cv_.wait(lock, [&] { return done_; });
-  }
+  void wait() const { (void)wait_until(steady_clock::time_point::max()); }
 
   /// After wait(): the value, or the stored exception rethrown.
   T& value() {
@@ -140,7 +140,14 @@ class AsyncResult {
   using value_type = T;
 
   AsyncResult() = default;
-  explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) : state_(std::move(state)) {}
+  explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) {
+    if (!state) return;
+    // The handles share an owner of their own (the pool holds the state apart from
+    // it), so state_.use_count() counts AsyncResult copies: get() && moves the value
+    // out only from the last of them.
+    auto owner = std::make_shared<std::shared_ptr<detail::ResultState<T>>>(std::move(state));
+    state_ = std::shared_ptr<detail::ResultState<T>>(owner, owner->get());
+  }
 
   /// Waits for the result and returns it, or rethrows the task's error
   /// (RemoteError, WorkerLost, TimeoutError, PoolClosed).
@@ -148,13 +155,14 @@ class AsyncResult {
     state().wait();
     return state_->value();
   }
-  /// As get(), moving the value out of a temporary AsyncResult.
+  /// As get(), on a temporary AsyncResult: the value is moved out when no copy of
+  /// this handle is left to read it, else copied.
   T get() && {
     state().wait();
-    return std::move(state_->value());
+    return take_value();
   }
   /// As get(), but throws TimeoutError if the result is not ready within timeout.
-  /// The task itself keeps running.
+  /// The task itself keeps running. A timeout too long for the clock waits forever.
   template <class Rep, class Period>
   const T& get(std::chrono::duration<Rep, Period> timeout) & {
     wait_or_throw(timeout);
@@ -163,15 +171,16 @@ class AsyncResult {
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) && {
     wait_or_throw(timeout);
-    return std::move(state_->value());
+    return take_value();
   }
 
   /// Blocks until the result is ready.
   void wait() const { state().wait(); }
   /// Blocks until the result is ready or timeout passes; returns whether it is ready.
+  /// A timeout too long for the clock (hours::max()) waits forever.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return state().wait_until(std::chrono::steady_clock::now() + timeout);
+    return state().wait_until(detail::deadline_after(timeout));
   }
   /// Whether the result has arrived (successfully or not).
   bool ready() const { return state().ready(); }
@@ -190,6 +199,19 @@ class AsyncResult {
     if (!wait_for(timeout)) {
       throw TimeoutError("mproc: result not ready within " +
                          std::to_string(std::chrono::duration<double>(timeout).count()) + " s");
+    }
+  }
+
+  /// The value of a ready result (or its error rethrown), moved out if this is the
+  /// only handle. (No copy can appear meanwhile: copying needs this very handle.)
+  T take_value() {
+    T& value = state_->value();
+    if (state_.use_count() == 1) return std::move(value);
+    if constexpr (std::is_copy_constructible_v<T>) {
+      return value;
+    } else {
+      throw ValueError("mproc: get() on a temporary AsyncResult would move its move-only value away from the "
+                       "copies that share it; call get() on an lvalue and move from what it returns");
     }
   }
 

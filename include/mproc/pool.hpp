@@ -35,6 +35,73 @@
 #include <vector>
 
 namespace mproc {
+namespace detail {
+
+/// Whether an argument of type From (as passed) converts implicitly to the parameter
+/// type To at position Position. When it doesn't, the static_assert below fires
+/// inside argument_check<Position, From, To>, so the compiler names all three.
+template <std::size_t Position, class From, class To, bool ok = std::is_convertible_v<From, To>>
+struct argument_check : std::true_type {};
+template <std::size_t Position, class From, class To>
+struct argument_check<Position, From, To, false> : std::false_type {
+  static_assert(std::is_convertible_v<From, To>,
+                "mproc: an argument does not convert implicitly to F's parameter type (the types are named in "
+                "argument_check<position, argument, parameter> above). mproc makes no explicit conversions, "
+                "such as a pointer to an integer: convert it yourself, or change F's parameter type.");
+};
+
+// The trailing arguments of the _async calls: [chunksize,] [callback,] [error_callback].
+template <class A>
+inline constexpr bool is_chunksize_arg =
+    std::is_integral_v<std::remove_cvref_t<A>> && !std::is_same_v<std::remove_cvref_t<A>, bool>;
+template <class T, class A>
+inline constexpr bool is_result_callback =
+    std::is_null_pointer_v<std::remove_cvref_t<A>> || std::is_invocable_v<A&, const T&>;
+template <class A>
+inline constexpr bool is_error_callback =
+    std::is_null_pointer_v<std::remove_cvref_t<A>> || std::is_invocable_v<A&, const Error&>;
+
+/// Whether Opts is nothing, a callback, an error_callback, or a callback then an
+/// error_callback (nullptr stands for "none" in either place, as Python's None).
+template <class T, class... Opts>
+consteval bool callbacks_fit() {
+  using List = std::tuple<Opts...>;
+  if constexpr (sizeof...(Opts) == 0) {
+    return true;
+  } else if constexpr (sizeof...(Opts) == 1) {
+    using A = std::tuple_element_t<0, List>;
+    return is_result_callback<T, A> || is_error_callback<A>;
+  } else if constexpr (sizeof...(Opts) == 2) {
+    return is_result_callback<T, std::tuple_element_t<0, List>> && is_error_callback<std::tuple_element_t<1, List>>;
+  } else {
+    return false;
+  }
+}
+/// As callbacks_fit, after an optional leading chunksize.
+template <class T, class... Opts>
+consteval bool map_options_fit() {
+  if constexpr (sizeof...(Opts) > 0) {
+    if constexpr (is_chunksize_arg<std::tuple_element_t<0, std::tuple<Opts...>>>) {
+      return []<class First, class... Rest>(std::type_identity<std::tuple<First, Rest...>>) {
+        return callbacks_fit<T, Rest...>();
+      }(std::type_identity<std::tuple<Opts...>>{});
+    }
+  }
+  return callbacks_fit<T, Opts...>();
+}
+/// Whether a chunksize comes after a callback (it must come first).
+template <class... Opts>
+consteval bool chunksize_misplaced() {
+  if constexpr (sizeof...(Opts) < 2) {
+    return false;
+  } else {
+    return []<class First, class... Rest>(std::type_identity<std::tuple<First, Rest...>>) {
+      return (is_chunksize_arg<Rest> || ...);
+    }(std::type_identity<std::tuple<Opts...>>{});
+  }
+}
+
+}  // namespace detail
 
 /// How a Pool runs. Fields keep this order (designated initializers rely on it).
 struct PoolOptions {
@@ -114,8 +181,14 @@ class Pool {
   /// chunksize, callback(const std::vector<result_type>&), error_callback(const Error&).
   template <std::ranges::input_range R, class... Options>
   AsyncResult<std::vector<result_type>> map_async(R&& inputs, Options&&... options) {
-    check_map_input<std::ranges::range_reference_t<R>>();
-    return collect(inputs, MapConvert{}, std::forward<Options>(options)...);
+    using E = std::ranges::range_reference_t<R>;
+    require_map_input<E>();
+    require_map_options<Options...>();
+    if constexpr (map_input_ok<E>() && map_options_ok<Options...>()) {
+      return collect(inputs, MapConvert{}, std::forward<Options>(options)...);
+    } else {
+      return {};  // not reached: a static_assert above has failed
+    }
   }
   /// F(a, b, ...) for every tuple or pair (a, b, ...) of inputs, in input order.
   template <std::ranges::input_range R>
@@ -125,57 +198,65 @@ class Pool {
   /// As starmap(), without blocking; trailing arguments as for map_async.
   template <std::ranges::input_range R, class... Options>
   AsyncResult<std::vector<result_type>> starmap_async(R&& inputs, Options&&... options) {
-    check_starmap_input<std::ranges::range_reference_t<R>>();
-    return collect(inputs, StarConvert{}, std::forward<Options>(options)...);
+    using E = std::ranges::range_reference_t<R>;
+    require_starmap_input<E>();
+    require_map_options<Options...>();
+    if constexpr (starmap_input_ok<E>() && map_options_ok<Options...>()) {
+      return collect(inputs, StarConvert{}, std::forward<Options>(options)...);
+    } else {
+      return {};  // not reached: a static_assert above has failed
+    }
   }
   /// A lazy map: results in input order as they come. The input is read as the
   /// results are consumed, so it may be endless.
   template <std::ranges::input_range R>
   IMap<result_type> imap(R&& inputs, std::size_t chunksize = 0) {
-    check_map_input<std::ranges::range_reference_t<R>>();
     return stream(std::forward<R>(inputs), chunksize, true);
   }
   /// As imap(), but results in the order they finish.
   template <std::ranges::input_range R>
   IMap<result_type> imap_unordered(R&& inputs, std::size_t chunksize = 0) {
-    check_map_input<std::ranges::range_reference_t<R>>();
     return stream(std::forward<R>(inputs), chunksize, false);
   }
 
   // ------------------------------------------------------------------ apply family
 
-  /// F(args...) in a worker; blocks for the result.
+  /// F(args...) in a worker; blocks for the result. The arguments convert
+  /// implicitly to F's parameter types, as in a direct call.
   template <class... Xs>
   result_type apply(Xs&&... args) {
     static_assert(sizeof...(Xs) == arity, "mproc: Pool::apply takes exactly F's arguments");
-    return apply_async(std::forward<Xs>(args)...).get();
+    if constexpr (sizeof...(Xs) == arity) {
+      return apply_async(std::forward<Xs>(args)...).get();
+    } else {
+      std::terminate();  // not reached: the static_assert above has failed
+    }
   }
   /// F(args...) in a worker, without blocking. After F's arguments, optionally a
-  /// callback(const result_type&) and an error_callback(const Error&), run in the
-  /// parent (on the pool's thread) when the result arrives.
+  /// callback(const result_type&), then an error_callback(const Error&) (either may
+  /// be nullptr), run in the parent (on the pool's thread) when the result arrives.
   template <class... Xs>
   AsyncResult<result_type> apply_async(Xs&&... xs) {
-    static_assert(sizeof...(Xs) >= arity && sizeof...(Xs) <= arity + 2,
-                  "mproc: Pool::apply_async takes F's arguments, then optionally a callback and an "
-                  "error_callback");
-    auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);
-    auto options = [&]<std::size_t... J>(std::index_sequence<J...>) {
-      return async_options<result_type>(std::get<arity + J>(all)...);
-    }(std::make_index_sequence<sizeof...(Xs) - arity>{});
-    auto state = make_state<result_type>(std::move(options));
-    auto job = std::make_shared<detail::ApplyJob<result_type>>(item_size, state);
-    Bytes bytes;
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      static_assert(std::is_constructible_v<Args, decltype(std::get<I>(std::move(all)))...>,
-                    "mproc: Pool::apply_async: the arguments do not convert to F's parameter types");
-      detail::Writer w(bytes);
-      encode_args(w, std::get<I>(std::move(all))...);
-    }(std::make_index_sequence<arity>{});
-    job->input.append(std::move(bytes), {0}, 1);
-    job->input_closed = true;
-    job->expected_total = 1;
-    submit(std::move(job));
-    return AsyncResult<result_type>(std::move(state));
+    require_apply_arguments<Xs...>();
+    if constexpr (apply_ok<Xs...>()) {
+      auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);
+      auto state = [&]<std::size_t... J>(std::index_sequence<J...>) {
+        return make_state(callback_options<result_type>(std::get<arity + J>(all)...));
+      }(std::make_index_sequence<sizeof...(Xs) - arity>{});
+      auto job = std::make_shared<detail::ApplyJob<result_type>>(item_size, state);
+      Bytes bytes;
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        detail::Writer w(bytes);
+        encode_args(w, std::get<I>(std::move(all))...);
+      }(std::make_index_sequence<arity>{});
+      job->input.append(std::move(bytes), {0}, 1);
+      job->input_closed = true;
+      job->expected_total = 1;
+      submit(std::move(job));
+      return AsyncResult<result_type>(std::move(state));
+    } else {
+      return {};  // not reached: a static_assert above has failed
+    }
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -221,6 +302,7 @@ class Pool {
     /// Non-empty: this process takes no tasks (an MPI serving rank); map, apply and
     /// the rest throw ValueError with this text.
     std::string refusal;
+    std::exception_ptr broken;  // serial mode: the initializer's error, for every later call
     std::uint64_t next_chunk_id = 1;  // serial mode
   };
 
@@ -229,12 +311,15 @@ class Pool {
   /// state.core to the engine that runs the tasks, or leaves it null for serial mode.
   template <class Setup>
   Pool(F fn, PoolOptions options, Setup&& setup)
-      : state_(std::make_unique<State>(std::move(fn), std::move(options))) {
+      : state_(std::make_shared<State>(std::move(fn), std::move(options))) {
     require_sendable<Args>();
     require_sendable<result_type>();
     State& s = *state_;
     if (s.options.processes == 0) s.options.processes = cpu_count();
-    if constexpr (detail::has_signature<F>) std::forward<Setup>(setup)(s);
+    if constexpr (detail::has_signature<F>) {
+      std::forward<Setup>(setup)(s);
+      if (!s.core && s.refusal.empty()) run_initializer_here(s);
+    }
   }
 
  private:
@@ -248,18 +333,32 @@ class Pool {
         [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
   }
 
+  /// Serial mode: the initializer runs once, here, as it would in each worker. If it
+  /// throws, the pool is broken as a pool of workers would be: every call fails with
+  /// the same RemoteError.
+  static void run_initializer_here(State& s) {
+    if (!s.options.initializer) return;
+    try {
+      s.options.initializer();
+    } catch (...) {
+      s.broken = detail::initializer_error(detail::describe_current_exception());
+    }
+  }
+
   static bool env_serial() {
     const char* v = std::getenv("MPROC_SERIAL");
     return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
   }
 
-  State& state() const {
-    if (!state_) throw ValueError("mproc: this Pool was moved from");
-    if (::getpid() != state_->owner) {
+  /// The state, if this process may use it (the one that made the pool).
+  static State& usable(const std::shared_ptr<State>& state) {
+    if (!state) throw ValueError("mproc: this Pool was moved from");
+    if (::getpid() != state->owner) {
       throw ValueError("mproc: a Pool can only be used by the process that created it");
     }
-    return *state_;
+    return *state;
   }
+  State& state() const { return usable(state_); }
   detail::Engine* live_core() const { return state().core.get(); }
   /// The state, for a call that submits tasks: refused where tasks are not taken.
   State& submitter() const {
@@ -267,12 +366,19 @@ class Pool {
     if (!s.refusal.empty()) throw ValueError(s.refusal);
     return s;
   }
+  /// Serial mode: throws what a pool of workers would throw at a submission (the
+  /// initializer's error, or PoolClosed after close() or terminate()).
+  static void check_open_here(const State& s) {
+    if (s.broken) std::rethrow_exception(s.broken);
+    if (s.closed) throw PoolClosed("mproc: the pool is closed (close() or terminate() was called)");
+  }
 
   void shut_down() noexcept {
     if (!state_) return;
     if (::getpid() != state_->owner) {
-      // A forked child must not touch the parent's workers or thread.
-      (void)state_.release();
+      // A forked child must not touch the parent's workers or thread, nor run F's
+      // destructor: its reference to the state is left behind, on purpose.
+      (void)new std::shared_ptr<State>(std::move(state_));
       return;
     }
     try {
@@ -282,6 +388,7 @@ class Pool {
       }
     } catch (...) {
     }
+    state_->closed = true;  // a serial imap that outlives the pool ends with PoolClosed
     state_.reset();
   }
 
@@ -289,16 +396,12 @@ class Pool {
 
   /// Encodes F's arguments as the Args tuple would be encoded, without building it:
   /// an argument already of the parameter's type is encoded in place, not copied.
+  /// Others convert implicitly only (require_arguments_convert has made sure they can).
   template <class... Xs>
   static void encode_args(detail::Writer& w, Xs&&... xs) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (encode_arg<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
+      (detail::encode_value<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
     }(std::index_sequence_for<Xs...>{});
-  }
-  template <class A, class X>
-  static void encode_arg(detail::Writer& w, X&& x) {
-    if constexpr (std::is_same_v<std::remove_cvref_t<X>, A>) detail::encode_value(w, x);
-    else detail::encode_value(w, A(std::forward<X>(x)));
   }
   struct MapConvert {
     template <class X>
@@ -312,24 +415,109 @@ class Pool {
       std::apply([&w](auto&&... e) { encode_args(w, std::forward<decltype(e)>(e)...); }, std::forward<X>(x));
     }
   };
+
+  // ---- compile-time checks of a call. require_*() static_asserts what is wrong, with
+  // a message that says what to do; *_ok() is the same verdict as a plain constant,
+  // on which the call compiles nothing more after an error (one message, not a page).
+
+  /// Whether each From converts implicitly to F's parameter at its position.
+  template <class... From>
+  static consteval bool arguments_convert(std::type_identity<std::tuple<From...>> = {}) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (std::is_convertible_v<From, std::tuple_element_t<I, Args>> && ...);
+    }(std::index_sequence_for<From...>{});
+  }
+  template <class... From>
+  static void require_arguments_convert(std::type_identity<std::tuple<From...>> = {}) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((void)detail::argument_check<I, From, std::tuple_element_t<I, Args>>{}, ...);
+    }(std::index_sequence_for<From...>{});
+  }
+
   template <class E>
-  static constexpr void check_map_input() {
+  static consteval bool map_input_ok() {
+    if constexpr (arity == 1) return arguments_convert<E>();
+    else return false;
+  }
+  template <class E>
+  static void require_map_input() {
     static_assert(arity == 1,
                   "mproc: map/imap/imap_unordered call F with one argument per input, but F takes another "
                   "number of arguments: use starmap with tuples, or apply/apply_async");
-    if constexpr (arity == 1) {
-      static_assert(std::is_constructible_v<Args, E>,
-                    "mproc: the input elements do not convert to F's parameter type");
-    }
+    if constexpr (arity == 1) require_arguments_convert<E>();
+  }
+
+  /// For a starmap input element E (a tuple, pair or array): its elements as std::get
+  /// hands them out, as a tuple of types.
+  template <class E>
+  static consteval auto element_types() {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return std::type_identity<std::tuple<decltype(std::get<I>(std::declval<E>()))...>>{};
+    }(std::make_index_sequence<std::tuple_size_v<std::remove_cvref_t<E>>>{});
   }
   template <class E>
-  static constexpr void check_starmap_input() {
-    using T = std::remove_cvref_t<E>;
-    static_assert(requires { std::tuple_size<T>::value; },
-                  "mproc: starmap needs inputs that are tuples, pairs or arrays of F's arguments");
-    if constexpr (requires { std::tuple_size<T>::value; }) {
-      static_assert(std::tuple_size_v<T> == arity,
-                    "mproc: starmap: each input tuple must have as many elements as F has parameters");
+  static constexpr bool is_tuple_like = requires { std::tuple_size<std::remove_cvref_t<E>>::value; };
+  template <class E>
+  static consteval bool starmap_input_ok() {
+    if constexpr (is_tuple_like<E>) {
+      if constexpr (std::tuple_size_v<std::remove_cvref_t<E>> == arity) return arguments_convert(element_types<E>());
+    }
+    return false;
+  }
+  template <class E>
+  static void require_starmap_input() {
+    static_assert(is_tuple_like<E>, "mproc: starmap needs inputs that are tuples, pairs or arrays of F's arguments");
+    if constexpr (is_tuple_like<E>) {
+      constexpr bool fits = std::tuple_size_v<std::remove_cvref_t<E>> == arity;
+      static_assert(fits, "mproc: starmap: each input tuple must have as many elements as F has parameters");
+      if constexpr (fits) require_arguments_convert(element_types<E>());
+    }
+  }
+
+  template <class... Options>
+  static consteval bool map_options_ok() {
+    return !detail::chunksize_misplaced<Options...>() && detail::map_options_fit<std::vector<result_type>, Options...>();
+  }
+  template <class... Options>
+  static void require_map_options() {
+    constexpr bool misplaced = detail::chunksize_misplaced<Options...>();
+    static_assert(!misplaced, "mproc: map_async/starmap_async: the chunksize must come right after the inputs, "
+                              "before the callbacks");
+    static_assert(misplaced || map_options_ok<Options...>(),
+                  "mproc: map_async/starmap_async take, after the inputs, an optional chunksize, then an optional "
+                  "callback(const std::vector<R>&), then an optional error_callback(const mproc::Error&), in that "
+                  "order (nullptr for none)");
+  }
+
+  /// apply_async's arguments: F's, then the callbacks.
+  template <class... Xs>
+  static consteval auto leading_arguments() {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return std::type_identity<std::tuple<std::tuple_element_t<I, std::tuple<Xs...>>...>>{};
+    }(std::make_index_sequence<arity>{});
+  }
+  template <class... Xs>
+  static consteval bool callbacks_after_arguments_fit() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return detail::callbacks_fit<result_type, std::tuple_element_t<arity + J, std::tuple<Xs...>>...>();
+    }(std::make_index_sequence<sizeof...(Xs) - arity>{});
+  }
+  template <class... Xs>
+  static consteval bool apply_ok() {
+    if constexpr (sizeof...(Xs) >= arity) {
+      return callbacks_after_arguments_fit<Xs...>() && arguments_convert(leading_arguments<Xs...>());
+    }
+    return false;
+  }
+  template <class... Xs>
+  static void require_apply_arguments() {
+    constexpr bool enough = sizeof...(Xs) >= arity;
+    static_assert(enough, "mproc: Pool::apply_async takes all of F's arguments");
+    if constexpr (enough) {
+      constexpr bool fit = callbacks_after_arguments_fit<Xs...>();
+      static_assert(fit, "mproc: Pool::apply_async got more arguments than F takes: after F's arguments only a "
+                         "callback(const R&), then an error_callback(const mproc::Error&), may follow");
+      if constexpr (fit) require_arguments_convert(leading_arguments<Xs...>());
     }
   }
 
@@ -347,7 +535,7 @@ class Pool {
     return n;
   }
 
-  // ---- async options: [chunksize], [callback], [error_callback]
+  // ---- async options: [chunksize], [callback], [error_callback], already checked
 
   template <class T>
   struct AsyncOptions {
@@ -355,38 +543,39 @@ class Pool {
     std::function<void(const T&)> callback;
     std::function<void(const Error&)> error_callback;
   };
-  template <class T, class... Rest>
-  static AsyncOptions<T> async_options(Rest&&... rest) {
+  /// Callbacks in the forms callbacks_fit accepts: a lone one is the callback when it
+  /// takes the result, else the error_callback.
+  template <class T, class... Opts>
+  static AsyncOptions<T> callback_options(Opts&&... opts) {
     AsyncOptions<T> o;
-    int position = 0;
-    (take_option<T>(o, position++, std::forward<Rest>(rest)), ...);
+    if constexpr (sizeof...(Opts) == 2) {
+      [&o](auto&& callback, auto&& error_callback) {
+        o.callback = std::forward<decltype(callback)>(callback);
+        o.error_callback = std::forward<decltype(error_callback)>(error_callback);
+      }(std::forward<Opts>(opts)...);
+    } else if constexpr (sizeof...(Opts) == 1) {
+      [&o](auto&& callback) {
+        if constexpr (detail::is_result_callback<T, decltype(callback)>) {
+          o.callback = std::forward<decltype(callback)>(callback);
+        } else {
+          o.error_callback = std::forward<decltype(callback)>(callback);
+        }
+      }(std::forward<Opts>(opts)...);
+    }
     return o;
   }
-  template <class T, class A>
-  static void take_option(AsyncOptions<T>& o, int position, A&& a) {
-    using V = std::remove_cvref_t<A>;
-    if constexpr (std::is_integral_v<V>) {
-      if (position != 0) throw ValueError("mproc: chunksize must come before the callbacks");
-      o.chunksize = static_cast<std::size_t>(a);
+  template <class T>
+  static AsyncOptions<T> map_options() {
+    return {};
+  }
+  template <class T, class First, class... Rest>
+  static AsyncOptions<T> map_options(First&& first, Rest&&... rest) {
+    if constexpr (detail::is_chunksize_arg<First>) {
+      AsyncOptions<T> o = callback_options<T>(std::forward<Rest>(rest)...);
+      o.chunksize = static_cast<std::size_t>(first);
+      return o;
     } else {
-      static_assert(std::is_invocable_v<A, const T&> || std::is_invocable_v<A, const Error&> ||
-                        std::is_same_v<V, std::nullptr_t>,
-                    "mproc: a callback must be callable with the result (const T&), an error_callback "
-                    "with const mproc::Error&");
-      if constexpr (std::is_invocable_v<A, const T&>) {
-        if (!o.callback && !o.error_callback) {
-          o.callback = std::forward<A>(a);
-          return;
-        }
-      }
-      if constexpr (std::is_invocable_v<A, const Error&>) {
-        if (!o.error_callback) {
-          o.error_callback = std::forward<A>(a);
-          return;
-        }
-      }
-      if constexpr (std::is_same_v<V, std::nullptr_t>) return;  // "no callback", as Python's None
-      throw ValueError("mproc: too many or misplaced callbacks");
+      return callback_options<T>(std::forward<First>(first), std::forward<Rest>(rest)...);
     }
   }
 
@@ -401,7 +590,7 @@ class Pool {
 
   template <class R, class Convert, class... Options>
   AsyncResult<std::vector<result_type>> collect(R& inputs, Convert convert, Options&&... options) {
-    auto opts = async_options<std::vector<result_type>>(std::forward<Options>(options)...);
+    auto opts = map_options<std::vector<result_type>>(std::forward<Options>(options)...);
     const std::size_t chunksize = opts.chunksize != 0 ? opts.chunksize : state().options.chunksize;
     auto result = make_state(std::move(opts));
     Bytes bytes;
@@ -433,16 +622,15 @@ class Pool {
       }
       s.core->check_open_locked();
     } else {
-      if (s.closed) throw PoolClosed("mproc: the pool is closed (close() or terminate() was called)");
-      run_inline(*job);
+      check_open_here(s);
+      run_inline(s, *job);
     }
     job->finish();
   }
 
   /// Serial mode: runs the job's undispatched items here, through the same chunk
   /// runner and outcome path as the workers.
-  void run_inline(detail::Job& job) {
-    State& s = state();
+  static void run_inline(State& s, detail::Job& job) {
     while (job.dispatched < job.input.size()) {
       const std::size_t first = job.dispatched;
       std::optional<std::size_t> remaining;
@@ -455,34 +643,40 @@ class Pool {
       const detail::ChunkOutcome outcome = detail::parse_chunk_outcome(out.span());
       job.chunking.record(outcome.header.count, outcome.header.elapsed_ns);
       job.dispatched += n;
-      job.deliver(first, outcome);
+      detail::deliver_chunk(job, first, n, outcome);
       job.settled += n;
       job.input.settle(first, n);
     }
   }
 
   /// Feeds an IMap from an input range: keeps a window of items submitted ahead of
-  /// the consumer (pool), or runs one chunk at a time when asked (serial).
+  /// the consumer (pool), or runs one chunk at a time when asked (serial). It holds
+  /// what it needs by shared ownership, so it may outlive the Pool: it then ends as
+  /// a closed pool's stream does, with PoolClosed.
   template <class R>
   class Stream final : public detail::StreamSource<result_type> {
    public:
-    Stream(Pool& pool, R&& range, std::size_t chunksize, bool ordered)
-        : pool_(&pool),
-          core_(pool.submitter().core),
+    Stream(const std::shared_ptr<State>& state, R&& range, std::size_t chunksize, bool ordered)
+        : state_(state),
+          core_(state->core),
           range_(std::forward<R>(range)),
           it_(std::ranges::begin(range_)),
           job_(std::make_shared<detail::StreamJob<result_type>>(item_size, chunksize, ordered, size_hint(range_),
-                                                                pool.state().options.progress)) {
+                                                                state->options.progress)) {
       job_->expected_total = size_hint(range_);
       if (core_) {
         std::lock_guard lock(core_->mutex());
         core_->submit_locked(job_);
+      } else {
+        check_open_here(*state_);  // as submit_locked does for a pool of workers
       }
     }
     bool pump(std::size_t consumed) override {
       if (!core_) return pump_serial(consumed);
       refill(consumed);
-      return !(exhausted_ && consumed == fed_);
+      if (consumed < fed_) return true;
+      if (cut_short_) throw PoolClosed(closed_while_reading);
+      return !exhausted_;
     }
     void cancel() noexcept override {
       if (!core_) return;
@@ -494,6 +688,10 @@ class Pool {
     detail::StreamJob<result_type>& job() noexcept override { return *job_; }
 
    private:
+    static constexpr const char* closed_while_reading =
+        "mproc: the pool was closed while imap was still reading its input";
+    static constexpr std::size_t max_ahead_bytes = detail::ChunkPolicy::max_stream_bytes;
+
     static std::optional<std::size_t> size_hint(const auto& range) {
       if constexpr (std::ranges::sized_range<decltype(range)>) {
         return static_cast<std::size_t>(std::ranges::size(range));
@@ -522,11 +720,10 @@ class Pool {
       exhausted_ = it_ == std::ranges::end(range_);
       std::lock_guard lock(core_->mutex());
       if (job_->input_closed) {
-        // close() ended the stream's input: what was submitted runs, the rest never will.
+        // close() ended the stream's input: what was submitted runs and is handed out,
+        // then the stream ends with PoolClosed, as the rest never will run.
         exhausted_ = true;
-        if (consumed == fed_) {
-          throw PoolClosed("mproc: the pool was closed while imap was still reading its input");
-        }
+        cut_short_ = n > 0;
         return;
       }
       job_->input.append(std::move(bytes), std::move(offsets), n);
@@ -536,7 +733,9 @@ class Pool {
     }
     bool pump_serial(std::size_t consumed) {
       if (consumed < fed_) return true;
-      if (pool_->state().closed) throw PoolClosed("mproc: the pool is closed");
+      State& s = usable(state_);
+      if (s.broken) std::rethrow_exception(s.broken);
+      if (s.closed) throw PoolClosed(closed_while_reading);
       Bytes bytes;
       std::vector<std::size_t> offsets;
       const std::size_t want = job_->chunking.next(std::nullopt, 1);
@@ -544,29 +743,36 @@ class Pool {
       if (n == 0) return false;
       job_->input.append(std::move(bytes), std::move(offsets), n);
       fed_ += n;
-      pool_->run_inline(*job_);
+      run_inline(s, *job_);
       return true;
     }
 
-    Pool* pool_;
+    std::shared_ptr<State> state_;
     std::shared_ptr<detail::Engine> core_;
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
     std::ranges::iterator_t<std::remove_reference_t<R>> it_;
     std::shared_ptr<detail::StreamJob<result_type>> job_;
-    static constexpr std::size_t max_ahead_bytes = std::size_t{64} << 20;
     MapConvert convert_;
     std::size_t fed_ = 0;
     std::size_t bytes_fed_ = 0;
     bool exhausted_ = false;
+    bool cut_short_ = false;  // the pool closed before the input was read to its end
   };
 
   template <class R>
   IMap<result_type> stream(R&& inputs, std::size_t chunksize, bool ordered) {
-    if (chunksize == 0) chunksize = state().options.chunksize;
-    return IMap<result_type>(std::make_unique<Stream<R>>(*this, std::forward<R>(inputs), chunksize, ordered));
+    using E = std::ranges::range_reference_t<R>;
+    require_map_input<E>();
+    if constexpr (map_input_ok<E>()) {
+      const State& s = submitter();
+      if (chunksize == 0) chunksize = s.options.chunksize;
+      return IMap<result_type>(std::make_unique<Stream<R>>(state_, std::forward<R>(inputs), chunksize, ordered));
+    } else {
+      return IMap<result_type>(nullptr);  // not reached: a static_assert above has failed
+    }
   }
 
-  std::unique_ptr<State> state_;
+  std::shared_ptr<State> state_;
 };
 
 template <class F>

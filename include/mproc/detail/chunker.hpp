@@ -26,6 +26,9 @@ class ChunkPolicy {
   static constexpr std::size_t max_chunk_items = std::size_t{1} << 22;
   static constexpr double stream_ahead_seconds = 0.01;
   static constexpr std::size_t max_stream_window = std::size_t{1} << 20;
+  /// A stream keeps about this many bytes of encoded input ahead of its consumer
+  /// (fewer items when they are big), and never much more.
+  static constexpr std::size_t max_stream_bytes = std::size_t{64} << 20;
 
   explicit ChunkPolicy(std::size_t fixed = 0) noexcept : fixed_(fixed) {}
 

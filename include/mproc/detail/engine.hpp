@@ -206,14 +206,7 @@ class Engine {
       c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
       timing_.record(outcome.header.count, outcome.header.elapsed_ns);
     }
-    if (!cancelled) {
-      c.job->deliver(c.first, outcome);
-      for (std::size_t i = outcome.header.count; i < c.count; ++i) {
-        c.job->fail(c.first + i, std::make_exception_ptr(ProtocolError(
-                                     "mproc: a worker could not decode the arguments of task " +
-                                     std::to_string(c.first + i))));
-      }
-    }
+    if (!cancelled) deliver_chunk(*c.job, c.first, c.count, outcome);
     --c.job->in_flight;
     settle(c.job, c.first, c.count);
   }

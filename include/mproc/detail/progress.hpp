@@ -76,8 +76,10 @@ class ProgressBar {
     return buf;
   }
   void draw(bool final) {
-    // One write() per line, so lines from other processes never split it.
-    std::string text = tty_ ? "\r" + line() + (final ? "\n" : "") : line() + "\n";
+    // One write() per line, so lines from other processes never split it. On a
+    // terminal the line is redrawn in place; "\x1b[K" erases what a longer line drawn
+    // before left beyond its end.
+    std::string text = tty_ ? "\r" + line() + "\x1b[K" + (final ? "\n" : "") : line() + "\n";
     if (!tty_ && !final && done_ == 0 && drawn_) return;
     drawn_ = true;
     (void)!::write(fd_, text.data(), text.size());

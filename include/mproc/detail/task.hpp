@@ -12,9 +12,11 @@
 #include <mproc/detail/signature.hpp>
 #include <mproc/detail/type_name.hpp>
 #include <mproc/detail/worker_slots.hpp>
+#include <mproc/errors.hpp>
 
 #include <cxxabi.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -88,6 +90,25 @@ inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
   }
   if (!r.at_end()) throw ProtocolError("mproc: trailing bytes after a chunk outcome");
   return out;
+}
+
+/// Hands a chunk's outcome to the job that owns its `count` items from `first`. A
+/// worker stops at the first argument tuple it cannot decode (the items after it
+/// can't be found), so the items past the outcome's count fail with ProtocolError.
+/// Every runner (workers, serial mode) settles chunks through here.
+template <class Sink>
+void deliver_chunk(Sink& job, std::size_t first, std::size_t count, const ChunkOutcome& outcome) {
+  job.deliver(first, outcome);
+  for (std::size_t i = outcome.header.count; i < count; ++i) {
+    job.fail(first + i, std::make_exception_ptr(ProtocolError(
+                            "mproc: a worker could not decode the arguments of task " + std::to_string(first + i))));
+  }
+}
+
+/// The error that breaks a pool whose initializer threw `info`.
+inline std::exception_ptr initializer_error(const ExceptionInfo& info) {
+  return std::make_exception_ptr(
+      RemoteError(info.type, "in the pool's initializer (the pool is broken): " + info.message));
 }
 
 /// How F is called from decoded arguments: parameters declared as non-const lvalue

@@ -8,8 +8,10 @@
 //
 // LogListener serves the lines on a thread of the process that makes it and
 // installs itself as the destination of mproc::log() there and in every process
-// forked after it. Destroy it after the processes that log have ended: it prints
-// everything logged before it was destroyed, then stops. Without a listener,
+// forked after it. Destroy it after the processes (and this process's other
+// threads) that log to it have ended: it prints everything logged before it was
+// destroyed, then stops. A copy a child inherited stops nothing when the child's
+// statics are destroyed (std::exit). Without a listener,
 // mproc::log() writes each line straight to stderr with one write(), which keeps
 // short lines whole but promises no order.
 //

@@ -85,7 +85,8 @@ struct Options {
 /// close, join, terminate) over the ranks of `options.comm`.
 ///
 /// PoolOptions: `processes` is ignored (the workers are the ranks but the master);
-/// `initializer` runs once on each serving rank; `chunksize`, `progress` and
+/// `initializer` runs once on each serving rank (on the master instead when the
+/// tasks run there: one rank, serial mode); `chunksize`, `progress` and
 /// `serial` work as locally; `maxtasksperchild`, `task_timeout`, `retries` and
 /// `max_memory_per_child` need workers that the pool can replace and are refused
 /// (ValueError). The master's options decide serial mode and refusals for every

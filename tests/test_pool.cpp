@@ -302,6 +302,30 @@ TEST_CASE("imap of big inputs reads at most max_stream_bytes of them ahead") {
   CHECK(most_ahead <= bound);
 }
 
+TEST_CASE("imap of big results reads at most max_stream_bytes of results' worth ahead") {
+  // Tiny inputs, 1 MiB results: the results wait in the stream until the consumer
+  // takes them, so the window counts their size too (a window counted in input bytes
+  // would keep hundreds of MiB of results waiting for a slow consumer).
+  constexpr std::size_t item_bytes = std::size_t{1} << 20;
+  constexpr std::size_t bound = mproc::detail::ChunkPolicy::max_stream_bytes / item_bytes;
+  mproc::Pool pool([](int x) { return std::string(item_bytes, static_cast<char>('a' + x % 26)); }, {.processes = 2});
+  CountingInput input;
+  std::size_t taken = 0;
+  std::size_t most_ahead = 0;
+  bool results_right = true;
+  {
+    auto results = pool.imap(input);
+    for (const std::string& r : results) {
+      results_right = results_right && r.size() == item_bytes && r[0] == static_cast<char>('a' + taken % 26);
+      most_ahead = std::max(most_ahead, input.pulled() - ++taken);
+      if (taken == 6 * bound) break;
+    }
+  }
+  CHECK(results_right);
+  INFO("at most " << most_ahead << " items with 1 MiB results read ahead of the consumer");
+  CHECK(most_ahead <= bound);
+}
+
 // ---------------------------------------------------------------------------
 // starmap and apply
 

@@ -707,8 +707,11 @@ class Pool {
         std::lock_guard lock(core_->mutex());
         window = job_->chunking.stream_window(core_->workers());
       }
-      if (fed_ > 0) {  // big items: keep what is ahead of the consumer near max_ahead_bytes
-        const std::size_t by_bytes = max_ahead_bytes / std::max<std::size_t>(1, bytes_fed_ / fed_);
+      if (fed_ > 0) {
+        // Big items, or big results waiting for a slow consumer: keep what is ahead of
+        // the consumer near max_ahead_bytes, whichever way it is big.
+        const std::size_t per_item = std::max(bytes_fed_ / fed_, job_->mean_result_bytes());
+        const std::size_t by_bytes = max_ahead_bytes / std::max<std::size_t>(1, per_item);
         window = std::max(std::min(window, by_bytes), 2 * core_->workers());
       }
       const std::size_t ahead = fed_ - consumed;

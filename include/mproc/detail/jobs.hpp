@@ -126,6 +126,8 @@ class StreamJob final : public Job {
   void deliver(std::size_t first, const ChunkOutcome& outcome) override {
     {
       std::lock_guard lock(mutex_);
+      result_bytes_ += outcome.results.size();
+      results_seen_ += outcome.header.count;
       for_each_outcome<R>(
           first, outcome, [&](std::size_t i, R&& value) { put(i, Entry(std::in_place_index<1>, std::move(value))); },
           [&](std::size_t i, std::exception_ptr e) { put(i, Entry(std::in_place_index<2>, e)); });
@@ -153,6 +155,13 @@ class StreamJob final : public Job {
       abandoned_ = error;
     }
     cv_.notify_all();
+  }
+
+  /// The mean encoded size of a result so far (0 before any arrived): the stream's
+  /// window counts results too, which wait here until the consumer takes them.
+  std::size_t mean_result_bytes() const {
+    std::lock_guard lock(mutex_);
+    return results_seen_ == 0 ? 0 : result_bytes_ / results_seen_;
   }
 
   /// Consumer: waits for the next entry. The consumer calls it only while some
@@ -191,6 +200,8 @@ class StreamJob final : public Job {
   std::condition_variable cv_;
   std::deque<Entry> ring_;  // ordered: item consumed_ + i at i; unordered: arrival order
   std::size_t consumed_ = 0;
+  std::size_t result_bytes_ = 0;  // encoded bytes of the results delivered so far
+  std::size_t results_seen_ = 0;
   std::exception_ptr abandoned_;
   std::optional<ProgressBar> progress_;
 };

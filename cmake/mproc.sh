@@ -20,7 +20,7 @@
 set -euo pipefail
 
 # Debian packages needed to build and test mproc.
-DEPS=(build-essential cmake g++ clang libclang-rt-14-dev libboost-dev libcereal-dev catch2
+DEPS=(build-essential cmake g++ clang libclang-rt-14-dev libcereal-dev catch2
       libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -3,7 +3,8 @@
 // started before the objects existed. Children report through their exit codes;
 // nothing here waits on time except the timeouts under test.
 
-#include "shared_state_support.hpp"
+#include "shared_state_support.hpp"  // first: it configures Catch2
+#include "blocked_support.hpp"
 
 #include <mproc/pool.hpp>
 #include <mproc/shared.hpp>
@@ -15,8 +16,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -176,23 +175,6 @@ TEST_CASE("BoundedSemaphore: releasing above the initial value throws ValueError
   CHECK(sem.get_value() == 2);
 }
 
-namespace {
-
-/// Blocks until process pid is asleep in the kernel (state S): a child that said it
-/// is about to wait is then inside the wait.
-void wait_until_asleep(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  for (int i = 0; i < 5000; ++i) {
-    std::ifstream stat(path);
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    const auto close = text.rfind(')');
-    if (close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'S') return;
-    std::this_thread::sleep_for(1ms);
-  }
-  FAIL("the child never went to sleep");
-}
-
-}  // namespace
 
 TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block the next one") {
   // glibc's process-shared pthread condition hangs the next broadcast after a waiter
@@ -211,7 +193,7 @@ TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block 
       }
       return 0;
     });
-    wait_until_asleep(victim.pid());
+    mproc_test::wait_until_blocked(victim.pid());
     victim.kill(SIGKILL);
     REQUIRE(exit_code(victim) == -SIGKILL);
     auto next = spawn([&] {
@@ -219,7 +201,7 @@ TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block 
       std::unique_lock guard(cond);
       return cond.wait_for(60s, [&] { return go.value() == 1; }) ? 0 : 1;
     });
-    wait_until_asleep(next.pid());
+    mproc_test::wait_until_blocked(next.pid());
     if (round == 0) {
       event.set();
     } else {
@@ -250,7 +232,7 @@ TEST_CASE("Semaphore: a waiter killed right after release() woke it leaves the u
       return 0;
     }));
   }
-  for (auto& w : waiters) wait_until_asleep(w.pid());
+  for (auto& w : waiters) mproc_test::wait_until_blocked(w.pid());
   sem.release();
   std::multiset<int> codes;
   for (auto& w : waiters) {
@@ -508,13 +490,13 @@ TEST_CASE("Huge timeouts wait as long as it takes instead of overflowing into th
     lock.lock();
     held.release();
     step.acquire();
-    wait_until_asleep(parent);
+    mproc_test::wait_until_blocked(parent);
     lock.unlock();
     step.acquire();
-    wait_until_asleep(parent);
+    mproc_test::wait_until_blocked(parent);
     event.set();
     step.acquire();
-    wait_until_asleep(parent);
+    mproc_test::wait_until_blocked(parent);
     sem.release();
     return 0;
   });

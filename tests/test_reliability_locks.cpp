@@ -14,16 +14,32 @@
 
 using mproc_test::iota_vector;
 
+namespace {
+
+/// How long a task waits for the victim to be in place: only reached if the pool
+/// never runs the victim, which is then the failure the checks report.
+constexpr auto victim_wait = mproc_test::hang_limit;
+
+}  // namespace
+
 TEST_CASE("a Pool task killed while holding an mproc::Lock does not hang the tasks that take it next") {
+  // The tasks after the victim take the lock only once the victim holds it, so some
+  // task always takes it after the death (else the other worker could finish them
+  // all first, and nobody would find the dead holder's lock).
   mproc::Lock lock;
   mproc::Value<int> entered(0, lock);  // counted under the lock
   mproc::Value<int> takeovers(0, lock);
+  mproc::Event victim_holds_it;
   mproc::Pool pool(
-      [lock, entered, takeovers](int x) mutable {
+      [lock, entered, takeovers, victim_holds_it](int x) mutable {
+        if (x > 7) (void)victim_holds_it.wait_for(victim_wait);
         std::lock_guard guard(lock);
         if (lock.owner_died()) ++takeovers.value();
         ++entered.value();
-        if (x == 7) mproc_test::die_by_signal(SIGKILL);  // holding the lock
+        if (x == 7) {
+          victim_holds_it.set();
+          mproc_test::die_by_signal(SIGKILL);  // holding the lock
+        }
         return x;
       },
       {.processes = 2, .chunksize = 1});
@@ -48,12 +64,19 @@ TEST_CASE("a Pool task killed while holding an mproc::Lock does not hang the tas
 }
 
 TEST_CASE("a Pool task killed inside Value::update leaves the Value usable by the next tasks") {
+  // As above: the tasks after the victim update the value only once the victim is
+  // inside its update, so one of them always locks after the death.
   mproc::Value<long> total(0);
+  mproc::Event victim_inside;
   mproc::Pool pool(
-      [total](int x) mutable {
-        total.update([x](long& v) {
+      [total, victim_inside](int x) mutable {
+        if (x > 3) (void)victim_inside.wait_for(victim_wait);
+        total.update([x, &victim_inside](long& v) {
           v += x;
-          if (x == 3) mproc_test::die_by_signal(SIGKILL);  // inside the critical section
+          if (x == 3) {
+            victim_inside.set();
+            mproc_test::die_by_signal(SIGKILL);  // inside the critical section
+          }
         });
         return x;
       },

@@ -218,6 +218,29 @@ inline std::string read_until(int fd, const std::string& needle, std::chrono::st
   return text;
 }
 
+/// Waits until at least n processes two levels or more below root (the workers of
+/// its pools, under their fork servers) are running or ready to run ('R'); false if
+/// root ends or the deadline passes first. Nothing signals that a process appeared,
+/// so the tree is looked at again every 5 ms.
+inline bool wait_for_busy_workers(pid_t root, std::size_t n, std::chrono::steady_clock::time_point deadline) {
+  const mproc::detail::Fd root_fd(static_cast<int>(::syscall(SYS_pidfd_open, root, 0)));
+  if (!root_fd) return false;
+  for (;;) {
+    std::size_t busy = 0;
+    for (pid_t pid : descendants(root)) {
+      const auto s = proc_stat(pid);
+      if (s && s->ppid != root && s->state == 'R') ++busy;
+    }
+    if (busy >= n) return true;
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration{}) return false;
+    pollfd p{root_fd.get(), POLLIN, 0};
+    if (mproc::detail::poll_fds(&p, 1, std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(5))) > 0) {
+      return false;  // root ended
+    }
+  }
+}
+
 /// Waits until fd reaches end of file (every process holding its write end has
 /// closed it or ended), discarding what arrives; false at the deadline.
 inline bool wait_eof(int fd, std::chrono::steady_clock::time_point deadline) {

@@ -5,16 +5,22 @@
 
 #include "pool_test_support.hpp"
 
+#include <mproc/detail/lane.hpp>  // Lane: its size, to find its mappings
 #include <mproc/mproc.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cinttypes>
 #include <csignal>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -271,6 +277,62 @@ TEST_CASE("retries are counted per task: a task that always kills its worker fai
   CHECK(runs[0] == 3);
   CHECK(runs[1] == 3);
   for (int i : {0, 1, 3, 4, 5, 7, 8, 9}) CHECK(std::get<0>(out[static_cast<std::size_t>(i)]) == i);
+}
+
+namespace {
+
+/// Makes the data pages of every shared-memory lane this worker maps read-only (the
+/// lanes are the mappings of exactly their size). Its next outcome big enough for a
+/// lane then faults (SIGSEGV) while being copied there: after its chunk ran, before
+/// the pool has its result, with no item running.
+void poison_lanes() {
+  using mproc::detail::Lane;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    std::uintptr_t start = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2) continue;
+    if (end - start != Lane::header_bytes + Lane::capacity) continue;
+    // (In the worker: no Catch here. A failure aborts, which the test sees.)
+    if (::mprotect(reinterpret_cast<void*>(start + Lane::header_bytes), Lane::capacity, PROT_READ) != 0) std::abort();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a worker that always dies after running a chunk, before its result is out, fails its first task after "
+          "retries + 1 requeues") {
+  // Nothing runs when it dies, so no item is to blame: the chunk it was on goes back
+  // to the queue, but not forever.
+  for (const std::size_t retries : {0, 2}) {
+    INFO("retries " << retries);
+    mproc_test::SharedCounters runs(1);
+    mproc::Pool pool(
+        [&runs](int x) {
+          if (x != 5) return std::vector<char>(1, static_cast<char>(x));
+          ++runs[0];
+          std::signal(SIGSEGV, SIG_DFL);  // the fault kills the worker (no test runner's handler)
+          poison_lanes();
+          return std::vector<char>(mproc::detail::Lane::min_payload + 1000, 'x');  // goes through the lane
+        },
+        {.processes = 2, .chunksize = 1, .retries = retries});
+    auto results = pool.imap(iota_vector(12));
+    for (int i = 0; i < 12; ++i) {
+      INFO("item " << i);
+      if (i == 5) {
+        const auto lost = thrown_by<mproc::WorkerLost>([&] { return results.next(); });
+        CHECK(lost.signal() == SIGSEGV);
+        CHECK_THAT(lost.what(), Catch::Contains("holding task 5 with no task running"));
+      } else {
+        const auto r = results.next();
+        REQUIRE(r);
+        CHECK(*r == std::vector<char>(1, static_cast<char>(i)));
+      }
+    }
+    CHECK_FALSE(results.next());
+    CHECK(runs[0] == static_cast<int>(retries) + 2);  // the first run and retries + 1 requeues
+    CHECK(pool.apply(7) == std::vector<char>(1, 7));  // and the pool goes on
+  }
 }
 
 // ---------------------------------------------------------------------------

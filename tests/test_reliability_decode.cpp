@@ -8,6 +8,7 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/frame.hpp>
+#include <mproc/detail/lane.hpp>
 #include <mproc/detail/task.hpp>
 
 #include <cstddef>
@@ -59,7 +60,7 @@ TEST_CASE("a frame header claiming a huge payload does not make the reader alloc
 }
 
 TEST_CASE("a chunk outcome claiming more errors than its bytes can hold is a ProtocolError") {
-  mproc::detail::ChunkOutcomeHeader h{0, 0xffffffffu, 0xffffffffu, 0};
+  mproc::detail::ChunkOutcomeHeader h{0, 0xffffffffu, 0xffffffffu, 0, 0, 0};
   mproc::Bytes payload(&h, sizeof h);
   CHECK_THROWS_AS(mproc::detail::parse_chunk_outcome(payload.span()), mproc::ProtocolError);
 }
@@ -73,4 +74,13 @@ TEST_CASE("a cereal payload whose bool byte is neither 0 nor 1 is a ProtocolErro
   REQUIRE(*flag == std::byte{1});
   *flag = std::byte{115};
   CHECK_THROWS_AS(mproc::decode<WithOptional>(bytes.span()), mproc::ProtocolError);
+}
+
+TEST_CASE("a frame that claims more bytes in a shared-memory lane than the lane holds is a ProtocolError") {
+  // The size comes from the other process's frame header; reading it (or giving its
+  // pages back) must not reach past the lane.
+  mproc::detail::Lane lane;
+  CHECK(lane.view(mproc::detail::Lane::capacity).size() == mproc::detail::Lane::capacity);
+  CHECK_THROWS_AS(lane.view(mproc::detail::Lane::capacity + 1), mproc::ProtocolError);
+  CHECK_THROWS_AS(lane.view(SIZE_MAX), mproc::ProtocolError);
 }

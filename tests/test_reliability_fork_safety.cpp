@@ -10,15 +10,23 @@
 
 #include <mproc/mproc.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <iostream>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -210,4 +218,160 @@ TEST_CASE("a replacement worker does not inherit a user mutex that another threa
     for (int x : iota_vector(10)) doubled.push_back(2 * x);
     CHECK(after.get() == doubled);
   }
+}
+
+// ---------------------------------------------------------------------------
+// A pool's descriptors are its own: no other process may hold a copy. A worker
+// leaves when its task pipe says so, and a copy of that pipe held elsewhere would
+// hide the end of file; another pool's fork server would keep it for its lifetime.
+
+namespace {
+
+/// The descriptors open in this process now.
+std::set<int> open_fds() {
+  std::set<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    fds.insert(std::stoi(entry.path().filename().string()));
+  }
+  return fds;
+}
+
+/// In a child forked by mproc: how many of its descriptors the program did not have
+/// before any pool existed (those are copies of a pool's own, caught unmarked).
+int descriptors_beyond(const std::set<int>& before) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return 100;
+  int extra = 0;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const int fd = std::atoi(e->d_name);
+    if (fd != ::dirfd(dir) && before.count(fd) == 0) {
+      ++extra;
+      char link[256] = {};
+      (void)!::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), link, sizeof link - 1);
+      std::fprintf(stderr, "child %d holds a copy of descriptor %d (%s)\n", static_cast<int>(::getpid()), fd, link);
+    }
+  }
+  ::closedir(dir);
+  return std::min(extra, 100);
+}
+
+using IntPool = mproc::Pool<int (*)(int)>;
+int plus_one(int x) { return x + 1; }
+/// The name of the worker running the task, "ForkPoolWorker-<n>": unlike a pid,
+/// never the same for two workers of a pool.
+std::string worker_name(int) { return mproc::current_process().name(); }
+using NamePool = mproc::Pool<std::string (*)(int)>;
+
+}  // namespace
+
+// (Forks from a thread while others allocate, so not in a sanitizer build: see above.)
+TEST_CASE("no fork copies a pool's descriptors: another thread makes pools and forks while a pool replaces "
+          "a worker per task, which never stalls",
+          MPROC_STORM_TAGS) {
+  // Pool A forks a worker for every task, so its thread is forever receiving fresh
+  // descriptors from its fork server; thread B meanwhile makes pools (kept until the
+  // end: a copy caught by one of their fork servers would stay for the whole test)
+  // and forks children that count the descriptors they got beyond the program's own.
+  constexpr int tasks = 1500;
+  const std::set<int> before = open_fds();
+  std::atomic<bool> done{false};
+  std::atomic<int> children{0}, children_with_copies{0}, pools_made{0};
+  std::thread other([&] {
+    std::vector<std::unique_ptr<IntPool>> pools;
+    while (!done.load()) {
+      if (pools.size() < 8) {
+        pools.push_back(std::make_unique<IntPool>(plus_one, mproc::PoolOptions{.processes = 1}));
+        pools_made.fetch_add(1);
+      }
+      auto child = mproc::detail::fork_child({}, [&] { return descriptors_beyond(before); });
+      const auto status = child.wait();
+      children.fetch_add(1);
+      if (!status || status->exit_code != 0) children_with_copies.fetch_add(1);
+    }
+    for (auto& p : pools) CHECK(p->apply(1) == 2);  // they worked all along
+  });
+
+  std::set<std::string> workers;
+  bool finished = true;
+  {
+    NamePool a(worker_name, {.processes = 1, .maxtasksperchild = 1});
+    for (int i = 0; i < tasks && finished; ++i) {
+      auto r = a.apply_async(i);
+      finished = r.wait_for(mproc_test::hang_limit);  // a stalled replacement never gets here
+      if (finished) workers.insert(r.get());
+    }
+    done = true;
+    if (!finished) a.terminate();
+  }
+  other.join();
+  INFO(children.load() << " children forked by the other thread, " << pools_made.load() << " pools made there");
+  CHECK(finished);
+  CHECK(workers.size() == static_cast<std::size_t>(tasks));  // one worker per task
+  CHECK(children_with_copies.load() == 0);
+  CHECK(children.load() > tasks / 10);  // the other thread really forked alongside
+}
+
+TEST_CASE("a process forked outside mproc that holds copies of a pool's pipes does not stall its retiring workers") {
+  // A plain fork() (the program's own, not mproc's) copies every descriptor, the
+  // pool's included. Its copy of a worker's task pipe keeps that pipe's end of file
+  // away for as long as it lives; the worker still leaves when told to.
+  NamePool pool(worker_name, {.processes = 1, .maxtasksperchild = 2});
+  std::set<std::string> workers{pool.apply(0)};  // its worker is up, with one task to go
+  auto hold = mproc::detail::make_pipe();
+  const pid_t holder = ::fork();
+  REQUIRE(holder >= 0);
+  if (holder == 0) {  // holds everything it inherited until the test closes `hold`
+    hold.write.reset();
+    char c;
+    (void)!::read(hold.read.get(), &c, 1);
+    ::_exit(0);
+  }
+  mproc::detail::Child holding(holder, mproc::detail::Fd(static_cast<int>(::syscall(SYS_pidfd_open, holder, 0))));
+  hold.read.reset();
+  bool finished = true;
+  for (int i = 1; i <= 5 && finished; ++i) {  // the first worker retires after task 1
+    auto r = pool.apply_async(i);
+    finished = r.wait_for(mproc_test::hang_limit);
+    if (finished) workers.insert(r.get());
+  }
+  CHECK(finished);
+  CHECK(workers.size() == 3);  // two tasks each
+  hold.write.reset();  // the holder leaves
+  CHECK(holding.wait(mproc_test::hang_limit).has_value());
+  if (!finished) pool.terminate();
+}
+
+TEST_CASE("descriptors of any number can be private: those from 65536 up are closed in children too") {
+  using mproc::detail::PrivateFds;
+  for (int fd : {70000, (1 << 20) + 3, (1 << 30) + 65}) {
+    INFO("descriptor " << fd);
+    CHECK_FALSE(PrivateFds::contains(fd));
+    PrivateFds::add(fd);
+    CHECK(PrivateFds::contains(fd));
+    CHECK_FALSE(PrivateFds::contains(fd + 1));
+    PrivateFds::remove(fd);
+    CHECK_FALSE(PrivateFds::contains(fd));
+  }
+  // A real one, where the descriptor limit allows it (raising the soft limit up to
+  // the hard one needs no privilege).
+  rlimit limit{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
+  constexpr int high = 70000;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max <= static_cast<rlim_t>(high)) {
+    WARN("the hard descriptor limit (" << limit.rlim_max << ") is below " << high << ": only the bitset is checked");
+    return;
+  }
+  const rlimit raised{static_cast<rlim_t>(high) + 1, limit.rlim_max};
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &raised) == 0);
+  {
+    auto pipe = mproc::detail::make_pipe();
+    REQUIRE(::dup3(pipe.write.get(), high, O_CLOEXEC) == high);
+    mproc::detail::Fd fd = mproc::detail::Fd(high).make_private();
+    auto child = mproc::detail::fork_child({}, [] { return ::fcntl(high, F_GETFD) == -1 && errno == EBADF ? 0 : 1; });
+    const auto status = child.wait();
+    REQUIRE(status.has_value());
+    CHECK(status->exit_code == 0);
+  }
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &limit) == 0);
 }

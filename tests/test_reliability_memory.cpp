@@ -1,6 +1,6 @@
 // PoolOptions::max_memory_per_child: a worker whose resident memory is past the limit
-// after it finished a chunk is replaced (what it still held runs elsewhere), so a
-// leaking F cannot grow a worker without bound. Tasks here leak on purpose and report
+// after a task is replaced (the rest of its chunk, and what else it held, runs
+// elsewhere), so a leaking F cannot grow a worker without bound. Tasks here leak on purpose and report
 // the resident memory their worker had when they started.
 
 #include "reliability_support.hpp"
@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <set>
@@ -79,6 +80,32 @@ TEST_CASE("max_memory_per_child: the chunks a retiring worker still held run els
     workers.insert(std::get<1>(out[static_cast<std::size_t>(i)]));
   }
   CHECK(workers.size() >= 10);  // 400 MiB leaked in all, at most ~40 MiB per worker
+}
+
+TEST_CASE("max_memory_per_child with automatic chunks: the check comes after each task, and a chunk stops there") {
+  // Tiny tasks that leak 1 MiB each: automatic chunking hands a worker chunks of many
+  // of them. The worker reads its resident size after each task (at most every
+  // MemoryGuard::interval_ns), stops its chunk when over the limit, and the pool runs
+  // the rest of the chunk elsewhere.
+  const std::size_t limit = fresh_worker_rss() + 32 * mib;
+  constexpr int tasks = 3000;
+  mproc::Pool pool(Leaky{mib}, {.processes = 2, .max_memory_per_child = limit});
+  const auto out = pool.map(iota_vector(tasks));
+  REQUIRE(out.size() == static_cast<std::size_t>(tasks));
+  std::map<pid_t, int> tasks_per_worker;
+  std::size_t worst = 0;
+  for (int i = 0; i < tasks; ++i) {
+    const auto& [x, pid, rss_at_start] = out[static_cast<std::size_t>(i)];
+    CHECK(x == i);
+    worst = std::max(worst, rss_at_start);
+    ++tasks_per_worker[pid];
+  }
+  INFO("the most a task started with: " << worst / mib << " MiB resident (limit " << limit / mib << " MiB)");
+  // The slack: the task that crossed the limit and those started within the next
+  // reading's interval (250 us; a 1 MiB leak takes longer than 60 us to fault in).
+  CHECK(worst <= limit + 5 * mib);
+  for (const auto& [pid, n] : tasks_per_worker) CHECK(n <= 40);
+  CHECK(tasks_per_worker.size() >= static_cast<std::size_t>(tasks / 40));
 }
 
 TEST_CASE("without max_memory_per_child the same leaking tasks stay in the first workers") {

@@ -2,15 +2,21 @@
 // both at once, through pipes far smaller than the payloads (1 MiB per worker, and
 // each worker's shared-memory lane carries only one payload at a time, so the rest
 // takes the pipe). A blocking writer on each side would wait for the other forever;
-// the pool's thread must keep reading results while it writes tasks.
+// the pool's thread must keep reading results while it writes tasks. And a worker
+// killed with a big argument on its way to it, in its lane or in its pipe.
 
 #include "reliability_support.hpp"
 
 #include <mproc/mproc.hpp>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace {
@@ -91,5 +97,49 @@ TEST_CASE("many big apply_async calls queued at once complete, results in any or
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     INFO("call " << i);
     CHECK((pending[i].get(mproc_test::hang_limit) == transform(inputs[i])));
+  }
+}
+
+namespace {
+
+/// The first byte that marks the argument whose task blocks until it is killed.
+constexpr std::uint8_t victim_mark = 0xEE;
+
+}  // namespace
+
+TEST_CASE("a big argument in a killed worker's lane or pipe: the pool goes on, every other item arrives") {
+  // One worker holds two chunks: it runs the first (the victim, which blocks) while
+  // the second, 8 MiB, waits for it. A small victim leaves the lane free, so the big
+  // argument waits there; a big victim is in the lane itself, so the next one is
+  // being written through the pipe, which holds 1 MiB of it. Then the worker is
+  // killed: the victim fails and everything else still arrives, through a new worker.
+  for (const std::size_t victim_bytes : {std::size_t{1}, 8 * mib}) {
+    INFO("victim argument of " << victim_bytes << " bytes");
+    auto report = mproc::detail::make_pipe();
+    const int report_fd = report.write.get();
+    mproc::Pool pool(
+        [report_fd](const Payload& in) {
+          if (!in.empty() && in[0] == victim_mark) {
+            const std::string pid = std::to_string(::getpid()) + "\n";
+            (void)mproc::detail::write_all(report_fd, pid.data(), pid.size());
+            for (;;) ::pause();  // until killed
+          }
+          return transform(in);
+        },
+        {.processes = 1, .chunksize = 1});
+    auto inputs = payloads(6, 8 * mib);
+    inputs[0] = Payload(victim_bytes, 1);
+    inputs[0][0] = victim_mark;
+    std::vector<mproc::AsyncResult<Payload>> pending;  // queued at once, handed out in order
+    for (const auto& in : inputs) pending.push_back(pool.apply_async(in));
+    const std::string pid = mproc_test::read_until(report.read.get(), "\n", std::chrono::steady_clock::now() + mproc_test::hang_limit);
+    REQUIRE(!pid.empty());
+    REQUIRE(::kill(std::stoi(pid), SIGKILL) == 0);
+    CHECK_THROWS_AS(pending[0].get(mproc_test::hang_limit), mproc::WorkerLost);
+    for (std::size_t i = 1; i < inputs.size(); ++i) {
+      INFO("item " << i);
+      CHECK((pending[i].get(mproc_test::hang_limit) == transform(inputs[i])));
+    }
+    CHECK((pool.apply(inputs[1]) == transform(inputs[1])));
   }
 }

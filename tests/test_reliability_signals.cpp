@@ -2,7 +2,8 @@
 // Ctrl-C (SIGINT) to a running program (a test-made one whose Pool is busy, and the
 // real example programs), and a pool whose fork server dies. Every process of the
 // program's tree must be gone within a second, none left as a zombie, nothing left in
-// /dev/shm.
+// /dev/shm. Then a program that ignores SIGCHLD, and a fork server that dies under a
+// worker it just forked, or gets stuck.
 //
 // The test process is a child subreaper while it runs these programs, so the
 // orphans of a killed program become its children: it sees each one end and reaps
@@ -15,10 +16,14 @@
 #include <mproc/mproc.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -163,10 +168,11 @@ mproc::detail::Child run_example(const std::string& path, std::vector<std::strin
   });
 }
 
-/// Starts an example, waits until its output contains `started` (its children are
-/// up), sends SIGINT and checks that the whole tree ended promptly.
+/// Starts an example, waits until its output contains `started` and, if busy_workers
+/// is not 0, until that many of its pool's workers run; sends SIGINT and checks that
+/// the whole tree ended promptly.
 void interrupt_example(const char* name, std::vector<std::string> args, const std::string& started,
-                       std::size_t min_processes) {
+                       std::size_t min_processes, std::size_t busy_workers = 0) {
   mproc_test::Subreaper reaper;
   auto out = mproc::detail::make_pipe();
   WatchedProgram p{{}, mproc::detail::make_pipe(), {}};
@@ -176,6 +182,9 @@ void interrupt_example(const char* name, std::vector<std::string> args, const st
   const std::string text = mproc_test::read_until(out.read.get(), started, Clock::now() + mproc_test::hang_limit);
   INFO(name << " printed:\n" << text);
   REQUIRE(text.find(started) != std::string::npos);
+  if (busy_workers > 0) {
+    REQUIRE(mproc_test::wait_for_busy_workers(p.program.pid(), busy_workers, Clock::now() + mproc_test::hang_limit));
+  }
   p.watch_tree(min_processes);
   p.kill_and_check(SIGINT);
 }
@@ -193,10 +202,11 @@ TEST_CASE("Ctrl-C (SIGINT) to a program whose Pool is busy: it ends at once with
 }
 
 #ifdef MPROC_EXAMPLES_DIR
-TEST_CASE("Ctrl-C (SIGINT) to flagship_demo while its Pool starts: no process is left behind") {
-  // Its output is flushed when the pool forks its fork server, right after the serial
-  // run: Ctrl-C lands while the workers are being started or have just started.
-  interrupt_example("flagship_demo", {"0.2"}, "serial:", 0);
+TEST_CASE("Ctrl-C (SIGINT) to flagship_demo while its Pool is busy: no process is left behind") {
+  // "serial:" comes right before the pool starts; Ctrl-C waits until (up to) two of
+  // its workers run the map, under the fork server.
+  const std::size_t workers = std::min<std::size_t>(2, mproc::cpu_count());
+  interrupt_example("flagship_demo", {"0.2"}, "serial:", 1 + workers, workers);
 }
 
 TEST_CASE("Ctrl-C (SIGINT) to seed002_manager_workers_event with its worker Process busy: nothing is left behind") {
@@ -252,4 +262,183 @@ TEST_CASE("an initializer that crashes breaks the pool instead of forking worker
     CHECK_THAT(e.what(), Catch::Contains("before they were ready") && Catch::Contains("SIGSEGV"));
   }
   CHECK_THROWS_AS(pool.apply(1), mproc::Error);
+}
+
+// ---------------------------------------------------------------------------
+// A program that ignores SIGCHLD (common in servers: the kernel then reaps their
+// children itself, and discards how each one ended).
+
+namespace {
+
+/// Ignores SIGCHLD while it lives.
+class IgnoredSigchld {
+ public:
+  IgnoredSigchld() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGCHLD, &ignore, &saved_) == 0);
+  }
+  IgnoredSigchld(const IgnoredSigchld&) = delete;
+  IgnoredSigchld& operator=(const IgnoredSigchld&) = delete;
+  ~IgnoredSigchld() { ::sigaction(SIGCHLD, &saved_, nullptr); }
+
+ private:
+  struct sigaction saved_ {};
+};
+
+/// Whether this process ignores SIGCHLD.
+bool sigchld_ignored() {
+  struct sigaction now {};
+  ::sigaction(SIGCHLD, nullptr, &now);
+  return now.sa_handler == SIG_IGN;
+}
+
+}  // namespace
+
+TEST_CASE("a program that ignores SIGCHLD: a dead worker's WorkerLost still says how it died") {
+  IgnoredSigchld ignored;
+  mproc::Pool pool(
+      [](int x) {
+        if (x == 1) mproc_test::die_by_signal(SIGKILL);
+        return sigchld_ignored() ? 1 : 0;
+      },
+      {.processes = 1});
+  CHECK(pool.apply(0) == 1);  // the workers keep the program's own setting
+  try {
+    (void)pool.apply_async(1).get(mproc_test::hang_limit);
+    FAIL("the task succeeded");
+  } catch (const mproc::WorkerLost& e) {
+    CHECK(e.signal() == SIGKILL);
+    CHECK_FALSE(e.exit_code().has_value());
+    CHECK_THAT(e.what(), Catch::Contains("SIGKILL"));
+  }
+  CHECK(pool.apply(0) == 1);
+}
+
+TEST_CASE("a program that ignores SIGCHLD: a Process is seen to end, and its discarded exit code is not made up") {
+  IgnoredSigchld ignored;
+  mproc::Process clean([] {});
+  mproc::Process killed([] { mproc_test::die_by_signal(SIGKILL); });
+  for (mproc::Process* p : {&clean, &killed}) {
+    p->start();
+    p->join();
+    CHECK_FALSE(p->is_alive());
+    CHECK_FALSE(p->exitcode().has_value());  // as Python's exitcode stays None; never 0
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The fork server itself: dead before a worker it forked could tie its fate to it,
+// and stuck.
+
+namespace {
+
+pid_t test_pid = 0;
+/// Armed (in memory shared with the children) while a test below wants it.
+std::atomic<int>* kill_server_at_fork = nullptr;
+std::atomic<int>* stall_server_forks = nullptr;
+int stall_report_fd = -1;
+
+/// pthread_atfork child handler, in a worker just forked by a fork server (its
+/// parent is not the test): kill the server and wait until it is gone, all before
+/// the worker's own code runs.
+void kill_server_before_worker_starts() {
+  if (kill_server_at_fork == nullptr || kill_server_at_fork->load() == 0 || ::getppid() == test_pid) return;
+  const int server = static_cast<int>(::syscall(SYS_pidfd_open, ::getppid(), 0));
+  (void)::syscall(SYS_pidfd_send_signal, server, SIGKILL, nullptr, 0);
+  pollfd p{server, POLLIN, 0};
+  (void)::poll(&p, 1, -1);  // gone, and this worker handed to another parent
+  ::close(server);
+}
+
+/// pthread_atfork prepare handler, in a fork server (a process other than the test)
+/// about to fork a worker: say so, then hang there for good.
+void stall_fork_server() {
+  if (stall_server_forks == nullptr || stall_server_forks->load() == 0 || ::getpid() == test_pid) return;
+  (void)!::write(stall_report_fd, "s", 1);
+  for (;;) ::pause();
+}
+
+void install_fork_hooks() {
+  test_pid = ::getpid();
+  static const bool installed =
+      (::pthread_atfork(stall_fork_server, nullptr, kill_server_before_worker_starts), true);
+  (void)installed;
+}
+
+/// A pool of one worker that retires after two tasks, whose fork server hangs when
+/// asked for the replacement; returns once it hangs there.
+struct StuckServerPool {
+  mproc_test::SharedCounters armed{1};
+  mproc::detail::PipeEnds report = mproc::detail::make_pipe();
+  bool hooked = hook(armed, report);  // before the pool: its fork server gets a copy of the hook's globals
+  mproc::Pool<int (*)(int)> pool{+[](int x) { return x; }, {.processes = 1, .maxtasksperchild = 2}};
+
+  static bool hook(const mproc_test::SharedCounters& armed, const mproc::detail::PipeEnds& report) {
+    install_fork_hooks();
+    stall_server_forks = &armed[0];
+    stall_report_fd = report.write.get();
+    return true;
+  }
+  StuckServerPool() {
+    REQUIRE(pool.apply(0) == 0);
+    armed[0] = 1;
+    REQUIRE(pool.apply(1) == 1);  // its last task: the pool then asks for a replacement
+    read_reports(report.read.get(), 1);
+  }
+  StuckServerPool(const StuckServerPool&) = delete;
+  StuckServerPool& operator=(const StuckServerPool&) = delete;
+  ~StuckServerPool() {
+    armed[0] = 0;
+    stall_server_forks = nullptr;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a worker whose fork server died before it started leaves at once (it checks the server's pid, not "
+          "its parent's)") {
+  install_fork_hooks();
+  mproc_test::SharedCounters seen(2);  // [0] arms the hook; [1] what the worker found: 1 its parent gone, 2 not
+  auto report = mproc::detail::make_pipe();
+  kill_server_at_fork = &seen[0];
+  seen[0] = 1;
+  {
+    mproc::detail::ForkServer server([&](std::size_t, int, int, pid_t parent) {
+      seen[1] = ::getppid() != parent ? 1 : 2;
+      (void)mproc::detail::write_all(report.write.get(), "w", 1);
+      return 0;
+    });
+    const mproc::detail::Fd never(::eventfd(0, EFD_CLOEXEC));
+    try {
+      (void)server.spawn(0, never.get(), [] { return false; });  // answered, or not: the server is killed
+    } catch (const mproc::Error&) {
+    }
+  }
+  seen[0] = 0;
+  kill_server_at_fork = nullptr;
+  report.write.reset();
+  read_reports(report.read.get(), 1);
+  CHECK(seen[1] == 1);
+}
+
+TEST_CASE("a fork server that stops answering breaks the pool with an error instead of hanging it") {
+  StuckServerPool stuck;
+  auto pending = stuck.pool.apply_async(2);
+  try {
+    (void)pending.get(mproc_test::hang_limit);  // longer than the spawn deadline
+    FAIL("the task ran without a worker");
+  } catch (const mproc::TimeoutError&) {
+    FAIL("the pool hung on its stuck fork server");
+  } catch (const mproc::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("fork server did not start a worker"));
+  }
+  CHECK_THROWS_AS(stuck.pool.apply(3), mproc::Error);  // broken for good
+}
+
+TEST_CASE("terminate() returns while the pool's fork server is stuck starting a worker") {
+  StuckServerPool stuck;
+  auto pending = stuck.pool.apply_async(2);
+  stuck.pool.terminate();  // a hang here is the failure (the test's timeout)
+  CHECK_THROWS_AS(pending.get(), mproc::PoolClosed);
 }

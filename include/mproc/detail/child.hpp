@@ -23,7 +23,7 @@
 
 namespace mproc::detail {
 
-/// How a process ended: an exit code or a signal.
+/// How a process ended: an exit code or a signal (neither: unknown, see Child).
 struct ExitStatus {
   std::optional<int> exit_code;
   std::optional<int> signal;
@@ -40,6 +40,7 @@ struct ExitStatus {
   /// "exited with code 3" or "was killed by signal 9 (SIGKILL)".
   std::string describe() const {
     if (exit_code) return "exited with code " + std::to_string(*exit_code);
+    if (!signal) return "ended, how is unknown (its exit status was discarded: is SIGCHLD ignored?)";
     const char* abbrev = ::sigabbrev_np(*signal);
     return "was killed by signal " + std::to_string(*signal) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
   }
@@ -48,18 +49,29 @@ struct ExitStatus {
 /// Owns a child process: its pid and a pidfd that becomes readable when it exits.
 /// The destructor kills (SIGKILL) and reaps a child still running, so no zombie
 /// and no orphan outlives its owner; call wait() first for a graceful end.
+///
+/// If the program ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT), the kernel reaps its
+/// children itself and discards how they ended. The child is then seen to end
+/// (running() turns false) but status() stays empty: never a made-up exit code 0.
+/// Process::exitcode() thus stays nullopt, as Python's exitcode stays None. mproc
+/// does not reset SIGCHLD for the program, whose own children it would turn into
+/// zombies; a pool's fork server, a process of its own, does (fork_server.hpp).
 class Child {
  public:
   Child() = default;
   Child(pid_t pid, Fd pidfd) noexcept : pid_(pid), pidfd_(std::move(pidfd)) {}
   Child(Child&& other) noexcept
-      : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)), status_(std::move(other.status_)) {}
+      : pid_(std::exchange(other.pid_, -1)),
+        pidfd_(std::move(other.pidfd_)),
+        status_(std::move(other.status_)),
+        ended_(std::exchange(other.ended_, false)) {}
   Child& operator=(Child&& other) noexcept {
     if (this != &other) {
       finish();
       pid_ = std::exchange(other.pid_, -1);
       pidfd_ = std::move(other.pidfd_);
       status_ = std::move(other.status_);
+      ended_ = std::exchange(other.ended_, false);
     }
     return *this;
   }
@@ -70,7 +82,8 @@ class Child {
   pid_t pid() const noexcept { return pid_; }
   /// Readable (POLLIN) once the child has exited; -1 after it was reaped.
   int pidfd() const noexcept { return pidfd_.get(); }
-  bool running() const noexcept { return pid_ > 0 && !status_; }
+  bool running() const noexcept { return pid_ > 0 && !status_ && !ended_; }
+  /// How it ended, once reaped; stays empty if the status was discarded (see above).
   const std::optional<ExitStatus>& status() const noexcept { return status_; }
 
   /// Sends a signal if the child has not been reaped (so never to a recycled pid).
@@ -98,8 +111,14 @@ class Child {
     for (;;) {
       if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | flags) == 0) break;
       if (errno == EINTR) continue;
-      if (errno == ECHILD) {  // reaped behind our back (SIGCHLD set to SIG_IGN)
-        status_ = ExitStatus{0, std::nullopt};
+      if (errno == ECHILD) {  // reaped by the kernel (SIGCHLD ignored) or by someone else
+        if (flags & WNOHANG) {
+          // Gone, or still running while SIGCHLD is ignored (waitid then says ECHILD
+          // only once it ended): the pidfd tells which.
+          pollfd p{pidfd_.get(), POLLIN, 0};
+          if (::poll(&p, 1, 0) == 0) return;
+        }
+        ended_ = true;
         pidfd_.reset();
         return;
       }
@@ -121,13 +140,19 @@ class Child {
   pid_t pid_ = -1;
   Fd pidfd_;
   std::optional<ExitStatus> status_;
+  bool ended_ = false;  // ended without a status (see above)
 };
 
 /// Flushes the C and C++ standard streams, so that output buffered before a fork is
-/// written once, by the parent, and not again by every child.
-inline void flush_std_streams() noexcept {
+/// written once, by the parent, and not again by every child. C stdio locks each FILE,
+/// so any thread may flush it; std::cout and std::cerr only from a thread that may use
+/// them (after sync_with_stdio(false) their buffers have no lock), never the pool's.
+inline void flush_c_streams() noexcept {
   std::fflush(stdout);
   std::fflush(stderr);
+}
+inline void flush_std_streams() noexcept {
+  flush_c_streams();
   try {
     std::cout.flush();
     std::cerr.flush();
@@ -135,19 +160,39 @@ inline void flush_std_streams() noexcept {
   }
 }
 
+/// Which standard streams the parent flushes before fork_child forks: all of them, or
+/// only C stdio when forking from a thread of mproc's own (the caller's thread flushed
+/// std::cout and std::cerr beforehand, see flush_std_streams).
+enum class FlushBeforeFork { all_streams, c_streams };
+
 /// Forks a child that runs body() and then _exit()s with its return value (an int)
 /// — never returning into the caller's stack, never running the parent's static
 /// destructors or atexit handlers twice. Before body() the child closes the pools'
 /// private descriptors except keep, and unblocks all signals. An exception escaping
 /// body() is printed to stderr and exits with 1.
 template <class Body>
-Child fork_child(std::initializer_list<int> keep, Body&& body) {
-  flush_std_streams();
-  const pid_t pid = ::fork();
+Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork flush = FlushBeforeFork::all_streams) {
+  if (flush == FlushBeforeFork::all_streams) flush_std_streams();
+  else flush_c_streams();
+  // A child that someone else may reap the moment it exits (SIGCHLD ignored, or a
+  // handler that reaps) waits until its pidfd is open: there is none for a pid
+  // already reaped. Otherwise nobody but its Child reaps it, and it need not wait.
+  struct sigaction sigchld {};
+  ::sigaction(SIGCHLD, nullptr, &sigchld);
+  PipeEnds go;
+  if (sigchld.sa_handler != SIG_DFL || (sigchld.sa_flags & SA_NOCLDWAIT) != 0) go = make_private_pipe();
+  const pid_t pid = ::fork();  // pthread_atfork takes PrivateFds::hold_forks() around it
   if (pid < 0) throw OSError("fork", errno);
   if (pid == 0) {
     int code = 1;
     try {
+      if (go.read) {
+        go.write.reset();
+        char byte;
+        while (::read(go.read.get(), &byte, 1) < 0 && errno == EINTR) {
+          // a byte, or end of file if the parent is gone
+        }
+      }
       PrivateFds::close_all_except(keep);
       sigset_t none;
       sigemptyset(&none);
@@ -163,15 +208,21 @@ Child fork_child(std::initializer_list<int> keep, Body&& body) {
     flush_std_streams();
     ::_exit(code);
   }
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    const int err = errno;
+  Fd pidfd;
+  int err = 0;
+  {
+    const auto no_fork = PrivateFds::hold_forks();
+    pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))).make_private();
+    err = errno;
+  }
+  if (go.write) (void)write_all(go.write.get(), "g", 1);
+  if (!pidfd) {
     ::kill(pid, SIGKILL);
     siginfo_t info{};
     ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED);
     throw OSError("pidfd_open", err);
   }
-  return Child(pid, Fd(pidfd).make_private());
+  return Child(pid, std::move(pidfd));
 }
 
 }  // namespace mproc::detail

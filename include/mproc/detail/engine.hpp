@@ -37,6 +37,7 @@ struct Chunk {
   std::size_t first;
   std::size_t count;
   std::uint32_t attempts;  // how many times a worker died running these items
+  std::uint32_t orphaned;  // how many times they were requeued after a death that blamed no item
 };
 
 class Engine {
@@ -169,7 +170,7 @@ class Engine {
         continue;
       }
       const std::size_t n = std::min({r.count, r.job->chunking.next(r.count, workers_), budget});
-      Chunk c{next_chunk_id_++, r.job, r.first, n, r.attempts};
+      Chunk c{next_chunk_id_++, r.job, r.first, n, r.attempts, r.orphaned};
       r.first += n;
       r.count -= n;
       if (r.count == 0) requeue_.pop_front();
@@ -189,7 +190,7 @@ class Engine {
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
       const std::size_t n = std::min({job->chunking.next(remaining, workers_),
                                       job->input.contiguous_from(job->dispatched), budget});
-      Chunk c{next_chunk_id_++, job, job->dispatched, n, 0};
+      Chunk c{next_chunk_id_++, job, job->dispatched, n, 0, 0};
       job->dispatched += n;
       ++job->in_flight;
       return c;
@@ -197,7 +198,10 @@ class Engine {
     return std::nullopt;
   }
 
-  /// A worker returned the outcome of chunk c (pool's thread, mutex not held).
+  /// A worker returned the outcome of chunk c (pool's thread, mutex not held). A
+  /// worker over its memory limit stops a chunk early (the outcome says so): the
+  /// items it never ran go back to the front of the queue. Any other item missing
+  /// from an outcome had arguments the worker could not decode, and fails.
   void complete(const Chunk& c, const ChunkOutcome& outcome) {
     bool cancelled;
     {
@@ -206,9 +210,14 @@ class Engine {
       c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
       timing_.record(outcome.header.count, outcome.header.elapsed_ns);
     }
-    if (!cancelled) deliver_chunk(*c.job, c.first, c.count, outcome);
+    const bool stopped_early = outcome.stopped_early() && outcome.header.count < c.count;
+    const std::size_t done = stopped_early ? outcome.header.count : c.count;
+    if (!cancelled) deliver_chunk(*c.job, c.first, done, outcome);
+    if (stopped_early) {
+      requeue({Chunk{0, c.job, c.first + done, c.count - done, c.attempts, c.orphaned}});
+    }
     --c.job->in_flight;
-    settle(c.job, c.first, c.count);
+    settle(c.job, c.first, done);
   }
 
   /// Which item of which chunk a lost worker was running, and what that did to it.
@@ -220,32 +229,70 @@ class Engine {
     std::function<std::exception_ptr(std::size_t index, std::uint32_t attempts)> error;
   };
 
+  /// How a worker that was not expected to leave died: `what` says who and how, e.g.
+  /// "worker process 12 was killed by signal 9 (SIGKILL)".
+  struct Death {
+    std::string what;
+    std::optional<int> signal;
+    std::optional<int> exit_code;
+  };
+
   /// A worker is gone with the chunks it held (in the order it got them). The item
   /// it was running, if any, fails (or is retried); everything else it held, queued
   /// or done but not yet reported, goes back to the front of the queue.
-  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running) {
+  ///
+  /// A death (not a worker leaving as told) while no item ran is charged to the chunk
+  /// it was on, the first it held: it died after running it and before its outcome
+  /// arrived (killed while copying the result out, say). Those are requeued retries + 1
+  /// times; the next such death fails their first item with WorkerLost, as a worker
+  /// that always dies there would otherwise make the pool run the chunk forever.
+  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running,
+            const std::optional<Death>& death = std::nullopt) {
+    const auto is_running = [&](const Chunk& c) {
+      return running && running->chunk_id == c.id && running->item < c.count;
+    };
+    const bool blamed = std::any_of(held.begin(), held.end(), is_running);
     std::vector<Chunk> again;
     for (Chunk& c : held) {
-      if (running && running->chunk_id == c.id && running->item < c.count) {
+      if (is_running(c)) {
         const std::size_t k = running->item;
         const std::size_t index = c.first + k;
-        if (k > 0) again.push_back({0, c.job, c.first, k, c.attempts});
+        if (k > 0) again.push_back({0, c.job, c.first, k, c.attempts, c.orphaned});
         if (auto error = running->error(index, c.attempts)) {
           c.job->fail(index, error);
           settle(c.job, index, 1);
         } else {
-          again.push_back({0, c.job, index, 1, c.attempts + 1});
+          again.push_back({0, c.job, index, 1, c.attempts + 1, c.orphaned});
         }
-        if (k + 1 < c.count) again.push_back({0, c.job, index + 1, c.count - k - 1, c.attempts});
+        if (k + 1 < c.count) again.push_back({0, c.job, index + 1, c.count - k - 1, c.attempts, c.orphaned});
+      } else if (death && !blamed && &c == &held.front()) {
+        if (c.orphaned > retries_) {
+          c.job->fail(c.first, std::make_exception_ptr(WorkerLost(
+                                   "mproc: " + death->what + " holding task " + std::to_string(c.first) +
+                                       " with no task running (after running it, before its result came?), " +
+                                       std::to_string(c.orphaned + 1) + " times in a row; the task fails",
+                                   death->signal, death->exit_code)));
+          settle(c.job, c.first, 1);
+          if (c.count > 1) again.push_back({0, c.job, c.first + 1, c.count - 1, c.attempts, 0});
+        } else {
+          again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned + 1});
+        }
       } else {
-        again.push_back({0, c.job, c.first, c.count, c.attempts});
+        again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned});
       }
       --c.job->in_flight;
     }
-    std::lock_guard lock(mutex_);
-    for (Chunk& c : held) touched_.push_back(c.job);
-    requeue_.insert(requeue_.begin(), again.begin(), again.end());
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (Chunk& c : held) jobs.push_back(c.job);
     held.clear();
+    requeue(std::move(again), jobs);
+  }
+  /// Puts items back at the front of the queue, to be cut into chunks again.
+  void requeue(std::vector<Chunk> items, const std::vector<std::shared_ptr<Job>>& touched = {}) {
+    std::lock_guard lock(mutex_);
+    for (const Chunk& c : items) touched_.push_back(c.job);
+    touched_.insert(touched_.end(), touched.begin(), touched.end());
+    requeue_.insert(requeue_.begin(), items.begin(), items.end());
   }
   /// The WorkerLost for an item whose worker died, or nothing (run it again) while
   /// it has retries left. `what` says who died and how, e.g. "worker process 12 was
@@ -296,6 +343,14 @@ class Engine {
     std::lock_guard lock(mutex_);
     return !broken_ && !terminating_ && (!closed_ || !live_.empty());
   }
+  /// For a transport that, inside wait_and_handle(), waits on something slow (a
+  /// worker being forked) and was woken: whether terminate() was called. If not,
+  /// the next wake-up reaches it too.
+  bool woken_to_terminate() {
+    std::lock_guard lock(mutex_);
+    sleeping_ = !terminating_;
+    return terminating_;
+  }
 
  private:
   void join_thread(const char* what) {
@@ -315,6 +370,10 @@ class Engine {
   void run() {
     on_pool_thread = true;
     bool killing = false;
+    {
+      std::lock_guard lock(mutex_);
+      sleeping_ = true;  // start() may block starting workers: terminate() wakes it
+    }
     try {
       start();
       forked_from_program();

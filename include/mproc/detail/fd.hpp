@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -15,51 +16,131 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <new>
 #include <utility>
 
 namespace mproc::detail {
 
+/// Holds off every fork() of this process while it lives (pthread_atfork waits for
+/// it); re-entrant on one thread, and a thread that forks while holding it may.
+class ForkBlock {
+ public:
+  ForkBlock() {
+    if (depth()++ == 0) mutex().lock();
+  }
+  ~ForkBlock() {
+    if (--depth() == 0) mutex().unlock();
+  }
+  ForkBlock(const ForkBlock&) = delete;
+  ForkBlock& operator=(const ForkBlock&) = delete;
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex m;
+    // Around a fork: the forking thread takes the mutex unless it holds it already;
+    // the child, whose only thread is that one, gets it back as the parent does.
+    static const bool registered = (::pthread_atfork([] { if (depth() == 0) mutex().lock(); },
+                                                     [] { if (depth() == 0) mutex().unlock(); },
+                                                     [] { if (depth() == 0) mutex().unlock(); }),
+                                    true);
+    (void)registered;
+    return m;
+  }
+  static int& depth() noexcept {
+    thread_local int held = 0;
+    return held;
+  }
+};
+
 /// Descriptors a pool keeps for itself (its workers' pipes, pidfds, wake-up fds).
 /// A child forked by mproc closes them all but the ones it is handed, so a worker never
 /// holds another worker's pipe open and end-of-file still means what it should.
-/// A lock-free bitmap, because a child reads it right after fork, when a mutex held by
-/// another thread of the parent would never be released.
+/// (Close-on-exec is not enough: workers are forked, never exec'd.) A lock-free
+/// bitset, because a child reads it right after fork, when a mutex held by another
+/// thread of the parent would never be released; any descriptor number fits.
 class PrivateFds {
  public:
-  static constexpr int capacity = 1 << 16;
+  /// Hold this while creating (or receiving) a pool's descriptor and marking it
+  /// private, and while closing one and unmarking it: no child, another pool's fork
+  /// server included, is ever forked in between, to inherit the descriptor unmarked.
+  [[nodiscard]] static ForkBlock hold_forks() { return {}; }
 
   static void add(int fd) noexcept {
-    if (fd >= 0 && fd < capacity) word(fd).fetch_or(bit(fd), std::memory_order_relaxed);
+    if (auto* w = word(fd, true)) w->fetch_or(bit(fd), std::memory_order_relaxed);
   }
   static void remove(int fd) noexcept {
-    if (fd >= 0 && fd < capacity) word(fd).fetch_and(~bit(fd), std::memory_order_relaxed);
+    if (auto* w = word(fd, false)) w->fetch_and(~bit(fd), std::memory_order_relaxed);
+  }
+  static bool contains(int fd) noexcept {
+    const auto* w = word(fd, false);
+    return w != nullptr && (w->load(std::memory_order_relaxed) & bit(fd)) != 0;
   }
   /// In a freshly forked child: close every private descriptor not in keep.
   template <class Keep>
   static void close_all_except(const Keep& keep) noexcept {
-    for (int w = 0; w < capacity / 64; ++w) {
-      std::uint64_t bits = words()[static_cast<std::size_t>(w)].load(std::memory_order_relaxed);
-      while (bits != 0) {
-        const int fd = w * 64 + __builtin_ctzll(bits);
-        bits &= bits - 1;
-        bool kept = false;
-        for (int k : keep) kept = kept || k == fd;
-        if (!kept) {
-          ::close(fd);
-          remove(fd);
+    const int blocks = used_blocks().load(std::memory_order_acquire);
+    for (int b = 0; b < blocks; ++b) {
+      Block* block = table()[static_cast<std::size_t>(b)].load(std::memory_order_acquire);
+      if (block == nullptr) continue;
+      for (int w = 0; w < block_words; ++w) {
+        std::uint64_t bits = (*block)[static_cast<std::size_t>(w)].load(std::memory_order_relaxed);
+        while (bits != 0) {
+          const int fd = b * block_fds + w * 64 + __builtin_ctzll(bits);
+          bits &= bits - 1;
+          bool kept = false;
+          for (int k : keep) kept = kept || k == fd;
+          if (!kept) {
+            ::close(fd);
+            remove(fd);
+          }
         }
       }
     }
   }
 
  private:
-  static std::array<std::atomic<std::uint64_t>, capacity / 64>& words() noexcept {
-    static std::array<std::atomic<std::uint64_t>, capacity / 64> bits{};
-    return bits;
+  // Descriptors [0, 65536) have a static block; each further 65536 get one on first
+  // use, never freed (a child may be reading it).
+  static constexpr int block_fds = 1 << 16;
+  static constexpr int block_words = block_fds / 64;
+  static constexpr int max_blocks = INT_MAX / block_fds + 1;
+  using Block = std::array<std::atomic<std::uint64_t>, block_words>;
+
+  static std::array<std::atomic<Block*>, max_blocks>& table() noexcept {
+    static Block first{};
+    static std::array<std::atomic<Block*>, max_blocks> blocks{};  // zero: no static constructor
+    static const bool init = (blocks[0].store(&first, std::memory_order_release), true);
+    (void)init;
+    return blocks;
   }
-  static std::atomic<std::uint64_t>& word(int fd) noexcept { return words()[static_cast<std::size_t>(fd) / 64]; }
+  /// How many leading entries of table() may be non-null.
+  static std::atomic<int>& used_blocks() noexcept {
+    static std::atomic<int> used{1};
+    return used;
+  }
+  static std::atomic<std::uint64_t>* word(int fd, bool create) noexcept {
+    if (fd < 0) return nullptr;
+    const int b = fd / block_fds;
+    auto& slot = table()[static_cast<std::size_t>(b)];
+    Block* block = slot.load(std::memory_order_acquire);
+    if (block == nullptr) {
+      if (!create) return nullptr;
+      auto* fresh = new (std::nothrow) Block{};
+      if (fresh == nullptr) return nullptr;  // out of memory: the descriptor stays inheritable
+      if (slot.compare_exchange_strong(block, fresh, std::memory_order_acq_rel)) {
+        block = fresh;
+      } else {
+        delete fresh;  // another thread made it first
+      }
+      for (int used = used_blocks().load(); used < b + 1 && !used_blocks().compare_exchange_weak(used, b + 1);) {
+      }
+    }
+    return &(*block)[static_cast<std::size_t>(fd % block_fds / 64)];
+  }
   static std::uint64_t bit(int fd) noexcept { return std::uint64_t{1} << (fd % 64); }
 };
 
@@ -84,13 +165,17 @@ class Fd {
     return std::exchange(fd_, -1);
   }
   void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) {
+    if (fd_ >= 0 && PrivateFds::contains(fd_)) {
+      const auto no_fork = PrivateFds::hold_forks();  // a fork in between would keep it unmarked
+      ::close(fd_);
       PrivateFds::remove(fd_);
+    } else if (fd_ >= 0) {
       ::close(fd_);
     }
     fd_ = fd;
   }
-  /// Marks the descriptor private to this process's pools (see PrivateFds).
+  /// Marks the descriptor private to this process's pools (see PrivateFds); do it
+  /// under PrivateFds::hold_forks(), taken before the descriptor was made.
   Fd&& make_private() && noexcept {
     PrivateFds::add(fd_);
     return std::move(*this);
@@ -120,6 +205,15 @@ inline PipeEnds make_pipe(int size_hint = 0) {
   if (::pipe2(fds, O_CLOEXEC) != 0) throw OSError("pipe2", errno);
   PipeEnds ends{Fd(fds[0]), Fd(fds[1])};
   if (size_hint > 0) (void)::fcntl(fds[1], F_SETPIPE_SZ, size_hint);
+  return ends;
+}
+
+/// A pipe private to this process's pools, made and marked with no fork in between.
+inline PipeEnds make_private_pipe(int size_hint = 0) {
+  const auto no_fork = PrivateFds::hold_forks();
+  PipeEnds ends = make_pipe(size_hint);
+  ends.read.make_private();
+  ends.write.make_private();
   return ends;
 }
 

@@ -13,12 +13,14 @@
 #include <mproc/errors.hpp>
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstring>
@@ -26,13 +28,16 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 namespace mproc::detail {
 
-/// Sends one datagram with up to 4 descriptors attached.
-inline void send_with_fds(int sock, const void* data, std::size_t size, std::initializer_list<int> fds) {
+/// Sends one datagram with up to 4 descriptors attached; with `dontwait`, EAGAIN
+/// (a full socket) is an OSError rather than a wait.
+inline void send_with_fds(int sock, const void* data, std::size_t size, std::initializer_list<int> fds,
+                          bool dontwait = false) {
   msghdr msg{};
   iovec iov{const_cast<void*>(data), size};
   msg.msg_iov = &iov;
@@ -47,14 +52,15 @@ inline void send_with_fds(int sock, const void* data, std::size_t size, std::ini
     c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
     std::memcpy(CMSG_DATA(c), fds.begin(), fds.size() * sizeof(int));
   }
-  while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
+  while (::sendmsg(sock, &msg, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0)) < 0) {
     if (errno != EINTR) throw OSError("sendmsg", errno);
   }
 }
 
-/// Receives one datagram and its descriptors. Returns the byte count (0 at end of
-/// file), or -1 if `dontwait` and nothing is there.
-inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector<Fd>& fds, bool dontwait) {
+/// Receives one datagram and its descriptors, without blocking (poll first). Returns
+/// the byte count (0 at end of file), or -1 if nothing is there. The descriptors come
+/// close-on-exec and private (PrivateFds), with no fork of this process in between.
+inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector<Fd>& fds) {
   msghdr msg{};
   iovec iov{data, size};
   msg.msg_iov = &iov;
@@ -63,7 +69,8 @@ inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;
-  while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0))) < 0) {
+  const auto no_fork = PrivateFds::hold_forks();
+  while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0) {
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
     throw OSError("recvmsg", errno);
@@ -74,7 +81,7 @@ inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector
     for (std::size_t i = 0; i < count; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(fd);
+      fds.push_back(Fd(fd).make_private());
     }
   }
   return n;
@@ -95,42 +102,79 @@ class ForkServer {
   using WorkerMain = std::function<int(std::size_t, int, int, pid_t)>;
 
   /// Forks the server. Call from a thread that lives as long as the server (the
-  /// server dies with that thread, by PR_SET_PDEATHSIG).
+  /// server dies with that thread, by PR_SET_PDEATHSIG), and that is mproc's own: it
+  /// does not flush std::cout (see flush_std_streams).
   explicit ForkServer(WorkerMain worker_main) {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw OSError("socketpair", errno);
-    Fd ours = Fd(sv[0]).make_private();
-    Fd theirs = Fd(sv[1]).make_private();
+    Fd ours, theirs;
+    {
+      const auto no_fork = PrivateFds::hold_forks();
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw OSError("socketpair", errno);
+      ours = Fd(sv[0]).make_private();
+      theirs = Fd(sv[1]).make_private();
+    }
     const pid_t parent = ::getpid();
-    server_ = fork_child({theirs.get()}, [&] { return serve(theirs.get(), parent, worker_main); });
+    server_ = fork_child(
+        {theirs.get()}, [&] { return serve(theirs.get(), parent, worker_main); }, FlushBeforeFork::c_streams);
     sock_ = std::move(ours);
   }
   ForkServer(const ForkServer&) = delete;
   ForkServer& operator=(const ForkServer&) = delete;
-  /// Closing the socket tells the server to kill what is left and exit.
+  /// Tells the server to kill what is left and exit: in so many words, and by closing
+  /// the socket (a copy of it inherited by a process forked outside mproc would keep
+  /// the end of file away).
   ~ForkServer() {
+    if (server_.running()) {
+      const Message quit{Message::quit, 0, 0, 0, 0};
+      try {
+        send_with_fds(sock_.get(), &quit, sizeof quit, {}, /*dontwait=*/true);
+      } catch (const OSError&) {
+        // Gone already, or stuck: the wait below ends with SIGKILL.
+      }
+    }
     sock_.reset();
     server_.wait(std::chrono::seconds(5));
   }
 
+  /// Kills the server (and so its workers, by PR_SET_PDEATHSIG): it stopped answering.
+  void kill() noexcept { server_.kill(SIGKILL); }
+
   /// Readable when the server has news (an exited worker, or that it died).
   int fd() const noexcept { return sock_.get(); }
 
-  /// Starts a worker for `slot`; blocks for the server's answer.
-  SpawnedWorker spawn(std::size_t slot) {
-    Message request{Message::spawn, 0, static_cast<std::int32_t>(slot), 0, 0};
+  /// How long a worker may take to start before the server is taken to be stuck.
+  /// Forking a small single-threaded process takes milliseconds, even under load.
+  static constexpr std::chrono::seconds spawn_deadline{15};
+
+  /// Starts a worker for `slot` and waits for the server's answer. While waiting,
+  /// each time `wake_fd` is readable `give_up()` is asked (it drains wake_fd) whether
+  /// to stop waiting: then nothing is returned (a worker started anyway is left to
+  /// find its pipes closed, and exit). After spawn_deadline the server is killed and
+  /// Error thrown: the pool can't go on.
+  std::optional<SpawnedWorker> spawn(std::size_t slot, int wake_fd, const std::function<bool()>& give_up) {
+    const Message request{Message::spawn, 0, static_cast<std::int32_t>(slot), 0, 0};
     send_with_fds(sock_.get(), &request, sizeof request, {});
+    const auto deadline = std::chrono::steady_clock::now() + spawn_deadline;
     for (;;) {
+      pollfd p[2] = {{sock_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero() || poll_fds(p, 2, left) == 0) {
+        kill();
+        throw Error("mproc: the pool's fork server did not start a worker within " +
+                    std::to_string(spawn_deadline.count()) + " s; it was killed and the pool is broken");
+      }
+      if (p[1].revents != 0 && give_up()) return std::nullopt;
+      if (p[0].revents == 0) continue;
       std::vector<Fd> fds;
-      Message reply = receive(fds, false);
-      if (reply.type == Message::exited) {
-        exits_.emplace_back(reply.pid, reply.status());
+      const auto reply = try_receive(fds);
+      if (!reply) continue;
+      if (reply->type == Message::exited) {
+        exits_.emplace_back(reply->pid, reply->status());
         continue;
       }
-      if (reply.type == Message::spawn_failed) throw OSError("fork (in the pool's fork server)", reply.code);
-      if (reply.type != Message::spawned || fds.size() != 3) throw ProtocolError("mproc: bad fork server reply");
-      return SpawnedWorker{reply.pid, std::move(fds[2]).make_private(), std::move(fds[0]).make_private(),
-                           std::move(fds[1]).make_private()};
+      if (reply->type == Message::spawn_failed) throw OSError("fork (in the pool's fork server)", reply->code);
+      if (reply->type != Message::spawned || fds.size() != 3) throw ProtocolError("mproc: bad fork server reply");
+      return SpawnedWorker{reply->pid, std::move(fds[2]), std::move(fds[0]), std::move(fds[1])};
     }
   }
 
@@ -159,40 +203,43 @@ class ForkServer {
 
  private:
   struct Message {
-    enum Type : std::int32_t { spawn = 1, spawned, spawn_failed, exited };
+    enum Type : std::int32_t { spawn = 1, spawned, spawn_failed, exited, quit };
     std::int32_t type;
     std::int32_t pid;
     std::int32_t slot;
-    std::int32_t code;    // exit code, or errno for spawn_failed
+    std::int32_t code;    // exit code (-1: unknown), or errno for spawn_failed
     std::int32_t signal;  // the signal that killed it, or 0
     ExitStatus status() const {
       ExitStatus s;
       if (signal != 0) s.signal = signal;
-      else s.exit_code = code;
+      else if (code >= 0) s.exit_code = code;
       return s;
     }
   };
 
-  Message receive(std::vector<Fd>& fds, bool dontwait) {
-    Message m{};
-    const ssize_t n = recv_with_fds(sock_.get(), &m, sizeof m, fds, dontwait);
-    if (n == 0) throw Error("mproc: the pool's fork server died; the pool is broken");
-    if (n > 0 && n != static_cast<ssize_t>(sizeof m)) throw ProtocolError("mproc: bad fork server message");
-    if (n < 0) m.type = 0;
-    return m;
-  }
+  /// The next message, or nothing if none is there yet. Throws if the server is gone.
   std::optional<Message> try_receive(std::vector<Fd>& fds) {
-    Message m = receive(fds, true);
-    if (m.type == 0) return std::nullopt;
+    Message m{};
+    const ssize_t n = recv_with_fds(sock_.get(), &m, sizeof m, fds);
+    if (n == 0) throw Error("mproc: the pool's fork server died; the pool is broken");
+    if (n < 0) return std::nullopt;
+    if (n != static_cast<ssize_t>(sizeof m)) throw ProtocolError("mproc: bad fork server message");
     return m;
   }
 
   /// The server's loop: fork workers on request, report their exits, and when the
-  /// pool closes the socket, kill whatever is left and leave.
+  /// pool says so (or closes the socket), kill whatever is left and leave.
   static int serve(int sock, pid_t parent, const WorkerMain& worker_main) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) return 0;
     std::signal(SIGINT, SIG_IGN);
+    // The server needs its workers' exit statuses: a program that ignores SIGCHLD
+    // (or handles it by reaping every child) would have them discarded or taken.
+    // The workers get the program's own setting back.
+    struct sigaction program_sigchld {};
+    ::sigaction(SIGCHLD, nullptr, &program_sigchld);
+    std::signal(SIGCHLD, SIG_DFL);
+    const pid_t server = ::getpid();  // for the workers: whether it is still there
     std::map<pid_t, Child> children;
     std::vector<pollfd> fds;
     for (;;) {
@@ -203,28 +250,30 @@ class ForkServer {
         if (fds[i].revents == 0) continue;
         auto it = std::find_if(children.begin(), children.end(),
                                [&](const auto& c) { return c.second.pidfd() == fds[i].fd; });
-        const ExitStatus s = it->second.wait().value_or(ExitStatus{});
-        Message m{Message::exited, it->first, 0, s.exit_code.value_or(0), s.signal.value_or(0)};
+        const ExitStatus s = it->second.wait().value_or(ExitStatus{});  // empty: reaped by someone else
+        Message m{Message::exited, it->first, 0, s.exit_code.value_or(-1), s.signal.value_or(0)};
         children.erase(it);
         send_with_fds(sock, &m, sizeof m, {});
       }
       if (fds[0].revents == 0) continue;
       Message request{};
       std::vector<Fd> none;
-      if (recv_with_fds(sock, &request, sizeof request, none, false) <= 0) break;  // the pool is done
+      const ssize_t n = recv_with_fds(sock, &request, sizeof request, none);
+      if (n < 0) continue;
+      if (n == 0 || request.type == Message::quit) break;  // the pool is done
       if (request.type != Message::spawn) continue;
       try {
-        PipeEnds task = make_pipe(worker_pipe_bytes);
-        PipeEnds result = make_pipe(worker_pipe_bytes);
-        for (Fd* fd : {&task.read, &task.write, &result.read, &result.write}) fd->make_private();
+        PipeEnds task = make_private_pipe(worker_pipe_bytes);
+        PipeEnds result = make_private_pipe(worker_pipe_bytes);
         const auto slot = static_cast<std::size_t>(request.slot);
         const int task_r = task.read.get(), result_w = result.write.get();
         // Named as Python names them; counted here, where every worker is forked.
         // (A pair, not a structured binding: clang 14 cannot capture those in a lambda.)
         const auto identity_name = this_process().next_child("ForkPoolWorker");
         Child child = fork_child({task_r, result_w}, [&] {
+          ::sigaction(SIGCHLD, &program_sigchld, nullptr);
           set_current_process(identity_name.second, /*daemon=*/true, identity_name.first);
-          return worker_main(slot, task_r, result_w, ::getppid());
+          return worker_main(slot, task_r, result_w, server);
         });
         Message reply{Message::spawned, child.pid(), request.slot, 0, 0};
         send_with_fds(sock, &reply, sizeof reply, {task.write.get(), result.read.get(), child.pidfd()});

@@ -23,7 +23,7 @@ enum class FrameKind : std::uint8_t {
   ready = 3,        // worker -> parent: the initializer ran, tasks may come
   init_failed = 4,  // worker -> parent: the initializer threw (payload: type, message)
   message = 5,      // one Queue or Pipe item
-  stop = 6,         // end of a stream (a worker's last frame, an MPI rank's release)
+  stop = 6,         // end of a stream (a worker leaves once it ran what came before; an MPI rank's release)
   padding = 7,      // filler in a Queue's ring: the reader skips to the end of the lap
 };
 inline constexpr std::uint8_t max_frame_kind = 7;

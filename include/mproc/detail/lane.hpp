@@ -7,6 +7,7 @@
 // (else the pipe, so nothing ever waits for it), the receiver frees it when done.
 
 #include <mproc/detail/shared_mapping.hpp>
+#include <mproc/errors.hpp>
 
 #include <sys/mman.h>
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <new>
 #include <span>
+#include <string>
 
 namespace mproc::detail {
 
@@ -27,6 +29,8 @@ class Lane {
   /// Pages kept after a payload is consumed (so the next big one needs no page
   /// faults); beyond this they go back to the system.
   static constexpr std::size_t kept_bytes = std::size_t{64} << 20;
+  /// The lane's own header before the data (its mapping is header_bytes + capacity).
+  static constexpr std::size_t header_bytes = 4096;  // keeps the data page-aligned
 
   Lane() : memory_(header_bytes + capacity, /*noreserve=*/true) { new (memory_.data()) Header(); }
 
@@ -39,12 +43,19 @@ class Lane {
     header().busy.store(1, std::memory_order_release);
     return true;
   }
-  /// Receiver: the payload of a frame flagged frame_flag_in_lane.
-  std::span<const std::byte> view(std::size_t size) const noexcept {
+  /// Receiver: the payload of a frame flagged frame_flag_in_lane. The size comes
+  /// from the sender's frame header: one the lane cannot hold is a ProtocolError
+  /// (reading it, or release() returning its pages, would reach past the lane).
+  std::span<const std::byte> view(std::size_t size) const {
+    if (size > capacity) {
+      throw ProtocolError("mproc: a frame claims " + std::to_string(size) + " bytes in a shared-memory lane of " +
+                          std::to_string(capacity));
+    }
     (void)header().busy.load(std::memory_order_acquire);
     return {data(), size};
   }
-  /// Receiver: done with the payload of `size` bytes; the lane is free again.
+  /// Receiver: done with the payload of `size` bytes (one view() accepted); the lane
+  /// is free again.
   void release(std::size_t size) noexcept {
     if (size > kept_bytes) ::madvise(data() + kept_bytes, size - kept_bytes, MADV_REMOVE);
     header().busy.store(0, std::memory_order_release);
@@ -56,8 +67,6 @@ class Lane {
   struct alignas(64) Header {
     std::atomic<std::uint32_t> busy{0};
   };
-  static constexpr std::size_t header_bytes = 4096;  // keeps the data page-aligned
-
   Header& header() const noexcept { return *memory_.as<Header>(); }
   std::byte* data() const noexcept { return memory_.as<std::byte>() + header_bytes; }
 

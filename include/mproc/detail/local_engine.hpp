@@ -9,6 +9,10 @@
 // it holds form a queue (held), and its slot on the WorkerSlots board says which item
 // of the front chunk it is running. When a worker dies, that one item fails (or is
 // retried) and everything else it held goes back to the front of the queue.
+//
+// A worker leaves when told to by a stop frame (maxtasksperchild, the pool closing),
+// not only at end of file on its task pipe: a process forked outside mproc may hold a
+// copy of that pipe, and the end of file would then never come.
 
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/engine.hpp>
@@ -43,11 +47,11 @@ struct WorkerEnv {
   int task_fd;     // frames from the parent (read end)
   int result_fd;   // frames to the parent (write end)
   WorkerSlot* slot;
-  pid_t parent;    // the worker's parent (the fork server), to notice if it is already gone
+  pid_t parent;    // the fork server's pid, taken before the fork, to notice if it is already gone
   bool timed;      // post item start times (task_timeout is set)
   Lane* task_lane;    // big task payloads from the parent
   Lane* result_lane;  // big outcomes to the parent
-  std::size_t max_memory;  // retire after a chunk that leaves more resident (0: no limit)
+  std::size_t max_memory;  // retire once more is resident (0: no limit); see MemoryGuard
 };
 
 struct LocalConfig {
@@ -68,9 +72,14 @@ class LocalEngine final : public Engine {
       task_lanes_.push_back(std::make_unique<Lane>());
       result_lanes_.push_back(std::make_unique<Lane>());
     }
-    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0) throw OSError("eventfd", errno);
-    wake_fd_ = Fd(efd).make_private();
+    {
+      const auto no_fork = PrivateFds::hold_forks();
+      wake_fd_ = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)).make_private();
+    }
+    if (!wake_fd_) throw OSError("eventfd", errno);
+    // Here, on the caller's thread: the pool's thread, which forks the fork server,
+    // flushes only C stdio (std::cout belongs to the program's threads).
+    flush_std_streams();
     launch();
   }
   ~LocalEngine() override { shut_down_thread(); }
@@ -103,6 +112,7 @@ class LocalEngine final : public Engine {
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild, memory)
+    bool stop_queued = false;     // a stop frame is in out (or written)
     std::optional<std::uint64_t> timed_out;  // the running word it was killed for
 
     void kill(int sig) const noexcept { (void)::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); }
@@ -142,7 +152,10 @@ class LocalEngine final : public Engine {
         w.assigned += chunk->count;
         w.held_items += chunk->count;
         w.held.push_back(std::move(*chunk));
-        if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) w.retiring = true;
+        if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) {
+          w.retiring = true;
+          queue_stop(w);  // right behind its last chunk
+        }
         progress = true;
       }
     }
@@ -173,19 +186,32 @@ class LocalEngine final : public Engine {
   void stop(bool now) override {
     if (server_) {
       stopping_hard_ = now;
-      for (auto& w : workers_) w->task_w.reset();  // EOF: idle workers exit at once
+      for (auto& w : workers_) {
+        queue_stop(*w);
+        flush_writes(*w);  // idle workers exit at once
+        w->task_w.reset();  // and at end of file, if the stop frame did not fit
+      }
       const auto deadline = Clock::now() + std::chrono::seconds(now ? 0 : 10);
+      // A server that reports no exit for that long after SIGKILL is stuck itself.
+      const auto give_up = deadline + std::chrono::seconds(5);
       try {
         while (!workers_.empty()) {
           const auto left = deadline - Clock::now();
           if (now || left <= Clock::duration::zero()) {
             for (auto& w : workers_) w->kill(SIGKILL);  // now, or still there after the grace period
           }
-          if (server_->wait_readable(std::max(left, Clock::duration(std::chrono::seconds(1))))) handle_exits();
+          if (Clock::now() >= give_up) {
+            server_->kill();  // its workers die with it (PR_SET_PDEATHSIG)
+            break;
+          }
+          Clock::duration wait = std::max<Clock::duration>(left, std::chrono::seconds(1));
+          wait = std::clamp<Clock::duration>(give_up - Clock::now(), Clock::duration::zero(), wait);
+          if (server_->wait_readable(wait)) handle_exits();
         }
       } catch (const Error&) {
         // The server is gone; its workers died with it (PR_SET_PDEATHSIG).
       }
+      if (now) server_->kill();  // no need to wait for it (it may be stuck)
       server_.reset();  // the server kills and reaps anything left, then exits
     }
     workers_.clear();
@@ -195,13 +221,20 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ workers
 
+  /// Starts a worker for slot, unless terminate() comes first.
   void spawn(std::size_t slot) {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
     slots_[slot].idle();
     task_lanes_[slot]->reset();
     result_lanes_[slot]->reset();
-    SpawnedWorker spawned = server_->spawn(slot);
+    auto started = server_->spawn(slot, wake_fd_.get(), [this] {
+      std::uint64_t count;
+      (void)!::read(wake_fd_.get(), &count, sizeof count);
+      return woken_to_terminate();
+    });
+    if (!started) return;
+    SpawnedWorker& spawned = *started;
     w->pid = spawned.pid;
     w->pidfd = std::move(spawned.pidfd);
     w->task_w = std::move(spawned.task_w);
@@ -243,8 +276,8 @@ class LocalEngine final : public Engine {
         if (word_is_chunk(word, c.id)) running = RunningItem{c.id, word_item(word), {}};
       }
     }
+    const std::string who = "worker process " + std::to_string(w.pid) + " " + status.describe();
     if (running) {
-      const std::string who = "worker process " + std::to_string(w.pid) + " " + status.describe();
       const bool timed_out = w.timed_out == word;
       running->error = [&, who, timed_out](std::size_t index, std::uint32_t attempts) -> std::exception_ptr {
         if (timed_out) {
@@ -255,7 +288,11 @@ class LocalEngine final : public Engine {
         return death_error(index, attempts, who, status.signal, status.exit_code);
       };
     }
-    lost(w.held, running);
+    // A worker that was told to leave (or said it would) and did so cleanly died of
+    // nothing: what it still held is simply run elsewhere.
+    std::optional<Death> death;
+    if (!(w.retiring && status.clean())) death = Death{who, status.signal, status.exit_code};
+    lost(w.held, running, death);
     const bool was_ready = w.ready;
     const std::size_t slot = w.slot;
     forget(w);
@@ -330,7 +367,7 @@ class LocalEngine final : public Engine {
       }
       case FrameKind::result:
         if ((f.header.flags & frame_flag_in_lane) != 0) {
-          Lane& lane = *result_lanes_[w.slot];
+          Lane& lane = *result_lanes_[w.slot];  // view() refuses a size past the lane
           handle_result(w, FrameView{f.header, lane.view(static_cast<std::size_t>(f.header.size))});
           lane.release(static_cast<std::size_t>(f.header.size));
           return;
@@ -351,9 +388,15 @@ class LocalEngine final : public Engine {
     w.held.pop_front();
     w.held_items -= c.count;
     w.last_answer_ns = monotonic_ns();
-    if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit
+    if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit: it leaves
     complete(c, outcome);
-    if (w.retiring && w.held.empty()) w.task_w.reset();  // EOF: the worker exits
+  }
+
+  /// Queues the frame that tells a worker to leave once it ran what it got before.
+  void queue_stop(Worker& w) {
+    if (w.stop_queued) return;
+    w.out.push_back({make_frame_header(FrameKind::stop, 0, 0), {}, nullptr});
+    w.stop_queued = true;
   }
 
   void flush_writes(Worker& w) {

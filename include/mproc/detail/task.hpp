@@ -4,11 +4,12 @@
 // and on MPI ranks, so all three give the same results and the same errors.
 //
 // A chunk's outcome payload:
-//   [i64 elapsed_ns][u32 count][u32 error_count][u64 results_bytes]
+//   [i64 elapsed_ns][u32 count][u32 error_count][u64 results_bytes][u32 flags][u32 0]
 //   results: the encoded results of the items that succeeded, in item order
 //   errors:  error_count x [u32 item][string type][string message], by item
 
 #include <mproc/codec.hpp>
+#include <mproc/detail/memory.hpp>
 #include <mproc/detail/signature.hpp>
 #include <mproc/detail/type_name.hpp>
 #include <mproc/detail/worker_slots.hpp>
@@ -54,11 +55,17 @@ inline ExceptionInfo describe_current_exception() {
   }
 }
 
+/// Outcome flag: the worker stopped the chunk after `count` items, over its memory
+/// limit; the items after them never ran (and go back in the queue).
+inline constexpr std::uint32_t outcome_flag_stopped_early = 0x1;
+
 struct ChunkOutcomeHeader {
   std::int64_t elapsed_ns;
   std::uint32_t count;
   std::uint32_t error_count;
   std::uint64_t results_bytes;
+  std::uint32_t flags;
+  std::uint32_t reserved;
 };
 
 /// A parsed chunk outcome: which items failed and the encoded results of the rest.
@@ -66,6 +73,8 @@ struct ChunkOutcome {
   ChunkOutcomeHeader header{};
   std::span<const std::byte> results;
   std::vector<std::pair<std::uint32_t, ExceptionInfo>> errors;  // ascending item order
+
+  bool stopped_early() const noexcept { return (header.flags & outcome_flag_stopped_early) != 0; }
 };
 
 inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
@@ -74,6 +83,10 @@ inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
   out.header = r.pod<ChunkOutcomeHeader>();
   const auto& h = out.header;
   if (h.error_count > h.count) throw ProtocolError("mproc: chunk outcome has more errors than items");
+  if ((h.flags & ~outcome_flag_stopped_early) != 0 || h.reserved != 0) {
+    throw ProtocolError("mproc: chunk outcome has unknown flags");
+  }
+  if (out.stopped_early() && h.count == 0) throw ProtocolError("mproc: chunk outcome stopped before any item");
   if (h.results_bytes > r.remaining()) throw ProtocolError("mproc: chunk outcome results overrun the frame");
   out.results = {r.take(static_cast<std::size_t>(h.results_bytes)), static_cast<std::size_t>(h.results_bytes)};
   // Each error takes at least 6 bytes (its item, two empty strings): a count the rest
@@ -144,9 +157,11 @@ struct TaskTraits {
 
 /// Runs every item of a chunk (its encoded argument tuples, back to back) and
 /// appends the outcome payload to out. slot, if given, is told which item runs.
+/// memory, if given, is checked after each item: over the limit, the chunk stops
+/// there (outcome_flag_stopped_early) unless that was its last item.
 template <class F>
 void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, Bytes& out, WorkerSlot* slot,
-               bool timed) {
+               bool timed, MemoryGuard* memory = nullptr) {
   using Traits = TaskTraits<F>;
   const std::size_t header_at = out.size();
   out.extend(sizeof(ChunkOutcomeHeader));
@@ -156,6 +171,7 @@ void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, 
   Writer w(out);
   const std::int64_t start = monotonic_ns();
   std::uint32_t item = 0;
+  std::uint32_t flags = 0;
   while (!in.at_end()) {
     if (slot != nullptr) slot->begin(chunk_id, item, timed);
     std::optional<typename Traits::Args> args;
@@ -175,10 +191,14 @@ void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, 
       errors.emplace_back(item, describe_current_exception());
     }
     ++item;
+    if (memory != nullptr && memory->check()) {
+      if (!in.at_end()) flags |= outcome_flag_stopped_early;
+      break;
+    }
   }
   if (slot != nullptr) slot->idle();
   ChunkOutcomeHeader h{monotonic_ns() - start, item, static_cast<std::uint32_t>(errors.size()),
-                       out.size() - results_at};
+                       out.size() - results_at, flags, 0};
   for (auto& [index, info] : errors) {
     w.pod(index);
     encode_value(w, info.type);

@@ -1,7 +1,7 @@
 #pragma once
 // The loop a pool worker runs after the fork: read task frames, run them, send
-// outcomes. It leaves on end-of-file from the parent (close, retirement) and dies
-// with the parent.
+// outcomes. It leaves on a stop frame from the parent (retirement, the pool closing),
+// at end-of-file, once over its memory limit, and dies with the parent.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/frame.hpp>
@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -25,7 +26,7 @@ namespace mproc::detail {
 template <class F>
 int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv& env) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != env.parent) return 0;  // the parent died before prctl took effect
+  if (::getppid() != env.parent) return 0;  // the parent (the fork server) died before prctl took effect
   std::signal(SIGINT, SIG_IGN);             // Ctrl-C is the parent's to handle
   std::setvbuf(stdout, nullptr, _IOLBF, 0); // whole lines from concurrent workers
   // A task that calls std::exit(N) ends the worker with N at once, as the normal way
@@ -50,14 +51,17 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
 
   FrameReader reader(env.task_fd);
   Bytes out;  // one chunk's result frame; kept to reuse its memory
+  std::optional<MemoryGuard> memory;
+  if (env.max_memory != 0) memory.emplace(env.max_memory);
   while (const auto frame = reader.read()) {
-    if (frame->header.kind == FrameKind::stop) break;
+    if (frame->header.kind == FrameKind::stop) break;  // retired, or the pool is closing
     if (frame->header.kind != FrameKind::task) throw ProtocolError("mproc: worker got an unexpected frame");
     const bool task_in_lane = (frame->header.flags & frame_flag_in_lane) != 0;
     const auto task_size = static_cast<std::size_t>(frame->header.size);
     out.resize(frame_header_size);
+    // Over the memory limit, the chunk ends early: the parent runs the rest elsewhere.
     run_chunk(fn, frame->header.id, task_in_lane ? env.task_lane->view(task_size) : frame->payload, out, env.slot,
-              env.timed);
+              env.timed, memory ? &*memory : nullptr);
     if (task_in_lane) env.task_lane->release(task_size);
     const std::span<const std::byte> outcome{out.data() + frame_header_size, out.size() - frame_header_size};
     FrameHeader h = make_frame_header(FrameKind::result, frame->header.id, outcome.size());
@@ -65,7 +69,7 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
       h.flags |= frame_flag_in_lane;
       out.resize(frame_header_size);
     }
-    const bool retiring = env.max_memory != 0 && resident_bytes() > env.max_memory;
+    const bool retiring = memory && memory->over();
     if (retiring) h.flags |= frame_flag_retiring;
     std::memcpy(out.data(), &h, sizeof h);
     // Sent before the next chunk starts, never held back behind it: the next task

@@ -303,9 +303,10 @@ void poison_lanes() {
 TEST_CASE("a worker that always dies after running a chunk, before its result is out, fails its first task after "
           "retries + 1 requeues") {
   // Nothing runs when it dies, so no item is to blame: the chunk it was on goes back
-  // to the queue, but not forever.
-  for (const std::size_t retries : {0, 2}) {
-    INFO("retries " << retries);
+  // to the queue, but not forever; and item by item, so that only the task whose
+  // result kills the worker fails, not the first of its chunk.
+  for (const auto& [chunksize, retries] : {std::pair<std::size_t, std::size_t>{1, 0}, {1, 2}, {4, 0}, {4, 2}}) {
+    INFO("chunksize " << chunksize << ", retries " << retries);
     mproc_test::SharedCounters runs(1);
     mproc::Pool pool(
         [&runs](int x) {
@@ -315,7 +316,7 @@ TEST_CASE("a worker that always dies after running a chunk, before its result is
           poison_lanes();
           return std::vector<char>(mproc::detail::Lane::min_payload + 1000, 'x');  // goes through the lane
         },
-        {.processes = 2, .chunksize = 1, .retries = retries});
+        {.processes = 2, .chunksize = chunksize, .retries = retries});
     auto results = pool.imap(iota_vector(12));
     for (int i = 0; i < 12; ++i) {
       INFO("item " << i);

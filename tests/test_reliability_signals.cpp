@@ -443,3 +443,21 @@ TEST_CASE("terminate() returns while the pool's fork server is stuck starting a 
   stuck.pool.terminate();  // a hang here is the failure (the test's timeout)
   CHECK_THROWS_AS(pending.get(), mproc::PoolClosed);
 }
+
+TEST_CASE("terminate() while the fork server is stuck starting the first of two workers starts no other") {
+  // Stopped on the first worker, the pool must not go on to ask for the second and
+  // wait out the spawn deadline for it (its tasks would then fail with Error).
+  mproc_test::SharedCounters armed(1);
+  const auto report = mproc::detail::make_pipe();
+  StuckServerPool::hook(armed, report);
+  armed[0] = 1;
+  {
+    mproc::Pool<int (*)(int)> pool{+[](int x) { return x; }, {.processes = 2}};
+    read_reports(report.read.get(), 1);  // the server hangs forking the first worker
+    auto pending = pool.apply_async(2);
+    pool.terminate();
+    CHECK_THROWS_AS(pending.get(), mproc::PoolClosed);
+  }
+  armed[0] = 0;
+  stall_server_forks = nullptr;
+}

@@ -187,7 +187,7 @@ Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork f
     int code = 1;
     try {
       if (go.read) {
-        go.write.reset();
+        ::close(go.write.release());  // no lock: this child may come from a program with other threads
         char byte;
         while (::read(go.read.get(), &byte, 1) < 0 && errno == EINTR) {
           // a byte, or end of file if the parent is gone

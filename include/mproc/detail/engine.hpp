@@ -241,13 +241,13 @@ class Engine {
   /// it was running, if any, fails (or is retried); everything else it held, queued
   /// or done but not yet reported, goes back to the front of the queue.
   ///
-  /// A death (not a worker leaving as told) while no item ran is charged to the chunk
-  /// it was on, the first it held: it died after running it and before its outcome
-  /// arrived (killed while copying the result out, say). Those are requeued retries + 1
-  /// times; the next such death fails their first item with WorkerLost, as a worker
-  /// that always dies there would otherwise make the pool run the chunk forever.
-  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running,
-            const std::optional<Death>& death = std::nullopt) {
+  /// A death (`death`; nullopt for a worker leaving as told) while no item ran is
+  /// charged to the chunk it was on, the first it held: it died after running it and
+  /// before its outcome arrived (killed while copying the result out, say). Its items
+  /// go back one by one, each charged, so that a later such death falls on the single
+  /// item at fault; an item charged retries + 1 times fails with WorkerLost, as a
+  /// worker that always dies there would otherwise make the pool run it forever.
+  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running, const std::optional<Death>& death) {
     const auto is_running = [&](const Chunk& c) {
       return running && running->chunk_id == c.id && running->item < c.count;
     };
@@ -275,23 +275,22 @@ class Engine {
           settle(c.job, c.first, 1);
           if (c.count > 1) again.push_back({0, c.job, c.first + 1, c.count - 1, c.attempts, 0});
         } else {
-          again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned + 1});
+          for (std::size_t i = 0; i < c.count; ++i) {
+            again.push_back({0, c.job, c.first + i, 1, c.attempts, c.orphaned + 1});
+          }
         }
       } else {
         again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned});
       }
       --c.job->in_flight;
     }
-    std::vector<std::shared_ptr<Job>> jobs;
-    for (Chunk& c : held) jobs.push_back(c.job);
     held.clear();
-    requeue(std::move(again), jobs);
+    requeue(std::move(again));  // every job held is touched: requeued here or settled above
   }
   /// Puts items back at the front of the queue, to be cut into chunks again.
-  void requeue(std::vector<Chunk> items, const std::vector<std::shared_ptr<Job>>& touched = {}) {
+  void requeue(std::vector<Chunk> items) {
     std::lock_guard lock(mutex_);
     for (const Chunk& c : items) touched_.push_back(c.job);
-    touched_.insert(touched_.end(), touched.begin(), touched.end());
     requeue_.insert(requeue_.begin(), items.begin(), items.end());
   }
   /// The WorkerLost for an item whose worker died, or nothing (run it again) while

@@ -166,7 +166,7 @@ class Fd {
   }
   void reset(int fd = -1) noexcept {
     if (fd_ >= 0 && PrivateFds::contains(fd_)) {
-      const auto no_fork = PrivateFds::hold_forks();  // a fork in between would keep it unmarked
+      const auto no_fork = PrivateFds::hold_forks();  // a child forked in between would see a stale mark
       ::close(fd_);
       PrivateFds::remove(fd_);
     } else if (fd_ >= 0) {
@@ -206,6 +206,16 @@ inline PipeEnds make_pipe(int size_hint = 0) {
   PipeEnds ends{Fd(fds[0]), Fd(fds[1])};
   if (size_hint > 0) (void)::fcntl(fds[1], F_SETPIPE_SZ, size_hint);
   return ends;
+}
+
+/// A descriptor private to this process's pools, made by make() (which returns it, or
+/// -1 with errno set: OSError naming `call`) and marked with no fork in between.
+template <class Make>
+Fd make_private_fd(const char* call, Make make) {
+  const auto no_fork = PrivateFds::hold_forks();
+  const int fd = make();
+  if (fd < 0) throw OSError(call, errno);
+  return Fd(fd).make_private();
 }
 
 /// A pipe private to this process's pools, made and marked with no fork in between.

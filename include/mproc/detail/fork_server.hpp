@@ -149,16 +149,23 @@ class ForkServer {
   /// Starts a worker for `slot` and waits for the server's answer. While waiting,
   /// each time `wake_fd` is readable `give_up()` is asked (it drains wake_fd) whether
   /// to stop waiting: then nothing is returned (a worker started anyway is left to
-  /// find its pipes closed, and exit). After spawn_deadline the server is killed and
-  /// Error thrown: the pool can't go on.
+  /// find its pipes closed, and exit). After spawn_deadline of waiting the server is
+  /// killed and Error thrown: the pool can't go on. The waiting is counted in slices
+  /// of a second, and a slice that lasted far longer than that spanned a stop of the
+  /// whole program (Ctrl-Z) and does not count: the server was stopped too.
   std::optional<SpawnedWorker> spawn(std::size_t slot, int wake_fd, const std::function<bool()>& give_up) {
+    using clock = std::chrono::steady_clock;
+    constexpr std::chrono::seconds slice{1};
     const Message request{Message::spawn, 0, static_cast<std::int32_t>(slot), 0, 0};
     send_with_fds(sock_.get(), &request, sizeof request, {});
-    const auto deadline = std::chrono::steady_clock::now() + spawn_deadline;
+    clock::duration waited{0};
     for (;;) {
       pollfd p[2] = {{sock_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
-      const auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= std::chrono::steady_clock::duration::zero() || poll_fds(p, 2, left) == 0) {
+      const auto before = clock::now();
+      const int ready = poll_fds(p, 2, slice);
+      if (const auto took = clock::now() - before; took < 2 * slice) waited += took;
+      if (ready == 0) {
+        if (waited < spawn_deadline) continue;
         kill();
         throw Error("mproc: the pool's fork server did not start a worker within " +
                     std::to_string(spawn_deadline.count()) + " s; it was killed and the pool is broken");

@@ -72,11 +72,7 @@ class LocalEngine final : public Engine {
       task_lanes_.push_back(std::make_unique<Lane>());
       result_lanes_.push_back(std::make_unique<Lane>());
     }
-    {
-      const auto no_fork = PrivateFds::hold_forks();
-      wake_fd_ = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)).make_private();
-    }
-    if (!wake_fd_) throw OSError("eventfd", errno);
+    wake_fd_ = make_private_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
     // Here, on the caller's thread: the pool's thread, which forks the fork server,
     // flushes only C stdio (std::cout belongs to the program's threads).
     flush_std_streams();
@@ -128,7 +124,8 @@ class LocalEngine final : public Engine {
                                            result_lanes_[slot].get(), config_.max_memory_per_child});
     });
     forked_from_program();  // workers come from the server, a single thread
-    for (std::size_t i = 0; i < config_.processes; ++i) spawn(i);
+    // terminate() may come while the first workers start: the rest are not started then.
+    for (std::size_t i = 0; i < config_.processes && needs_workers(); ++i) spawn(i);
   }
 
   void wake() override {
@@ -359,12 +356,9 @@ class LocalEngine final : public Engine {
         w.ready = true;
         failed_starts_ = 0;
         return;
-      case FrameKind::init_failed: {
-        const auto info = decode<std::pair<std::string, std::string>>(f.payload);
-        break_pool(std::make_exception_ptr(
-            RemoteError(info.first, "in the pool's initializer (the pool is broken): " + info.second)));
+      case FrameKind::init_failed:
+        break_pool(initializer_error(f.payload));
         return;
-      }
       case FrameKind::result:
         if ((f.header.flags & frame_flag_in_lane) != 0) {
           Lane& lane = *result_lanes_[w.slot];  // view() refuses a size past the lane
@@ -455,7 +449,8 @@ class LocalEngine final : public Engine {
       busy = true;
       const auto [running, started] = slots_[w->slot].read();
       if (running == 0) continue;
-      const std::int64_t due = started + config_.task_timeout.count();
+      const std::int64_t limit = config_.task_timeout.count();  // may be nanoseconds::max(): no overflow
+      const std::int64_t due = started > INT64_MAX - limit ? INT64_MAX : started + limit;
       earliest = earliest ? std::min(*earliest, due) : due;
     }
     if (!busy) return std::chrono::nanoseconds(-1);

@@ -85,9 +85,7 @@ class MpiEngine final : public Engine {
       : Engine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
     ranks_.resize(static_cast<std::size_t>(comm_.size() - 1));
     for (std::size_t i = 0; i < ranks_.size(); ++i) ranks_[i].rank = static_cast<int>(i) + 1;
-    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0) throw OSError("eventfd", errno);
-    wake_fd_ = Fd(efd).make_private();
+    wake_fd_ = make_private_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
     busy_pools().fetch_add(1);
     MasterPools::instance().add(this);
     try {
@@ -255,13 +253,10 @@ class MpiEngine final : public Engine {
         if (r.answered) throw ProtocolError("mproc: a serving rank said ready twice");
         r.answered = r.ready = true;
         return;
-      case FrameKind::init_failed: {
+      case FrameKind::init_failed:
         r.answered = true;
-        const auto info = decode<std::pair<std::string, std::string>>(f.payload);
-        break_pool(std::make_exception_ptr(
-            RemoteError(info.first, "in the pool's initializer (the pool is broken): " + info.second)));
+        break_pool(initializer_error(f.payload));
         return;
-      }
       case FrameKind::result:
         return handle_result(r, f);
       default:

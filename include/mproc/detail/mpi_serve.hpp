@@ -74,8 +74,7 @@ void serve_tasks(F& fn, const std::function<void()>& initializer, const Comm& co
     try {
       initializer();
     } catch (...) {
-      const ExceptionInfo info = describe_current_exception();
-      const Bytes payload = encode(std::pair<std::string, std::string>(info.type, info.message));
+      const Bytes payload = encode_initializer_failure(describe_current_exception());
       const FrameHeader h = make_frame_header(FrameKind::init_failed, 0, payload.size());
       out.append(&h, sizeof h);
       out.append(payload.data(), payload.size());

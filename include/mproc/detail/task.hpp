@@ -23,6 +23,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -108,7 +109,7 @@ inline ChunkOutcome parse_chunk_outcome(std::span<const std::byte> payload) {
 /// Hands a chunk's outcome to the job that owns its `count` items from `first`. A
 /// worker stops at the first argument tuple it cannot decode (the items after it
 /// can't be found), so the items past the outcome's count fail with ProtocolError.
-/// Every runner (workers, serial mode) settles chunks through here.
+/// Every runner (workers, serial mode) delivers outcomes through here.
 template <class Sink>
 void deliver_chunk(Sink& job, std::size_t first, std::size_t count, const ChunkOutcome& outcome) {
   job.deliver(first, outcome);
@@ -122,6 +123,16 @@ void deliver_chunk(Sink& job, std::size_t first, std::size_t count, const ChunkO
 inline std::exception_ptr initializer_error(const ExceptionInfo& info) {
   return std::make_exception_ptr(
       RemoteError(info.type, "in the pool's initializer (the pool is broken): " + info.message));
+}
+
+/// The payload of an init_failed frame: what the initializer threw, as a worker
+/// sends it, and the error it becomes in the pool.
+inline Bytes encode_initializer_failure(const ExceptionInfo& info) {
+  return encode(std::pair<std::string, std::string>(info.type, info.message));
+}
+inline std::exception_ptr initializer_error(std::span<const std::byte> payload) {
+  auto [type, message] = decode<std::pair<std::string, std::string>>(payload);
+  return initializer_error(ExceptionInfo{std::move(type), std::move(message)});
 }
 
 /// How F is called from decoded arguments: parameters declared as non-const lvalue

@@ -41,8 +41,7 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
     try {
       initializer();
     } catch (...) {
-      const ExceptionInfo info = describe_current_exception();
-      const Bytes payload = encode(std::pair<std::string, std::string>(info.type, info.message));
+      const Bytes payload = encode_initializer_failure(describe_current_exception());
       write_frame(env.result_fd, make_frame_header(FrameKind::init_failed, 0, payload.size()), payload);
       return 1;
     }

@@ -562,6 +562,18 @@ TEST_CASE("a producer killed in the middle of an item: the item is dropped, the 
   CHECK(q.get() == std::vector<std::int64_t>{1});
 }
 
+TEST_CASE("a producer killed in the middle of a giant item, and no consumer: the next put drops it and goes on") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Process victim = giant.start_producer();  // nobody reads
+  victim.kill();
+  victim.join();
+  q.put_nowait({3});  // no reader to wait for: the broken item is dropped right here
+  CHECK(q.size() == 1);
+  CHECK(q.get() == std::vector<std::int64_t>{3});
+  CHECK(q.empty());
+}
+
 TEST_CASE("a consumer killed in the middle of a big item: the next consumer gets the next item") {
   const GiantItem giant;
   const Int64Queue& q = giant.q;

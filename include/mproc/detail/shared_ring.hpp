@@ -117,7 +117,9 @@ class SharedRing {
     const auto has_room = [&] { return room_for(room); };
     RingLock lock;
     for (;;) {
-      if (has_room()) {
+      // A writer that died in a giant item leaves the ring full: taking the lock
+      // repairs that (recover_writer), so a streaming writer is a reason to try too.
+      if (has_room() || c_->put_streaming.load() != 0) {
         lock = lock_writer(wait);
         if (!lock) return false;
         if (has_room()) break;
@@ -424,10 +426,20 @@ class SharedRing {
       if (tail == c_->pending_start) {
         c_->put_count.store(c_->pending_count);  // nothing of its item became visible
       } else if (tail < c_->pending_end) {
-        // It died inside a streamed item: the reader taking it drops it (abandon());
-        // nothing may be written until the readers are past it.
+        // It died inside a streamed item: nothing may be written until the readers
+        // are past it. With no live reader taking it, drop it here, as a reader would
+        // (abandon(): a streamed item is alone in the ring); else that reader does.
         const u64 end = c_->pending_end;
         const auto passed = [&] { return c_->head.load() >= end; };
+        if (const LockResult r = c_->get_lock.try_lock(); r != LockResult::timed_out) {
+          RingLock reader(c_->get_lock);
+          if (!passed()) {
+            c_->tail.store(end);
+            advance(end, c_->pending_count);
+          }
+          c_->skip_end = 0;  // a reader that died in it left it half taken
+          c_->stream_abandoned.store(0);
+        }
         if (!passed() && (!wait.block || !wait_for(c_->get_seq, c_->put_waiters, passed, wait.deadline))) {
           return false;
         }

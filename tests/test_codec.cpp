@@ -21,6 +21,7 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -163,6 +164,22 @@ void serialize(Archive& ar, Vec2& v) {
   ar(v.x, v.y);
 }
 
+struct Versioned {  // cereal class version: written once per archive
+  int value = 0;
+  template <class Archive>
+  void serialize(Archive& ar, std::uint32_t version) {
+    ar(value);
+    if (version != 3) throw std::runtime_error("wrong version");
+  }
+  auto operator<=>(const Versioned&) const = default;
+};
+
+struct Nothing {  // an empty class: cereal writes no bytes for it
+  template <class Archive>
+  void serialize(Archive&) {}
+  bool operator==(const Nothing&) const = default;
+};
+
 struct Label {  // cereal save_minimal()/load_minimal(): travels as one string
   std::string text;
   template <class Archive>
@@ -193,6 +210,8 @@ struct Meters {  // sent through a Codec<Meters> specialization, not by its byte
 };
 
 }  // namespace
+
+CEREAL_CLASS_VERSION(Versioned, 3);
 
 template <>
 struct mproc::Codec<Meters> {
@@ -363,6 +382,30 @@ TEST_CASE("a trivially copyable type's own cereal serialization wins over its by
   STATIC_REQUIRE(mproc::detail::kind_of<std::chrono::milliseconds>() == mproc::detail::Kind::trivial);
   STATIC_REQUIRE(mproc::detail::kind_of<std::array<int, 2>>() == mproc::detail::Kind::trivial);
   STATIC_REQUIRE(mproc::detail::kind_of<std::vector<int>>() == mproc::detail::Kind::sequence);
+}
+
+TEST_CASE("a sequence of cereal structs travels as one cereal block, not one per element") {
+  std::vector<Vec2> points(10'000);
+  for (std::size_t i = 0; i < points.size(); ++i) points[i] = {static_cast<float>(i), -static_cast<float>(i)};
+  const auto bytes = mproc::encode(points);
+  CHECK(bytes.size() <= points.size() * sizeof(Vec2) + 16);  // the floats, a count and one length
+  check_round_trip(points);
+  check_round_trip(std::deque<Vec2>(points.begin(), points.begin() + 3));
+  check_round_trip(std::set<Versioned>{{5}, {6}});
+  // One archive on both sides: a class version is written once and read once.
+  check_round_trip(std::vector<Versioned>{{1}, {2}, {3}});
+  check_round_trip(std::list<Versioned>{{4}});
+  // An empty class writes no bytes: it travels element by element.
+  check_round_trip(std::vector<Nothing>(1000));
+  // A count that the block's bytes cannot hold is refused before anything is made.
+  mproc::Bytes forged;
+  {
+    mproc::detail::Writer w(forged);
+    w.varint(3);                          // three elements claimed
+    w.pod(std::uint64_t{2});              // in a block of two bytes
+    w.pod(std::uint16_t{0});
+  }
+  CHECK_THROWS_AS(mproc::decode<std::vector<Percent>>(forged), mproc::ProtocolError);
 }
 
 TEST_CASE("a Codec<T> specialization takes precedence over the built-in rules") {

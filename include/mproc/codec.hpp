@@ -257,12 +257,28 @@ void encode_value(Writer& w, const T& value);
 template <class T>
 T decode_value(Reader& r);
 
+/// Whether the elements of a sequence or set of E travel as one cereal block (see
+/// cereal_encode_block), at least a byte each. An empty class, which cereal writes as
+/// no bytes, travels element by element, each with its length.
+template <class E>
+inline constexpr bool cereal_run = kind_of<E>() == Kind::cereal && !std::is_empty_v<E>;
+
+/// The fewest bytes an element of a sequence or set of E takes.
+template <class E>
+consteval std::size_t min_element_size() {
+  return cereal_run<E> ? 1 : min_encoded_size<E>();
+}
+
 template <class Seq>
 void encode_elements(Writer& w, const Seq& seq) {
   using E = typename Seq::value_type;
   w.varint(seq.size());
   if constexpr (kind_of<E>() == Kind::trivial && requires { seq.data(); }) {
     w.raw(seq.data(), seq.size() * sizeof(E));
+  } else if constexpr (cereal_run<E>) {
+    cereal_encode_block(w, [&](auto& archive) {
+      for (const auto& e : seq) archive(e);
+    });
   } else {
     for (const auto& e : seq) encode_value(w, e);
   }
@@ -321,6 +337,23 @@ void encode_value(Writer& w, const T& value) {
   // silent here keeps that the only compile error a user sees.
 }
 
+/// Decodes the n elements of a cereal block (cereal_run<E>), handing each to add;
+/// every element takes a byte at least, so a corrupt n fails before any is made.
+template <class E, class Add>
+void decode_cereal_run(Reader& r, std::size_t n, Add&& add) {
+  cereal_decode_block<E>(r, [&](CheckedBinaryInputArchive& archive) {
+    if (n > archive.remaining()) {
+      throw ProtocolError("mproc: " + std::to_string(n) + " cereal elements claimed in " +
+                          std::to_string(archive.remaining()) + " bytes");
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      E e{};
+      archive(e);
+      add(std::move(e));
+    }
+  });
+}
+
 inline bool decode_flag(Reader& r) {
   const auto byte = r.pod<std::uint8_t>();
   if (byte > 1) throw ProtocolError("mproc: invalid flag byte " + std::to_string(byte));
@@ -344,7 +377,7 @@ T decode_value(Reader& r) {
     return s;
   } else if constexpr (kind == Kind::sequence) {
     using E = typename T::value_type;
-    const std::size_t n = r.count(min_encoded_size<E>());
+    const std::size_t n = r.count(min_element_size<E>());
     if constexpr (kind_of<E>() == Kind::trivial && requires(T t) { t.data(); }) {
       // One pass, no zero-fill first: these vectors can be hundreds of MiB.
       const std::byte* p = r.take(n * sizeof(E));
@@ -358,6 +391,11 @@ T decode_value(Reader& r) {
         seq.resize(n);
         std::memcpy(seq.data(), p, n * sizeof(E));
       }
+      return seq;
+    } else if constexpr (cereal_run<E>) {
+      T seq;
+      if constexpr (requires { seq.reserve(n); }) seq.reserve(n);
+      decode_cereal_run<E>(r, n, [&](E&& e) { seq.push_back(std::move(e)); });
       return seq;
     } else {
       T seq;
@@ -389,9 +427,13 @@ T decode_value(Reader& r) {
     return map;
   } else if constexpr (kind == Kind::set) {
     using K = typename T::value_type;
-    const std::size_t n = r.count(min_encoded_size<K>());
+    const std::size_t n = r.count(min_element_size<K>());
     T set;
-    for (std::size_t i = 0; i < n; ++i) set.emplace_hint(set.end(), decode_value<K>(r));
+    if constexpr (cereal_run<K>) {
+      decode_cereal_run<K>(r, n, [&](K&& k) { set.emplace_hint(set.end(), std::move(k)); });
+    } else {
+      for (std::size_t i = 0; i < n; ++i) set.emplace_hint(set.end(), decode_value<K>(r));
+    }
     return set;
   } else if constexpr (kind == Kind::cereal) {
     return cereal_decode<T>(r);

@@ -235,7 +235,7 @@ TEST_CASE("Running out of descriptors for shared memory says which limit to rais
     ::getrlimit(RLIMIT_NOFILE, &limit);
     limit.rlim_cur = static_cast<rlim_t>(mproc_test::open_descriptors()) + 6;  // a few to spare
     if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 10;
-    std::vector<mproc::Array<char>> arrays;  // 4 MiB: a segment each
+    std::vector<mproc::Array<char>> arrays;  // own_segment_size: a segment each
     try {
       for (int i = 0; i < 64; ++i) arrays.emplace_back(mproc::detail::SharedHeap::own_segment_size);
     } catch (const mproc::OSError& e) {

@@ -156,7 +156,8 @@ class AsyncResult {
     return state_->value();
   }
   /// As get(), on a temporary AsyncResult: the value is moved out when no copy of
-  /// this handle is left to read it, else copied.
+  /// this handle is left to read it, else copied (a move-only value with copies
+  /// left: ValueError).
   T get() && {
     state().wait();
     return take_value();
@@ -211,7 +212,8 @@ class AsyncResult {
       return value;
     } else {
       throw ValueError("mproc: get() on a temporary AsyncResult would move its move-only value away from the "
-                       "copies that share it; call get() on an lvalue and move from what it returns");
+                       "copies that share it; destroy the other copies first, or read the value through get() "
+                       "on one of them");
     }
   }
 

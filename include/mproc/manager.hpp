@@ -269,7 +269,8 @@ class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   static_assert((require_sendable<K>(), require_sendable<V>(), true));
   static_assert(detail::canonical_encoding<K>(),
                 "mproc::SharedDict<K, V> compares keys by their encoded bytes, and equal Ks may encode "
-                "differently: K is (or holds) an unordered container, whose order varies, or a trivially "
+                "differently: K is (or holds) an unordered container, whose order varies, a long double, "
+                "which is padded, or a trivially "
                 "copyable struct, which travels as its object bytes, padding included (one with float or "
                 "double members is refused too: its padding cannot be ruled out). Use a struct of integers "
                 "and enums without padding, a std::tuple or std::pair of the members, std::map or std::set, "

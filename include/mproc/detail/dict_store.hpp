@@ -19,8 +19,9 @@
 // static_asserts it): numbers, enums, strings, and standard containers, pairs,
 // tuples, optionals and variants of them pass; a trivially copyable struct passes
 // only if it has no padding and no floating-point members (its padding bytes travel
-// with it, and two equal keys may fill them differently), and unordered containers
-// never (equal ones may iterate in different orders). Floating-point values compare
+// with it, and two equal keys may fill them differently), long double never (6 of
+// its 16 bytes are padding), nor unordered containers (equal ones may iterate in
+// different orders). Floating-point values compare
 // by their bits: -0.0 and 0.0 are different keys (Python would merge them), and a NaN
 // key is found by a NaN with the same bits. A Codec<K> or cereal serialisation is
 // trusted to write equal keys alike.
@@ -58,7 +59,9 @@ template <class T>
 consteval bool canonical_encoding() {
   constexpr Kind kind = kind_of<T>();
   if constexpr (kind == Kind::trivial) {
-    if constexpr (std::is_floating_point_v<T> || std::has_unique_object_representations_v<T>) {
+    if constexpr (std::is_same_v<T, long double>) {
+      return false;  // 10 bytes of value in 16: the other 6 are padding
+    } else if constexpr (std::is_floating_point_v<T> || std::has_unique_object_representations_v<T>) {
       return true;
     } else if constexpr (std::is_array_v<T>) {
       return canonical_encoding<std::remove_extent_t<T>>();

@@ -12,9 +12,11 @@
 // of the one before (64 KiB, 128 KiB, ... up to 32 MiB) and is backed by memory only
 // as objects are carved from it, with the same reserve-then-fallocate growth as a
 // Manager's segment. Two thousand 24 KB Arrays take ten descriptors, not two
-// thousand. Only objects of 4 MiB or more get a segment of their own, whose memory
-// goes back to the system as soon as the object is dropped; the bytes of a smaller
-// object that was dropped stay in its arena until the whole arena is unmapped.
+// thousand. Objects of 256 KiB or more get a segment of their own, whose memory goes
+// back to the system as soon as the object is dropped; the bytes of a smaller object
+// that was dropped stay in its arena until the whole arena is unmapped. (The
+// threshold keeps that waste small next to what lives: a program that makes and drops
+// big scratch Arrays beside long-lived Values would otherwise pin arena after arena.)
 //
 // SharedObject<T> is the handle: a T in an arena, kept mapped while a copy exists in
 // this process. Copies refer to the same T.
@@ -82,7 +84,7 @@ class SharedHeap {
   static constexpr std::size_t first_arena_size = 64 * 1024;
   static constexpr std::size_t max_arena_size = 32 << 20;
   /// Objects at least this big get a segment of their own.
-  static constexpr std::size_t own_segment_size = max_arena_size / 8;
+  static constexpr std::size_t own_segment_size = 256 << 10;
   /// Growing an arena backs at most this much more memory at once (and at most
   /// doubles it): a mostly empty arena holds little memory.
   static constexpr std::size_t grow_step = 1 << 20;

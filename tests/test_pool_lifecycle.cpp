@@ -278,6 +278,8 @@ TEST_CASE("a pool can be moved") {
   mproc::Pool b(std::move(a));
   CHECK(b.map(std::vector<int>{1, 2}) == std::vector<int>{3, 6});
   CHECK_THROWS_AS(a.apply(1), mproc::ValueError);  // a moved-from pool refuses calls
+  CHECK_THROWS_AS(a.processes(), mproc::ValueError);  // its queries too, instead of reading nothing
+  CHECK_THROWS_AS(a.worker_pids(), mproc::ValueError);
 }
 
 TEST_CASE("a pool refuses to be used from a forked child") {

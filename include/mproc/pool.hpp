@@ -47,8 +47,9 @@ template <std::size_t Position, class From, class To>
 struct argument_check<Position, From, To, false> : std::false_type {
   static_assert(std::is_convertible_v<From, To>,
                 "mproc: an argument does not convert implicitly to F's parameter type (the types are named in "
-                "argument_check<position, argument, parameter> above). mproc makes no explicit conversions, "
-                "such as a pointer to an integer: convert it yourself, or change F's parameter type.");
+                "argument_check<position, argument, parameter> in this error). mproc makes no explicit "
+                "conversions, such as a pointer to an integer: convert it yourself, or change F's parameter "
+                "type.");
 };
 
 // The trailing arguments of the _async calls: [chunksize,] [callback,] [error_callback].
@@ -280,12 +281,12 @@ class Pool {
   }
 
   /// The number of worker processes (1 in serial mode).
-  std::size_t processes() const { return state_->serial ? 1 : state_->options.processes; }
+  std::size_t processes() const { return state().serial ? 1 : state().options.processes; }
   /// Whether tasks run in the calling process (PoolOptions::serial or MPROC_SERIAL).
-  bool serial() const { return state_->serial; }
+  bool serial() const { return state().serial; }
   /// The pids of the current workers (changes when workers are replaced).
   std::vector<pid_t> worker_pids() const {
-    const auto* local = dynamic_cast<const detail::LocalEngine*>(state_->core.get());
+    const auto* local = dynamic_cast<const detail::LocalEngine*>(state().core.get());
     return local ? local->worker_pids() : std::vector<pid_t>{};
   }
 
@@ -482,8 +483,8 @@ class Pool {
   template <class... Options>
   static void require_map_options() {
     constexpr bool misplaced = detail::chunksize_misplaced<Options...>();
-    static_assert(!misplaced, "mproc: map_async/starmap_async: the chunksize must come right after the inputs, "
-                              "before the callbacks");
+    static_assert(!misplaced, "mproc: map_async/starmap_async: the chunksize (an integer) comes once, right after "
+                              "the inputs, before the callbacks");
     static_assert(misplaced || map_options_ok<Options...>(),
                   "mproc: map_async/starmap_async take, after the inputs, an optional chunksize, then an optional "
                   "callback(const std::vector<R>&), then an optional error_callback(const mproc::Error&), in that "
@@ -516,8 +517,9 @@ class Pool {
     static_assert(enough, "mproc: Pool::apply_async takes all of F's arguments");
     if constexpr (enough) {
       constexpr bool fit = callbacks_after_arguments_fit<Xs...>();
-      static_assert(fit, "mproc: Pool::apply_async got more arguments than F takes: after F's arguments only a "
-                         "callback(const R&), then an error_callback(const mproc::Error&), may follow");
+      static_assert(fit, "mproc: Pool::apply_async got arguments past F's that are not callbacks: after F's "
+                         "arguments only a callback(const R&), then an error_callback(const mproc::Error&), may "
+                         "follow (too many arguments for F, or a callback that can't take F's result?)");
       if constexpr (fit) require_arguments_convert(leading_arguments<Xs...>());
     }
   }

@@ -3,7 +3,6 @@
 // takes (pthread_*_clock* calls on CLOCK_MONOTONIC, condition variables, poll).
 
 #include <chrono>
-#include <type_traits>
 
 namespace mproc::detail {
 
@@ -30,14 +29,13 @@ constexpr bool is_forever(steady_clock::time_point t) noexcept {
   return t == steady_clock::time_point::max();
 }
 
-/// A deadline on any clock, as a steady_clock deadline.
+/// A deadline on any clock, as a steady_clock deadline (saturating as deadline_after
+/// does). The time left is taken in double, so that neither a far deadline in coarse
+/// units nor one long past (time_point::min()) overflows on the way.
 template <class Clock, class Duration>
 steady_clock::time_point to_steady(const std::chrono::time_point<Clock, Duration>& t) {
-  if constexpr (std::is_same_v<Clock, steady_clock>) {
-    return std::chrono::ceil<steady_clock::duration>(t);
-  } else {
-    return deadline_after(t - Clock::now());
-  }
+  using seconds = std::chrono::duration<double>;
+  return deadline_after(seconds(t.time_since_epoch()) - seconds(Clock::now().time_since_epoch()));
 }
 
 }  // namespace mproc::detail

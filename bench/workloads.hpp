@@ -20,6 +20,13 @@ inline long multiply(int a, int b) { return static_cast<long>(a) * b; }
 /// The payload round trip: the bytes go to a worker and come back.
 inline std::vector<char> echo(std::vector<char> payload) { return payload; }
 
+/// size bytes, byte i being i * 131 % 251 (Python: payload_bytes(size)).
+inline std::vector<char> payload_bytes(std::size_t size) {
+  std::vector<char> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(i * 131 % 251);
+  return bytes;
+}
+
 /// Seed 001's CPU-bound task: the sum of i^3 for i < n, modulo a prime, so every step
 /// depends on the one before (no closed form, no vectorizing). Costs n steps.
 inline std::uint64_t cube(std::uint64_t n) {

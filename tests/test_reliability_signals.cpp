@@ -437,6 +437,40 @@ TEST_CASE("a fork server that stops answering breaks the pool with an error inst
   CHECK_THROWS_AS(stuck.pool.apply(3), mproc::Error);  // broken for good
 }
 
+TEST_CASE("an outcome read in the same pass as its worker's exit is delivered before the replacement starts") {
+  // One worker that retires after two tasks, both handed to it at once (they wait
+  // for its initializer). The first task's callback holds the pool's thread until
+  // the worker has sent the second outcome and exited, so the pool reads that outcome
+  // and the exit together; then the replacement's fork hangs in the server.
+  mproc_test::SharedCounters armed(1);
+  const auto report = mproc::detail::make_pipe();
+  StuckServerPool::hook(armed, report);
+  const auto started = mproc::detail::make_pipe();
+  const Gate go;
+  const int started_fd = started.write.get();
+  mproc::Pool pool(+[](int x) { return x == 0 ? static_cast<int>(::getpid()) : x; },
+                   {.processes = 1, .maxtasksperchild = 2, .initializer = [&] {
+                      (void)mproc::detail::write_all(started_fd, "i", 1);
+                      go.wait();
+                    }});
+  read_reports(started.read.get(), 1);  // forked: the next fork is the replacement's
+  armed[0] = 1;
+  auto first = pool.apply_async(0, [](const int& worker) {
+    // Until it has exited and its server reaped it (a zombie still takes signal 0).
+    const auto deadline = Clock::now() + mproc_test::hang_limit;
+    while (::kill(worker, 0) == 0 && Clock::now() < deadline) ::usleep(1000);
+  });
+  auto second = pool.apply_async(1);
+  go.open();
+  // Well inside the spawn deadline: the outcome does not wait for the replacement.
+  CHECK(second.get(mproc::detail::ForkServer::spawn_deadline / 2) == 1);
+  CHECK(first.successful());
+  read_reports(report.read.get(), 1);  // the replacement's fork did hang
+  armed[0] = 0;
+  stall_server_forks = nullptr;
+  pool.terminate();
+}
+
 TEST_CASE("terminate() returns while the pool's fork server is stuck starting a worker") {
   StuckServerPool stuck;
   auto pending = stuck.pool.apply_async(2);

@@ -329,6 +329,7 @@ class Engine {
       std::lock_guard lock(mutex_);
       if (!broken_) broken_ = error;
       closed_ = true;
+      retire_finished_jobs_locked();  // results already in are delivered, not failed
       abandon_all_locked(broken_);
     }
     run_deferred();
@@ -379,12 +380,12 @@ class Engine {
       for (;;) {
         {
           std::lock_guard lock(mutex_);
+          retire_finished_jobs_locked();  // before terminate() fails the rest
           if (terminating_) abandon_all_locked(std::make_exception_ptr(PoolClosed("mproc: the pool was terminated")));
           if (terminating_ || broken_) {
             killing = true;
             break;
           }
-          retire_finished_jobs_locked();
           hand_out_locked();
           if (closed_ && live_.empty()) break;
           sleeping_ = true;

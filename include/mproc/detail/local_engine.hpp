@@ -159,6 +159,7 @@ class LocalEngine final : public Engine {
   }
 
   void wait_and_handle() override {
+    if (!respawn()) return;  // terminate() came while a worker started: the loop ends
     for (auto& w : workers_) flush_writes(*w);
     fds_.clear();
     fds_.push_back({wake_fd_.get(), POLLIN, 0});
@@ -218,8 +219,8 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ workers
 
-  /// Starts a worker for slot, unless terminate() comes first.
-  void spawn(std::size_t slot) {
+  /// Starts a worker for slot, unless terminate() comes first (then false).
+  bool spawn(std::size_t slot) {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
     slots_[slot].idle();
@@ -230,7 +231,7 @@ class LocalEngine final : public Engine {
       (void)!::read(wake_fd_.get(), &count, sizeof count);
       return woken_to_terminate();
     });
-    if (!started) return;
+    if (!started) return false;
     SpawnedWorker& spawned = *started;
     w->pid = spawned.pid;
     w->pidfd = std::move(spawned.pidfd);
@@ -243,6 +244,7 @@ class LocalEngine final : public Engine {
       pids_.push_back(w->pid);
     }
     workers_.push_back(std::move(w));
+    return true;
   }
 
   /// Replacing a worker waits for the server's answer, and the exits it reports
@@ -302,7 +304,17 @@ class LocalEngine final : public Engine {
                 "ready (the last " + status.describe() + "; a crash in the initializer?); the pool is broken")));
       return;
     }
-    if (needs_workers()) spawn(slot);
+    if (needs_workers()) respawn_.push_back(slot);
+  }
+
+  /// Replaces the workers that left. Not done as they leave: starting one waits on
+  /// the fork server (up to its spawn deadline), and the outcomes read in the same
+  /// pass are delivered first, by the engine's loop.
+  bool respawn() {
+    for (const std::size_t slot : std::exchange(respawn_, {})) {
+      if (needs_workers() && !spawn(slot)) return false;
+    }
+    return true;
   }
 
   /// Drops a worker that has exited.
@@ -493,6 +505,7 @@ class LocalEngine final : public Engine {
   std::vector<pollfd> fds_;
   static constexpr int max_failed_starts = 3;
   int failed_starts_ = 0;       // workers in a row that died before ready
+  std::vector<std::size_t> respawn_;  // slots whose worker left, to start again
   bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
 };
 

@@ -227,10 +227,7 @@ class Process {
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
     check_mine("join");
-    using clock = std::chrono::steady_clock;
-    const clock::time_point deadline = detail::deadline_after(timeout);
-    child_->wait(deadline == clock::time_point::max() ? std::chrono::nanoseconds(-1)  // forever
-                                                      : std::max(deadline - clock::now(), clock::duration::zero()));
+    child_->wait_until(detail::deadline_after(timeout));
     if (child_->running()) return false;
     reaped();
     return true;

@@ -2,6 +2,7 @@
 // Child processes: fork with the hygiene every mproc child needs, and one RAII owner
 // (Child) per pid that holds its pidfd, waits with deadlines, and always reaps.
 
+#include <mproc/detail/deadline.hpp>
 #include <mproc/detail/fd.hpp>
 #include <mproc/errors.hpp>
 
@@ -99,9 +100,13 @@ class Child {
 
   /// Waits up to timeout (forever if negative) for the child to exit and reaps it.
   const std::optional<ExitStatus>& wait(std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1)) {
+    return wait_until(deadline_or_forever(timeout));
+  }
+  /// As wait(), until deadline (time_point::max(): forever).
+  const std::optional<ExitStatus>& wait_until(std::chrono::steady_clock::time_point deadline) {
     if (!running()) return status_;
     pollfd p{pidfd_.get(), POLLIN, 0};
-    if (poll_fds(&p, 1, timeout) > 0) reap(0);
+    if (poll_until(&p, 1, deadline) > 0) reap(0);
     return status_;
   }
 

@@ -24,6 +24,11 @@ steady_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>
   return now + std::chrono::ceil<steady_clock::duration>(d);
 }
 
+/// A timeout in poll's convention (negative: no deadline) as a deadline.
+inline steady_clock::time_point deadline_or_forever(std::chrono::nanoseconds timeout) {
+  return timeout < timeout.zero() ? steady_clock::time_point::max() : deadline_after(timeout);
+}
+
 /// Whether a deadline from deadline_after() or to_steady() means "no deadline".
 constexpr bool is_forever(steady_clock::time_point t) noexcept {
   return t == steady_clock::time_point::max();

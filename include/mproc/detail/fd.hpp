@@ -275,7 +275,7 @@ inline int poll_until(pollfd* fds, nfds_t n, std::chrono::steady_clock::time_poi
 
 /// poll_until with a timeout; a negative timeout waits forever.
 inline int poll_fds(pollfd* fds, nfds_t n, std::chrono::nanoseconds timeout) {
-  return poll_until(fds, n, timeout < timeout.zero() ? std::chrono::steady_clock::time_point::max() : deadline_after(timeout));
+  return poll_until(fds, n, deadline_or_forever(timeout));
 }
 
 }  // namespace mproc::detail

@@ -378,6 +378,54 @@ TEST_CASE("a default-constructed AsyncResult has no result") {
 }
 
 // ---------------------------------------------------------------------------
+// Workers
+
+TEST_CASE("worker_pids() lists every worker as soon as the constructor returns, ready or not") {
+  Gate gate;  // holds each worker in its initializer: started, not ready
+  mproc::Pool pool([](int x) { return x; }, {.processes = 3, .initializer = [&gate] { gate.wait(); }});
+  const auto pids = pool.worker_pids();
+  gate.open(3);
+  CHECK(pids.size() == 3);
+  CHECK(std::set<pid_t>(pids.begin(), pids.end()).size() == pids.size());
+  for (pid_t pid : pids) CHECK_FALSE(mproc_test::is_gone(pid));
+  CHECK(pool.map(iota_vector(10)) == iota_vector(10));
+  CHECK(pool.worker_pids() == pids);
+}
+
+TEST_CASE("a pool made inside a pool task works, and leaves no process behind") {
+  // As a task parallelises its own inner loop: the worker's pool waits for its own
+  // results (map, AsyncResult::get), and is gone with its processes when the task returns.
+  mproc::Pool outer(
+      [](int n) {
+        std::vector<int> out;
+        {
+          mproc::Pool inner([](int x) { return x * x; }, {.processes = 2});
+          int sum = 0;
+          for (int r : inner.map(iota_vector(n))) sum += r;
+          out.push_back(sum);
+          out.push_back(inner.apply_async(n).get());
+          for (pid_t pid : inner.worker_pids()) out.push_back(pid);
+        }
+        out.insert(out.begin() + 2, mproc_test::has_no_children() ? 1 : 0);  // its fork server was reaped
+        return out;
+      },
+      {.processes = 1});
+  for (int round = 0; round < 2; ++round) {  // the same worker makes a second pool
+    const auto out = outer.apply(10);
+    REQUIRE(out.size() == 5);
+    CHECK(out[0] == 285);  // 0 + 1 + 4 + ... + 81
+    CHECK(out[1] == 100);
+    CHECK(out[2] == 1);
+    for (std::size_t i = 3; i < out.size(); ++i) CHECK(mproc_test::is_gone(out[i]));
+  }
+  const auto workers = outer.worker_pids();
+  outer.close();
+  outer.join();
+  for (pid_t pid : workers) CHECK(mproc_test::is_gone(pid));
+  CHECK(mproc_test::has_no_children());
+}
+
+// ---------------------------------------------------------------------------
 // Leaks
 
 TEST_CASE("100 pools made and destroyed leave no descriptor and no process behind") {

@@ -264,6 +264,113 @@ TEST_CASE("an initializer that crashes breaks the pool instead of forking worker
   CHECK_THROWS_AS(pool.apply(1), mproc::Error);
 }
 
+TEST_CASE("an initializer that exits breaks the pool, and the error says it exited in the initializer") {
+  mproc::Pool pool([](int x) { return x; }, {.processes = 1, .initializer = [] { std::exit(3); }});
+  try {
+    (void)pool.apply_async(1).get(mproc_test::hang_limit);
+    FAIL("the task succeeded");
+  } catch (const mproc::TimeoutError&) {
+    FAIL("the task hung");
+  } catch (const mproc::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("in the pool's initializer") && Catch::Contains("exited with code 3"));
+  }
+}
+
+TEST_CASE("fresh workers killed from outside three times in a row are replaced, and the map completes") {
+  // An operator or the OOM killer, not the initializer: each worker is killed while
+  // it waits in its initializer, before it is ready.
+  const auto started = mproc::detail::make_pipe();
+  const int started_fd = started.write.get();
+  Gate go;
+  mproc::Pool pool([](int x) { return 2 * x; }, {.processes = 1, .initializer = [started_fd, &go] {
+                                                   std::signal(SIGTERM, SIG_DFL);  // not the test runner's handler
+                                                   const pid_t self = ::getpid();
+                                                   (void)mproc::detail::write_all(started_fd, &self, sizeof self);
+                                                   go.wait();
+                                                 }});
+  mproc_test::GateWatchdog watchdog(go);
+  const auto next_worker = [&] {
+    pid_t pid = 0;
+    pollfd p{started.read.get(), POLLIN, 0};
+    REQUIRE(mproc::detail::poll_fds(&p, 1, mproc_test::hang_limit) == 1);
+    REQUIRE(::read(started.read.get(), &pid, sizeof pid) == sizeof pid);
+    return pid;
+  };
+  for (int sig : {SIGKILL, SIGTERM, SIGKILL}) REQUIRE(::kill(next_worker(), sig) == 0);
+  const pid_t survivor = next_worker();
+  go.open(1);
+  auto result = pool.map_async(iota_vector(20));
+  try {
+    const auto out = result.get(mproc_test::hang_limit);
+    CHECK(out.back() == 38);
+  } catch (const mproc::Error& e) {
+    FAIL("the map failed: " << e.what());
+  }
+  CHECK_FALSE(watchdog.stop());
+  CHECK(pool.worker_pids() == std::vector<pid_t>{survivor});
+}
+
+TEST_CASE("workers killed from outside before they are ready, again and again, break the pool in the end") {
+  // An initializer killed each time (by the OOM killer, say) would fork forever:
+  // after 10 in a row, with pauses between them, the pool breaks and says so.
+  mproc::Pool pool([](int x) { return x; },
+                   {.processes = 1, .initializer = [] { mproc_test::die_by_signal(SIGKILL); }});
+  try {
+    (void)pool.apply_async(1).get(mproc_test::hang_limit);
+    FAIL("the task succeeded");
+  } catch (const mproc::TimeoutError&) {
+    FAIL("the task hung");
+  } catch (const mproc::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("10 worker processes in a row were killed before they were ready") &&
+                             Catch::Contains("SIGKILL"));
+  }
+}
+
+TEST_CASE("task_timeout: chunks handed to a worker that never starts them (SIGSTOP) run elsewhere") {
+  const auto busy = mproc::detail::make_pipe();
+  const int busy_fd = busy.write.get();
+  Gate gate;
+  mproc::Pool pool(
+      [busy_fd, &gate](int x) {
+        if (x < 0) {  // says which worker runs it, and holds that worker
+          const pid_t self = ::getpid();
+          (void)mproc::detail::write_all(busy_fd, &self, sizeof self);
+          gate.wait();
+        }
+        return 2 * x;
+      },
+      {.processes = 2, .task_timeout = std::chrono::seconds(1)});
+  mproc_test::GateWatchdog watchdog(gate);
+  // Each worker blocks on the first of these it gets: the first two reports come from
+  // both workers, which are then ready.
+  auto warm_up = pool.map_async(std::vector<int>{-1, -2, -3, -4}, 1);
+  pid_t pids[2] = {0, 0};
+  for (pid_t& pid : pids) {
+    pollfd p{busy.read.get(), POLLIN, 0};
+    REQUIRE(mproc::detail::poll_fds(&p, 1, mproc_test::hang_limit) == 1);
+    REQUIRE(::read(busy.read.get(), &pid, sizeof pid) == sizeof pid);
+  }
+  REQUIRE(pids[0] != pids[1]);
+  gate.open(4);
+  CHECK(warm_up.get().size() == 4);
+  CHECK_FALSE(watchdog.stop());
+  // Both idle now; one never runs again, though it is handed chunks.
+  const pid_t stopped = pids[0];
+  REQUIRE(::kill(stopped, SIGSTOP) == 0);
+  auto result = pool.map_async(iota_vector(50), 1);
+  try {
+    const auto out = result.get(mproc_test::hang_limit);
+    REQUIRE(out.size() == 50);
+    for (int i = 0; i < 50; ++i) CHECK(out[static_cast<std::size_t>(i)] == 2 * i);
+  } catch (const mproc::TimeoutError&) {
+    ::kill(stopped, SIGCONT);
+    pool.terminate();
+    FAIL("the map hung on the stopped worker's chunks");
+  }
+  const auto now = pool.worker_pids();
+  CHECK(std::find(now.begin(), now.end(), stopped) == now.end());  // killed and replaced
+}
+
 // ---------------------------------------------------------------------------
 // A program that ignores SIGCHLD (common in servers: the kernel then reaps their
 // children itself, and discards how each one ended).

@@ -187,7 +187,7 @@ Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork f
   PipeEnds go;
   if (sigchld.sa_handler != SIG_DFL || (sigchld.sa_flags & SA_NOCLDWAIT) != 0) go = make_private_pipe();
   const pid_t pid = ::fork();  // pthread_atfork takes PrivateFds::hold_forks() around it
-  if (pid < 0) throw OSError("fork", errno);
+  if (pid < 0) throw limit_error("fork", errno);
   if (pid == 0) {
     int code = 1;
     try {
@@ -225,7 +225,7 @@ Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork f
     ::kill(pid, SIGKILL);
     siginfo_t info{};
     ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED);
-    throw OSError("pidfd_open", err);
+    throw limit_error("pidfd_open", err);
   }
   return Child(pid, std::move(pidfd));
 }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <string>
 #include <utility>
 
 namespace mproc::detail {
@@ -144,6 +145,27 @@ class PrivateFds {
   static std::uint64_t bit(int fd) noexcept { return std::uint64_t{1} << (fd % 64); }
 };
 
+/// The call text of an OSError for `call` (one that makes descriptors or processes)
+/// failing with err. A resource limit is named, with the setting that raises it, so
+/// that the message says what ran out: strerror's "Too many open files" alone does
+/// not say whose limit.
+inline std::string limit_call(std::string call, int err) {
+  switch (err) {
+    case EMFILE:
+      return call + " (EMFILE: the process is at its open-file limit, RLIMIT_NOFILE, ulimit -n)";
+    case ENFILE:
+      return call + " (ENFILE: the system is at its open-file limit, fs.file-max)";
+    case EAGAIN:
+      return call + " (EAGAIN: the limit on processes is reached, the user's RLIMIT_NPROC, ulimit -u, or the system's)";
+    case ENOMEM:
+      return call + " (ENOMEM: out of memory, or of process ids)";
+    default:
+      return call;
+  }
+}
+/// OSError for `call` failing with err, naming the limit reached (see limit_call).
+inline OSError limit_error(std::string call, int err) { return OSError(limit_call(std::move(call), err), err); }
+
 /// Owns one file descriptor; closes it on destruction.
 class Fd {
  public:
@@ -202,7 +224,7 @@ struct PipeEnds {
 /// wake-ups for large payloads); refusal (the per-user pipe quota) is not an error.
 inline PipeEnds make_pipe(int size_hint = 0) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw OSError("pipe2", errno);
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw limit_error("pipe2", errno);
   PipeEnds ends{Fd(fds[0]), Fd(fds[1])};
   if (size_hint > 0) (void)::fcntl(fds[1], F_SETPIPE_SZ, size_hint);
   return ends;
@@ -214,7 +236,7 @@ template <class Make>
 Fd make_private_fd(const char* call, Make make) {
   const auto no_fork = PrivateFds::hold_forks();
   const int fd = make();
-  if (fd < 0) throw OSError(call, errno);
+  if (fd < 0) throw limit_error(call, errno);
   return Fd(fd).make_private();
 }
 

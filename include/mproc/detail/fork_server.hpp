@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace mproc::detail {
@@ -57,10 +58,18 @@ inline void send_with_fds(int sock, const void* data, std::size_t size, std::ini
   }
 }
 
-/// Receives one datagram and its descriptors, without blocking (poll first). Returns
-/// the byte count (0 at end of file), or -1 if nothing is there. The descriptors come
-/// close-on-exec and private (PrivateFds), with no fork of this process in between.
-inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector<Fd>& fds) {
+/// What recv_with_fds got.
+struct Received {
+  ssize_t bytes;  // the byte count (0 at end of file), or -1 if nothing was there
+  /// Descriptors sent with the datagram were dropped by the kernel (MSG_CTRUNC): this
+  /// process had no descriptor free for them (EMFILE). None of them is kept.
+  bool fds_lost = false;
+};
+
+/// Receives one datagram and its descriptors, without blocking (poll first). The
+/// descriptors come close-on-exec and private (PrivateFds), with no fork of this
+/// process in between.
+inline Received recv_with_fds(int sock, void* data, std::size_t size, std::vector<Fd>& fds) {
   msghdr msg{};
   iovec iov{data, size};
   msg.msg_iov = &iov;
@@ -72,9 +81,10 @@ inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector
   const auto no_fork = PrivateFds::hold_forks();
   while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0) {
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {-1};
     throw OSError("recvmsg", errno);
   }
+  const std::size_t had = fds.size();
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -84,7 +94,11 @@ inline ssize_t recv_with_fds(int sock, void* data, std::size_t size, std::vector
       fds.push_back(Fd(fd).make_private());
     }
   }
-  return n;
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+    fds.resize(had);  // a partial set is of no use: close what did come
+    return {n, true};
+  }
+  return {n};
 }
 
 /// A worker the server started, as the pool sees it: its pid, a pidfd to signal it
@@ -95,6 +109,16 @@ struct SpawnedWorker {
   Fd task_w;    // the pool writes tasks here
   Fd result_r;  // the pool reads outcomes here
 };
+
+/// No worker this time: a call failed with `error`, an errno (EAGAIN from fork, or
+/// EMFILE: a resource ran out, which may pass). `call` says where (see limit_call).
+struct SpawnRefused {
+  std::string call;
+  int error;
+};
+
+/// What ForkServer::spawn() got: a worker, a refusal, or nothing (the caller gave up).
+using SpawnAnswer = std::variant<std::monostate, SpawnedWorker, SpawnRefused>;
 
 class ForkServer {
  public:
@@ -109,7 +133,9 @@ class ForkServer {
     {
       const auto no_fork = PrivateFds::hold_forks();
       int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw OSError("socketpair", errno);
+      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        throw limit_error("socketpair (for the pool's fork server)", errno);
+      }
       ours = Fd(sv[0]).make_private();
       theirs = Fd(sv[1]).make_private();
     }
@@ -149,11 +175,13 @@ class ForkServer {
   /// Starts a worker for `slot` and waits for the server's answer. While waiting,
   /// each time `wake_fd` is readable `give_up()` is asked (it drains wake_fd) whether
   /// to stop waiting: then nothing is returned (a worker started anyway is left to
-  /// find its pipes closed, and exit). After spawn_deadline of waiting the server is
-  /// killed and Error thrown: the pool can't go on. The waiting is counted in slices
-  /// of a second, and a slice that lasted far longer than that spanned a stop of the
-  /// whole program (Ctrl-Z) and does not count: the server was stopped too.
-  std::optional<SpawnedWorker> spawn(std::size_t slot, int wake_fd, const std::function<bool()>& give_up) {
+  /// find its pipes closed, and exit). A resource that ran out, in the server (fork's
+  /// EAGAIN, EMFILE) or here (no descriptor free for the new worker's: that worker is
+  /// killed), is a SpawnRefused. After spawn_deadline of waiting the server is killed
+  /// and Error thrown: the pool can't go on. The waiting is counted in slices of a
+  /// second, and a slice that lasted far longer than that spanned a stop of the whole
+  /// program (Ctrl-Z) and does not count: the server was stopped too.
+  SpawnAnswer spawn(std::size_t slot, int wake_fd, const std::function<bool()>& give_up) {
     using clock = std::chrono::steady_clock;
     constexpr std::chrono::seconds slice{1};
     const Message request{Message::spawn, 0, static_cast<std::int32_t>(slot), 0, 0};
@@ -170,16 +198,26 @@ class ForkServer {
         throw Error("mproc: the pool's fork server did not start a worker within " +
                     std::to_string(spawn_deadline.count()) + " s; it was killed and the pool is broken");
       }
-      if (p[1].revents != 0 && give_up()) return std::nullopt;
+      if (p[1].revents != 0 && give_up()) return std::monostate{};
       if (p[0].revents == 0) continue;
       std::vector<Fd> fds;
-      const auto reply = try_receive(fds);
+      bool fds_lost = false;
+      const auto reply = try_receive(fds, &fds_lost);
       if (!reply) continue;
       if (reply->type == Message::exited) {
         exits_.emplace_back(reply->pid, reply->status());
         continue;
       }
-      if (reply->type == Message::spawn_failed) throw OSError("fork (in the pool's fork server)", reply->code);
+      if (reply->type == Message::spawn_failed) {
+        return SpawnRefused{"the pool's fork server could not start a worker", reply->code};
+      }
+      if (reply->type == Message::spawned && fds_lost) {
+        // Without its pipes the worker would only find them closed, or wait in its
+        // initializer until the pool ends: ask the server to kill it now.
+        const Message kill_it{Message::kill, reply->pid, reply->slot, 0, 0};
+        send_with_fds(sock_.get(), &kill_it, sizeof kill_it, {});
+        return SpawnRefused{"receiving a new worker's descriptors from the pool's fork server (MSG_CTRUNC)", EMFILE};
+      }
       if (reply->type != Message::spawned || fds.size() != 3) throw ProtocolError("mproc: bad fork server reply");
       return SpawnedWorker{reply->pid, std::move(fds[2]), std::move(fds[0]), std::move(fds[1])};
     }
@@ -210,7 +248,7 @@ class ForkServer {
 
  private:
   struct Message {
-    enum Type : std::int32_t { spawn = 1, spawned, spawn_failed, exited, quit };
+    enum Type : std::int32_t { spawn = 1, spawned, spawn_failed, exited, quit, kill };
     std::int32_t type;
     std::int32_t pid;
     std::int32_t slot;
@@ -224,13 +262,16 @@ class ForkServer {
     }
   };
 
-  /// The next message, or nothing if none is there yet. Throws if the server is gone.
-  std::optional<Message> try_receive(std::vector<Fd>& fds) {
+  /// The next message, or nothing if none is there yet; `fds_lost`, if given, says
+  /// whether descriptors sent with it were dropped (see Received). Throws if the
+  /// server is gone.
+  std::optional<Message> try_receive(std::vector<Fd>& fds, bool* fds_lost = nullptr) {
     Message m{};
-    const ssize_t n = recv_with_fds(sock_.get(), &m, sizeof m, fds);
-    if (n == 0) throw Error("mproc: the pool's fork server died; the pool is broken");
-    if (n < 0) return std::nullopt;
-    if (n != static_cast<ssize_t>(sizeof m)) throw ProtocolError("mproc: bad fork server message");
+    const Received r = recv_with_fds(sock_.get(), &m, sizeof m, fds);
+    if (r.bytes == 0) throw Error("mproc: the pool's fork server died; the pool is broken");
+    if (r.bytes < 0) return std::nullopt;
+    if (r.bytes != static_cast<ssize_t>(sizeof m)) throw ProtocolError("mproc: bad fork server message");
+    if (fds_lost != nullptr) *fds_lost = r.fds_lost;
     return m;
   }
 
@@ -265,9 +306,13 @@ class ForkServer {
       if (fds[0].revents == 0) continue;
       Message request{};
       std::vector<Fd> none;
-      const ssize_t n = recv_with_fds(sock, &request, sizeof request, none);
+      const ssize_t n = recv_with_fds(sock, &request, sizeof request, none).bytes;
       if (n < 0) continue;
       if (n == 0 || request.type == Message::quit) break;  // the pool is done
+      if (request.type == Message::kill) {
+        if (const auto it = children.find(request.pid); it != children.end()) it->second.kill(SIGKILL);
+        continue;
+      }
       if (request.type != Message::spawn) continue;
       try {
         PipeEnds task = make_private_pipe(worker_pipe_bytes);

@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -38,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace mproc::detail {
@@ -66,7 +68,9 @@ struct LocalConfig {
 class LocalEngine final : public Engine {
  public:
   explicit LocalEngine(LocalConfig config)
-      : Engine(config.processes, config.retries), config_(std::move(config)), slots_(config_.processes) {
+      : Engine(config.processes, config.retries),
+        config_(std::move(config)),
+        slots_(config_.processes, config_.task_timeout.count() > 0) {
     // Made before the fork server, so every worker shares them.
     for (std::size_t i = 0; i < config_.processes; ++i) {
       task_lanes_.push_back(std::make_unique<Lane>());
@@ -80,9 +84,13 @@ class LocalEngine final : public Engine {
   }
   ~LocalEngine() override { shut_down_thread(); }
 
-  /// The pids of the live workers (a snapshot).
+  /// The pids of the live workers (a snapshot). Right after the constructor it waits
+  /// until the first workers are started (forked, not necessarily ready), as Python's
+  /// pool has its workers once made; the constructor itself waits only for the fork
+  /// server.
   std::vector<pid_t> worker_pids() const {
-    std::lock_guard lock(pids_mutex_);
+    std::unique_lock lock(pids_mutex_);
+    if (!on_pool_thread) pids_cv_.wait(lock, [this] { return !starting_; });
     return pids_;
   }
 
@@ -106,10 +114,15 @@ class LocalEngine final : public Engine {
     std::size_t assigned = 0;     // items ever handed to this worker
     std::size_t held_items = 0;   // items in held
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
+    /// With a task timeout: when it last sent bytes, or was given work while it held
+    /// none (a worker that runs no item is timed from there).
+    std::int64_t progress_ns = 0;
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild, memory)
     bool stop_queued = false;     // a stop frame is in out (or written)
-    std::optional<std::uint64_t> timed_out;  // the running word it was killed for
+    /// The running word it was killed for by the task timeout (0: it held work and
+    /// started none of it in time).
+    std::optional<std::uint64_t> timed_out;
 
     void kill(int sig) const noexcept { (void)::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0); }
   };
@@ -118,14 +131,27 @@ class LocalEngine final : public Engine {
   // ------------------------------------------------------------------ Engine steps
 
   void start() override {
-    const bool timed = config_.task_timeout.count() > 0;
-    server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
-      return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed, task_lanes_[slot].get(),
-                                           result_lanes_[slot].get(), config_.max_memory_per_child});
-    });
+    struct Started {  // worker_pids() waits for this, however start() ends
+      LocalEngine& engine;
+      ~Started() { engine.first_workers_started(); }
+    } started{*this};
+    const bool timed = slots_.timed();
+    try {
+      server_.emplace([this, timed](std::size_t slot, int task_fd, int result_fd, pid_t parent) {
+        // Forked (through the server) from the pool's thread, whose flag it copied: a
+        // worker is not that thread, and a pool it makes may wait for its results.
+        on_pool_thread = false;
+        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed,
+                                             task_lanes_[slot].get(), result_lanes_[slot].get(),
+                                             config_.max_memory_per_child});
+      });
+    } catch (const OSError& e) {  // out of descriptors or processes: say which, as OSError
+      break_pool(std::make_exception_ptr(limit_error("mproc: the pool could not start its fork server", e.error_code())));
+      return;
+    }
     forked_from_program();  // workers come from the server, a single thread
-    // terminate() may come while the first workers start: the rest are not started then.
-    for (std::size_t i = 0; i < config_.processes && needs_workers(); ++i) spawn(i);
+    for (std::size_t i = 0; i < config_.processes; ++i) respawn_.push_back(i);
+    (void)start_workers();  // false: terminate() came, or the pool broke; the loop sees which
   }
 
   void wake() override {
@@ -145,6 +171,7 @@ class LocalEngine final : public Engine {
         auto chunk = cut_chunk_locked(budget);
         if (!chunk) return;
         const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
+        if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
         w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
         w.assigned += chunk->count;
         w.held_items += chunk->count;
@@ -159,7 +186,7 @@ class LocalEngine final : public Engine {
   }
 
   void wait_and_handle() override {
-    if (!respawn()) return;  // terminate() came while a worker started: the loop ends
+    if (!start_workers()) return;  // terminate() came while a worker started, or the pool broke
     for (auto& w : workers_) flush_writes(*w);
     fds_.clear();
     fds_.push_back({wake_fd_.get(), POLLIN, 0});
@@ -169,7 +196,7 @@ class LocalEngine final : public Engine {
       fds_.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
     }
     // Exits queued by an earlier spawn() leave the socket quiet: don't sleep on them.
-    poll_fds(fds_.data(), fds_.size(), server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_timeout());
+    poll_fds(fds_.data(), fds_.size(), server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_wait());
     if (fds_[0].revents != 0) {
       std::uint64_t count;
       (void)!::read(wake_fd_.get(), &count, sizeof count);
@@ -219,20 +246,67 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ workers
 
-  /// Starts a worker for slot, unless terminate() comes first (then false).
-  bool spawn(std::size_t slot) {
+  /// Starts the workers of the slots in respawn_, in order, unless an earlier failure
+  /// set a later time to try again (next_spawn_ns_). A resource that ran out (fork's
+  /// EAGAIN under RLIMIT_NPROC, no descriptor free) may pass: while a worker runs, the
+  /// start is tried again with growing pauses (the loop's poll, so terminate() and
+  /// the live workers' results are not kept waiting), for up to spawn_retry_limit.
+  /// Returns false if the loop must end: terminate() came, or the pool broke.
+  bool start_workers() {
+    if (respawn_.empty() || monotonic_ns() < next_spawn_ns_) return true;
+    while (!respawn_.empty()) {
+      if (!needs_workers()) {
+        respawn_.clear();
+        break;
+      }
+      const std::size_t slot = respawn_.front();
+      slots_[slot].idle();
+      task_lanes_[slot]->reset();
+      result_lanes_[slot]->reset();
+      SpawnAnswer answer = server_->spawn(slot, wake_fd_.get(), [this] {
+        std::uint64_t count;
+        (void)!::read(wake_fd_.get(), &count, sizeof count);
+        return woken_to_terminate();
+      });
+      if (std::holds_alternative<std::monostate>(answer)) return false;
+      if (const auto* refused = std::get_if<SpawnRefused>(&answer)) return retry_later(*refused);
+      add_worker(slot, std::get<SpawnedWorker>(std::move(answer)));
+      respawn_.erase(respawn_.begin());
+      refused_since_ns_ = 0;
+      refused_backoff_ns_ = 0;
+    }
+    next_spawn_ns_ = 0;
+    return true;
+  }
+
+  /// A start was refused (see start_workers): try again later, or break the pool if
+  /// the cause is not one that passes, no worker is left to go on with, or starting
+  /// one has failed for spawn_retry_limit. Returns false if it broke the pool.
+  bool retry_later(const SpawnRefused& refused) {
+    const std::int64_t now = monotonic_ns();
+    if (refused_since_ns_ == 0) refused_since_ns_ = now;
+    const bool passes = refused.error == EAGAIN || refused.error == ENOMEM || refused.error == EMFILE ||
+                        refused.error == ENFILE;
+    const bool too_long = now - refused_since_ns_ >= std::chrono::nanoseconds(spawn_retry_limit).count();
+    if (!passes || workers_.empty() || too_long) {
+      const std::string why = workers_.empty() ? "no worker process could be started, and none is running"
+                              : too_long ? "no worker process could be started for " +
+                                               std::to_string(spawn_retry_limit.count()) + " s"
+                                         : "a worker process could not be started";
+      respawn_.clear();
+      break_pool(std::make_exception_ptr(limit_error("mproc: the pool is broken: " + why + "; " + refused.call,
+                                                     refused.error)));
+      return false;
+    }
+    refused_backoff_ns_ = std::min(std::max(2 * refused_backoff_ns_, first_backoff_ns), max_backoff_ns);
+    next_spawn_ns_ = std::max(next_spawn_ns_, now + refused_backoff_ns_);
+    return true;
+  }
+
+  /// Takes over a worker the server started for slot.
+  void add_worker(std::size_t slot, SpawnedWorker spawned) {
     auto w = std::make_unique<Worker>();
     w->slot = slot;
-    slots_[slot].idle();
-    task_lanes_[slot]->reset();
-    result_lanes_[slot]->reset();
-    auto started = server_->spawn(slot, wake_fd_.get(), [this] {
-      std::uint64_t count;
-      (void)!::read(wake_fd_.get(), &count, sizeof count);
-      return woken_to_terminate();
-    });
-    if (!started) return false;
-    SpawnedWorker& spawned = *started;
     w->pid = spawned.pid;
     w->pidfd = std::move(spawned.pidfd);
     w->task_w = std::move(spawned.task_w);
@@ -244,7 +318,15 @@ class LocalEngine final : public Engine {
       pids_.push_back(w->pid);
     }
     workers_.push_back(std::move(w));
-    return true;
+  }
+
+  /// The first workers were started (or will not be): worker_pids() may answer.
+  void first_workers_started() noexcept {
+    {
+      std::lock_guard lock(pids_mutex_);
+      starting_ = false;
+    }
+    pids_cv_.notify_all();
   }
 
   /// Replacing a worker waits for the server's answer, and the exits it reports
@@ -275,7 +357,11 @@ class LocalEngine final : public Engine {
         if (word_is_chunk(word, c.id)) running = RunningItem{c.id, word_item(word), {}};
       }
     }
-    const std::string who = "worker process " + std::to_string(w.pid) + " " + status.describe();
+    std::string who = "worker process " + std::to_string(w.pid) + " " + status.describe();
+    if (w.timed_out == 0u) {
+      who += " (by the pool: it held tasks and had started none of them within task_timeout, " +
+             seconds_text(config_.task_timeout) + ")";
+    }
     if (running) {
       const bool timed_out = w.timed_out == word;
       running->error = [&, who, timed_out](std::size_t index, std::uint32_t attempts) -> std::exception_ptr {
@@ -295,24 +381,41 @@ class LocalEngine final : public Engine {
     const bool was_ready = w.ready;
     const std::size_t slot = w.slot;
     forget(w);
-    // A worker killed from outside while starting is simply replaced; several in a
-    // row dying before they are ready means starting itself fails (a crashing
-    // initializer): stop there rather than fork forever, as Python's Pool does.
-    if (!was_ready && ++failed_starts_ >= max_failed_starts) {
-      break_pool(std::make_exception_ptr(
-          Error("mproc: " + std::to_string(failed_starts_) + " worker processes in a row died before they were "
-                "ready (the last " + status.describe() + "; a crash in the initializer?); the pool is broken")));
-      return;
-    }
+    if (!was_ready && !died_starting(status)) return;  // the pool is broken
+    // Replaced on the engine's next pass, not here: starting one waits on the fork
+    // server (up to its spawn deadline), and the outcomes read in this pass are
+    // delivered first.
     if (needs_workers()) respawn_.push_back(slot);
   }
 
-  /// Replaces the workers that left. Not done as they leave: starting one waits on
-  /// the fork server (up to its spawn deadline), and the outcomes read in the same
-  /// pass are delivered first, by the engine's loop.
-  bool respawn() {
-    for (const std::size_t slot : std::exchange(respawn_, {})) {
-      if (needs_workers() && !spawn(slot)) return false;
+  /// A worker died before it was ready. A crash (SIGSEGV, SIGABRT, ...) or an exit
+  /// happened in the initializer: 3 in a row mean it always does, and the pool breaks
+  /// rather than fork forever (Python's Pool would). Any other signal came from
+  /// outside (SIGKILL, SIGTERM: an operator, the OOM killer): the worker is replaced,
+  /// after a pause that grows while such deaths come in a row, and only
+  /// max_killed_starts of them in a row break the pool (an initializer that always
+  /// draws the OOM killer, say). Returns false if it broke the pool.
+  bool died_starting(const ExitStatus& status) {
+    const int sig = status.signal.value_or(0);
+    const bool crashed = sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGABRT ||
+                         sig == SIGSYS || sig == SIGTRAP;
+    if (crashed || status.exit_code) {
+      if (++failed_starts_ < max_failed_starts) return true;
+      break_pool(std::make_exception_ptr(Error(
+          "mproc: " + std::to_string(failed_starts_) + " worker processes in a row died before they were ready, in "
+          "the pool's initializer (the last " + status.describe() + "); the pool is broken")));
+      return false;
+    }
+    if (++killed_starts_ >= max_killed_starts) {
+      break_pool(std::make_exception_ptr(Error(
+          "mproc: " + std::to_string(killed_starts_) + " worker processes in a row were killed before they were "
+          "ready (the last " + status.describe() + "), by someone else or for their memory (the OOM killer, an "
+          "initializer that needs more than there is?); the pool is broken")));
+      return false;
+    }
+    if (killed_starts_ > 1) {
+      const std::int64_t pause = std::min(first_backoff_ns << (killed_starts_ - 2), max_backoff_ns);
+      next_spawn_ns_ = std::max(next_spawn_ns_, monotonic_ns() + pause);
     }
     return true;
   }
@@ -351,6 +454,7 @@ class LocalEngine final : public Engine {
         return;
       }
       w.in.commit(static_cast<std::size_t>(n));
+      if (slots_.timed()) w.progress_ns = monotonic_ns();  // a big outcome on its way is progress
       try {
         while (auto frame = w.in.next()) handle_frame(w, *frame);
       } catch (const ProtocolError&) {
@@ -367,6 +471,7 @@ class LocalEngine final : public Engine {
       case FrameKind::ready:
         w.ready = true;
         failed_starts_ = 0;
+        killed_starts_ = 0;
         return;
       case FrameKind::init_failed:
         break_pool(initializer_error(f.payload));
@@ -452,34 +557,42 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ timeouts
 
-  std::chrono::nanoseconds next_timeout() const {
-    if (config_.task_timeout.count() <= 0) return std::chrono::nanoseconds(-1);
+  /// How long the loop may sleep: until the next task timeout is due, or the next
+  /// try at starting a worker (negative: no limit).
+  std::chrono::nanoseconds next_wait() const {
     std::optional<std::int64_t> earliest;
-    bool busy = false;
-    for (const auto& w : workers_) {
-      if (w->held.empty() || w->timed_out) continue;
-      busy = true;
-      const auto [running, started] = slots_[w->slot].read();
-      if (running == 0) continue;
-      const std::int64_t limit = config_.task_timeout.count();  // may be nanoseconds::max(): no overflow
-      const std::int64_t due = started > INT64_MAX - limit ? INT64_MAX : started + limit;
-      earliest = earliest ? std::min(*earliest, due) : due;
+    if (!respawn_.empty() && next_spawn_ns_ != 0) earliest = next_spawn_ns_;
+    if (slots_.timed()) {
+      for (const auto& w : workers_) {
+        if (w->held.empty() || w->timed_out) continue;
+        const std::int64_t due = timeout_due(*w, slots_[w->slot].read());
+        earliest = earliest ? std::min(*earliest, due) : due;
+      }
     }
-    if (!busy) return std::chrono::nanoseconds(-1);
-    // A busy worker may start its next item while we sleep: look again within the timeout.
-    const std::int64_t now = monotonic_ns();
-    const std::int64_t wait = earliest ? std::max<std::int64_t>(*earliest - now, 0) : config_.task_timeout.count();
-    return std::chrono::nanoseconds(wait);
+    if (!earliest) return std::chrono::nanoseconds(-1);
+    return std::chrono::nanoseconds(std::max<std::int64_t>(*earliest - monotonic_ns(), 0));
+  }
+
+  /// When a worker that holds work is past task_timeout: that long after the item it
+  /// runs started or, running none, after the last sign of life (it went idle, sent
+  /// bytes, or got work while it held none). A stopped or stuck worker that never
+  /// starts what it was handed is timed out as one stuck in an item. Each sign only
+  /// moves the due time later, so sleeping until it is safe.
+  std::int64_t timeout_due(const Worker& w, std::pair<std::uint64_t, std::int64_t> post) const {
+    const auto [running, since] = post;
+    const std::int64_t from = running != 0 ? since : std::max({since, w.progress_ns, w.last_answer_ns});
+    const std::int64_t limit = config_.task_timeout.count();  // may be nanoseconds::max(): no overflow
+    return from > INT64_MAX - limit ? INT64_MAX : from + limit;
   }
 
   void check_timeouts() {
-    if (config_.task_timeout.count() <= 0) return;
+    if (!slots_.timed()) return;
     const std::int64_t now = monotonic_ns();
     for (auto& w : workers_) {
       if (w->held.empty() || w->timed_out) continue;
-      const auto [running, started] = slots_[w->slot].read();
-      if (running != 0 && now - started >= config_.task_timeout.count()) {
-        w->timed_out = running;
+      const auto post = slots_[w->slot].read();
+      if (now >= timeout_due(*w, post)) {
+        w->timed_out = post.first;  // 0: nothing it held had started
         w->kill(SIGKILL);
       }
     }
@@ -497,15 +610,26 @@ class LocalEngine final : public Engine {
   std::vector<std::unique_ptr<Lane>> result_lanes_;  // per slot, worker -> parent
   Fd wake_fd_;
   mutable std::mutex pids_mutex_;
+  mutable std::condition_variable pids_cv_;
   std::vector<pid_t> pids_;
+  bool starting_ = true;  // the first workers are being started
 
   // The pool's thread only.
   std::optional<ForkServer> server_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<pollfd> fds_;
   static constexpr int max_failed_starts = 3;
-  int failed_starts_ = 0;       // workers in a row that died before ready
-  std::vector<std::size_t> respawn_;  // slots whose worker left, to start again
+  static constexpr int max_killed_starts = 10;
+  /// How long starting a worker may fail (a resource ran out) before the pool breaks.
+  static constexpr std::chrono::seconds spawn_retry_limit{10};
+  static constexpr std::int64_t first_backoff_ns = 10'000'000;  // the first pause before trying again
+  static constexpr std::int64_t max_backoff_ns = 1'000'000'000;
+  int failed_starts_ = 0;  // workers in a row that died in the initializer
+  int killed_starts_ = 0;  // workers in a row killed from outside before ready
+  std::vector<std::size_t> respawn_;  // slots whose worker is to be started, in order
+  std::int64_t next_spawn_ns_ = 0;       // no start before this (monotonic_ns; 0: none)
+  std::int64_t refused_since_ns_ = 0;    // the first of the refused starts in a row (0: none)
+  std::int64_t refused_backoff_ns_ = 0;  // the last pause after a refusal
   bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
 };
 

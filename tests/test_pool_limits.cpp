@@ -96,6 +96,28 @@ struct Task {
   }
 };
 
+/// In a child made unprivileged: a pool whose fork server may fork no more (its
+/// RLIMIT_NPROC is set to one process, and its user has more already), once one of its
+/// workers has been killed.
+struct NoForksLeft {
+  bool unprivileged = (become_unprivileged(), true);
+  Gate gate;
+  mproc::Pool<Task> pool;
+  pid_t server = pool.apply(-3);
+  rlimit old = set_soft_limit(server, RLIMIT_NPROC, 1);
+  bool worker_lost = lose_a_worker();
+
+  explicit NoForksLeft(std::size_t processes) : pool(Task{&gate}, {.processes = processes}) {}
+  bool lose_a_worker() {
+    try {
+      (void)pool.apply(-1);
+      return false;
+    } catch (const mproc::WorkerLost&) {
+      return true;
+    }
+  }
+};
+
 /// "ok" if the pool's map gives the right results, else what went wrong.
 template <class P>
 std::string check_map(P& pool) {
@@ -176,23 +198,13 @@ TEST_CASE("at the open-file limit a Pool raises OSError naming EMFILE and RLIMIT
 TEST_CASE("a replacement worker refused by fork (EAGAIN under RLIMIT_NPROC) starts once processes free up, and the "
           "pool goes on meanwhile") {
   const std::string outcome = in_child([] {
-    become_unprivileged();
-    Gate gate;
-    mproc::Pool pool(Task{&gate}, {.processes = 2});
-    const pid_t server = pool.apply(-3);
-    // The server forks the workers: at a limit of one process its user (who has more
-    // already) can fork none.
-    const rlimit old = set_soft_limit(server, RLIMIT_NPROC, 1);
-    try {
-      (void)pool.apply(-1);
-      return std::string("the task that kills its worker succeeded");
-    } catch (const mproc::WorkerLost&) {
-    }
+    NoForksLeft p(2);
+    if (!p.worker_lost) return std::string("the task that kills its worker succeeded");
     // Its result is read after the pool tried to replace the worker, and was refused.
-    if (pool.apply(5) != 10) return std::string("wrong result while a worker is missing");
-    restore_limit(server, RLIMIT_NPROC, old);
-    if (!wait_for_workers(pool, 2)) return std::string("the worker was not replaced");
-    return check_map(pool);
+    if (p.pool.apply(5) != 10) return std::string("wrong result while a worker is missing");
+    restore_limit(p.server, RLIMIT_NPROC, p.old);
+    if (!wait_for_workers(p.pool, 2)) return std::string("the worker was not replaced");
+    return check_map(p.pool);
   });
   CHECK(outcome == "ok");
 }
@@ -200,16 +212,9 @@ TEST_CASE("a replacement worker refused by fork (EAGAIN under RLIMIT_NPROC) star
 TEST_CASE("a pool whose only worker can't be replaced (fork's EAGAIN) breaks with an OSError naming EAGAIN and "
           "RLIMIT_NPROC") {
   const std::string outcome = in_child([] {
-    become_unprivileged();
-    Gate gate;
-    mproc::Pool pool(Task{&gate}, {.processes = 1});
-    (void)set_soft_limit(pool.apply(-3), RLIMIT_NPROC, 1);
+    NoForksLeft p(1);
     try {
-      (void)pool.apply(-1);
-    } catch (const mproc::WorkerLost&) {
-    }
-    try {
-      (void)pool.apply_async(5).get(mproc_test::hang_limit);
+      (void)p.pool.apply_async(5).get(mproc_test::hang_limit);
       return std::string("a task ran with no worker");
     } catch (const mproc::OSError& e) {
       return names_limit(e, EAGAIN, "EAGAIN", "RLIMIT_NPROC");
@@ -221,18 +226,11 @@ TEST_CASE("a pool whose only worker can't be replaced (fork's EAGAIN) breaks wit
 TEST_CASE("a replacement refused for 10 s breaks the pool with an OSError naming EAGAIN and RLIMIT_NPROC, although "
           "a worker lives") {
   const std::string outcome = in_child([] {
-    become_unprivileged();
-    Gate gate;  // opened only at the end: the live worker stays busy
-    mproc::Pool pool(Task{&gate}, {.processes = 2});
-    (void)set_soft_limit(pool.apply(-3), RLIMIT_NPROC, 1);
-    try {
-      (void)pool.apply(-1);
-    } catch (const mproc::WorkerLost&) {
-    }
-    auto busy = pool.apply_async(-2);
+    NoForksLeft p(2);
+    auto busy = p.pool.apply_async(-2);  // the gate opens only at the end: the live worker stays busy
     std::string result;
     try {
-      (void)pool.apply_async(5).get(mproc_test::hang_limit);  // longer than the 10 s
+      (void)p.pool.apply_async(5).get(mproc_test::hang_limit);  // longer than the 10 s
       result = "a task ran on a worker that is busy for good";
     } catch (const mproc::TimeoutError&) {
       result = "the pool neither replaced the worker nor broke";
@@ -240,7 +238,7 @@ TEST_CASE("a replacement refused for 10 s breaks the pool with an OSError naming
       result = names_limit(e, EAGAIN, "EAGAIN", "RLIMIT_NPROC");
       if (std::string(e.what()).find("for 10 s") == std::string::npos) result += " (no 'for 10 s')";
     }
-    gate.open(2);
+    p.gate.open(2);
     return result;
   });
   CHECK(outcome == "ok");

@@ -114,8 +114,8 @@ class LocalEngine final : public Engine {
     std::size_t assigned = 0;     // items ever handed to this worker
     std::size_t held_items = 0;   // items in held
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
-    /// With a task timeout: when it last sent bytes, or was given work while it held
-    /// none (a worker that runs no item is timed from there).
+    /// With a task timeout: when it last sent or took bytes, or was given work while
+    /// it held none (a worker that runs no item is timed from there).
     std::int64_t progress_ns = 0;
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild, memory)
@@ -548,6 +548,9 @@ class LocalEngine final : public Engine {
         throw OSError("writev", errno);
       }
       w.out_written += static_cast<std::size_t>(written);
+      // Beyond the pipe's buffer a write succeeds only as the worker reads: a big task
+      // on its way in is progress (and a stopped worker takes at most a buffer-full).
+      if (slots_.timed()) w.progress_ns = monotonic_ns();
       while (!w.out.empty() && w.out_written >= frame_header_size + w.out.front().payload.size()) {
         w.out_written -= frame_header_size + w.out.front().payload.size();
         w.out.pop_front();
@@ -574,8 +577,8 @@ class LocalEngine final : public Engine {
   }
 
   /// When a worker that holds work is past task_timeout: that long after the item it
-  /// runs started or, running none, after the last sign of life (it went idle, sent
-  /// bytes, or got work while it held none). A stopped or stuck worker that never
+  /// runs started or, running none, after the last sign of life (it went idle, sent or
+  /// took bytes, or got work while it held none). A stopped or stuck worker that never
   /// starts what it was handed is timed out as one stuck in an item. Each sign only
   /// moves the due time later, so sleeping until it is safe.
   std::int64_t timeout_due(const Worker& w, std::pair<std::uint64_t, std::int64_t> post) const {

@@ -383,13 +383,12 @@ TEST_CASE("cpython: _TestPool.test_imap_unordered_handle_iterable_exception") {
     int total, when, chunksize;
   };
   for (const Case c : {Case{10, 3, 1}, Case{20, 7, 2}}) {
-    const int total = c.total;
-    INFO("total " << total << ", chunksize " << c.chunksize);
-    auto it = pool.imap_unordered(ThrowingGenerator(total, c.when), static_cast<std::size_t>(c.chunksize));
+    INFO("total " << c.total << ", chunksize " << c.chunksize);
+    auto it = pool.imap_unordered(ThrowingGenerator(c.total, c.when), static_cast<std::size_t>(c.chunksize));
     std::multiset<long> expected_values;
-    for (long v : sqrs(total)) expected_values.insert(v);
+    for (long v : sqrs(c.total)) expected_values.insert(v);
     bool raised = false;
-    for (int i = 0; i < total && !raised; ++i) {
+    for (int i = 0; i < c.total && !raised; ++i) {
       try {
         const auto value = it.next();
         REQUIRE(value.has_value());  // Python: StopIteration here would fail the test

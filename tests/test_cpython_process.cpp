@@ -905,7 +905,8 @@ TEST_CASE("cpython: _TestPoll.test_strings") {
 // polls the reading end while the parent sends, and the parent then reads a whole one.
 TEST_CASE("cpython: _TestPoll.test_boundaries") {
   auto [r, w] = mproc::Pipe<std::string>(false);
-  mproc::Process p([&r] { (void)r.poll(hang_limit); });  // r reaches the child by capture: left open in both
+  auto* reader = &r;  // reaches the child by capture: left open in both processes
+  mproc::Process p([reader] { (void)reader->poll(hang_limit); });
   p.start();
   mproc_test::wait_until_blocked(p.pid(), mproc_test::poll_calls());  // CPython sleeps 2 s
   const std::vector<std::string> L = {"first", "second"};

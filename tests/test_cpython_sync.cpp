@@ -1106,11 +1106,13 @@ TEST_CASE("_TestBarrier.test_abort", "[cpython]") {
   barrier_abort(Parties::processes);
 }
 
-// Polls n_waiting (CPython's loop, with the hang limit) until at least k wait.
-void wait_for_waiting(mproc::Barrier& barrier, std::size_t k) {
+// CPython's sleeping_retry loop: looks every millisecond until pred() holds (a state
+// that no event announces); a party's check fails at the hang limit.
+template <class Pred>
+void poll_until(Pred pred, const char* what) {
   const auto deadline = steady::now() + hang_limit;
-  while (barrier.n_waiting() < k) {
-    expect(steady::now() < deadline, "the other parties reach the barrier");
+  while (!pred()) {
+    expect(steady::now() < deadline, what);
     std::this_thread::sleep_for(1ms);
   }
 }
@@ -1121,7 +1123,7 @@ void barrier_reset(Parties how) {
   run_parties(how, [&](int) {
     const std::size_t i = barrier_wait(barrier);
     if (i == barrier_n / 2) {
-      wait_for_waiting(barrier, barrier_n - 1);
+      poll_until([&] { return barrier.n_waiting() >= barrier_n - 1; }, "the other parties reach the barrier");
       barrier.reset();
     } else {
       try {
@@ -1193,13 +1195,7 @@ void barrier_timeout(Parties how) {
   SharedLog results;
   run_parties(how, [&](int) {
     const std::size_t i = barrier_wait(barrier);
-    if (i == barrier_n / 2) {
-      const auto deadline = steady::now() + hang_limit;
-      while (!barrier.broken()) {
-        expect(steady::now() < deadline, "the others' timed wait breaks the barrier");
-        std::this_thread::sleep_for(1ms);
-      }
-    }
+    if (i == barrier_n / 2) poll_until([&] { return barrier.broken(); }, "the others' timed wait breaks the barrier");
     try {
       barrier.wait(500ms);
     } catch (const mproc::BrokenBarrierError&) {

@@ -133,6 +133,19 @@ TEST_CASE("the initializer also runs in replacement workers") {
   check_initialized_once_per_worker(run);
 }
 
+TEST_CASE("a pool closed right after it is made still starts every worker, and each runs the initializer") {
+  // As Python's: the constructor's workers exist whatever comes next. The pool's thread
+  // starts them after the constructor returns, so close() often comes first.
+  mproc_test::SharedCounters ran(1);
+  constexpr int pools = 100;
+  for (int i = 0; i < pools; ++i) {
+    mproc::Pool p([](int x) { return x; }, {.processes = 2, .initializer = [&ran] { ++ran[0]; }});
+    p.close();
+    p.join();
+  }
+  CHECK(ran[0] == 2 * pools);
+}
+
 TEST_CASE("serial mode runs the initializer once, in the calling process, before any task") {
   int runs = 0;
   pid_t ran_in = 0;

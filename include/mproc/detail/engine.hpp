@@ -343,6 +343,11 @@ class Engine {
     std::lock_guard lock(mutex_);
     return !broken_ && !terminating_ && (!closed_ || !live_.empty());
   }
+  /// Whether the pool is being terminated or is broken: nothing more will run.
+  bool stopping() const {
+    std::lock_guard lock(mutex_);
+    return broken_ || terminating_;
+  }
   /// For a transport that, inside wait_and_handle(), waits on something slow (a
   /// worker being forked) and was woken: whether terminate() was called. If not,
   /// the next wake-up reaches it too.

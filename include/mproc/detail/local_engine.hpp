@@ -255,7 +255,9 @@ class LocalEngine final : public Engine {
   bool start_workers() {
     if (respawn_.empty() || monotonic_ns() < next_spawn_ns_) return true;
     while (!respawn_.empty()) {
-      if (!needs_workers()) {
+      // The first workers start even if close() came first: each runs the initializer,
+      // as Python's do, then leaves on its stop frame.
+      if (first_start_pending_ ? stopping() : !needs_workers()) {
         respawn_.clear();
         break;
       }
@@ -276,6 +278,7 @@ class LocalEngine final : public Engine {
       refused_backoff_ns_ = 0;
     }
     next_spawn_ns_ = 0;
+    first_start_pending_ = false;
     return true;
   }
 
@@ -630,6 +633,7 @@ class LocalEngine final : public Engine {
   int failed_starts_ = 0;  // workers in a row that died in the initializer
   int killed_starts_ = 0;  // workers in a row killed from outside before ready
   std::vector<std::size_t> respawn_;  // slots whose worker is to be started, in order
+  bool first_start_pending_ = true;   // respawn_ holds the first workers
   std::int64_t next_spawn_ns_ = 0;       // no start before this (monotonic_ns; 0: none)
   std::int64_t refused_since_ns_ = 0;    // the first of the refused starts in a row (0: none)
   std::int64_t refused_backoff_ns_ = 0;  // the last pause after a refusal

@@ -378,14 +378,19 @@ TEST_CASE("at normal exit, daemons are terminated and other children joined") {
   mproc::Queue<std::string> events;
   mproc::Queue<int> gate;
   mproc::Queue<int> both_running;
+  int sigterm_pipe[2];
+  REQUIRE(::pipe(sigterm_pipe) == 0);
   const pid_t helper = fork_helper();
   REQUIRE(helper >= 0);
   if (helper == 0) {
     // A program that starts two children and calls std::exit with both running.
-    mproc::Process daemon(mproc::ProcessOptions{.daemon = true}, [events, gate] {
-      static const mproc::Queue<std::string>* ev = &events;
+    mproc::Process daemon(mproc::ProcessOptions{.daemon = true}, [events, gate, fd = sigterm_pipe[1]] {
+      static int sigterm_fd = fd;
+      // Only async-signal-safe calls in the handler: SIGTERM may come while this
+      // process is still inside events.put() below, holding the queue's lock.
       std::signal(SIGTERM, [](int) {
-        ev->put("daemon got SIGTERM");
+        const char byte = 'T';
+        (void)!::write(sigterm_fd, &byte, 1);
         ::_exit(0);
       });
       events.put("daemon running");
@@ -404,8 +409,11 @@ TEST_CASE("at normal exit, daemons are terminated and other children joined") {
   std::multiset<std::string> first{events.get(), events.get()};
   CHECK(first == std::multiset<std::string>{"daemon running", "worker running"});
   both_running.put(1);
-  CHECK(events.get() == "daemon got SIGTERM");  // terminated first, as in Python
-  gate.put(1);                                  // let the worker finish: it is being joined
+  char byte = 0;
+  CHECK(::read(sigterm_pipe[0], &byte, 1) == 1);  // the daemon got SIGTERM: terminated first, as in Python
+  ::close(sigterm_pipe[0]);
+  ::close(sigterm_pipe[1]);
+  gate.put(1);  // let the worker finish: it is being joined
   CHECK(events.get() == "worker finished");
   int status = 0;
   REQUIRE(::waitpid(helper, &status, 0) == helper);

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -378,14 +379,19 @@ TEST_CASE("at normal exit, daemons are terminated and other children joined") {
   mproc::Queue<std::string> events;
   mproc::Queue<int> gate;
   mproc::Queue<int> both_running;
+  int sigterm_pipe[2];
+  REQUIRE(::pipe(sigterm_pipe) == 0);
   const pid_t helper = fork_helper();
   REQUIRE(helper >= 0);
   if (helper == 0) {
     // A program that starts two children and calls std::exit with both running.
-    mproc::Process daemon(mproc::ProcessOptions{.daemon = true}, [events, gate] {
-      static const mproc::Queue<std::string>* ev = &events;
+    mproc::Process daemon(mproc::ProcessOptions{.daemon = true}, [events, gate, fd = sigterm_pipe[1]] {
+      static int sigterm_fd = fd;
+      // Only async-signal-safe calls in the handler: SIGTERM may come while this
+      // process is still inside events.put() below, holding the queue's lock.
       std::signal(SIGTERM, [](int) {
-        ev->put("daemon got SIGTERM");
+        const char byte = 'T';
+        (void)!::write(sigterm_fd, &byte, 1);
         ::_exit(0);
       });
       events.put("daemon running");
@@ -404,8 +410,11 @@ TEST_CASE("at normal exit, daemons are terminated and other children joined") {
   std::multiset<std::string> first{events.get(), events.get()};
   CHECK(first == std::multiset<std::string>{"daemon running", "worker running"});
   both_running.put(1);
-  CHECK(events.get() == "daemon got SIGTERM");  // terminated first, as in Python
-  gate.put(1);                                  // let the worker finish: it is being joined
+  char byte = 0;
+  CHECK(::read(sigterm_pipe[0], &byte, 1) == 1);  // the daemon got SIGTERM: terminated first, as in Python
+  ::close(sigterm_pipe[0]);
+  ::close(sigterm_pipe[1]);
+  gate.put(1);  // let the worker finish: it is being joined
   CHECK(events.get() == "worker finished");
   int status = 0;
   REQUIRE(::waitpid(helper, &status, 0) == helper);
@@ -438,7 +447,6 @@ TEST_CASE("no zombie and no descriptor left after start and join") {
     p.start();
     pids.push_back(p.pid());
     p.join();
-    CHECK(p.sentinel() == -1);
   }
   for (pid_t pid : pids) CHECK(reaped(pid));
   CHECK(open_fd_count() == before);
@@ -453,4 +461,52 @@ TEST_CASE("sentinel becomes readable when the process ends") {
   gate.put(1);
   CHECK(::poll(&fd, 1, -1) == 1);
   p.join();
+}
+
+TEST_CASE("the sentinel stays open, the same descriptor, after join() and is_alive() until close() or destruction") {
+  // Python's sentinel stays valid until close(): a program polls a saved one after
+  // joining. Its fdinfo names the child, so a descriptor closed and reused since
+  // cannot pass for it.
+  const auto names_child = [](int fd, pid_t pid) {
+    std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd));
+    for (std::string line; std::getline(info, line);) {
+      if (line.rfind("Pid:", 0) == 0) return std::stoi(line.substr(4)) == pid;
+    }
+    return false;
+  };
+  mproc::Queue<int> gate;
+  mproc::Process joined([gate] { gate.get(); });
+  CHECK(joined.sentinel() == -1);  // not started
+  joined.start();
+  const int sentinel = joined.sentinel();
+  REQUIRE(names_child(sentinel, joined.pid()));
+  gate.put(1);
+  joined.join();
+  CHECK(joined.sentinel() == sentinel);
+  pollfd fd{sentinel, POLLIN, 0};
+  CHECK(::poll(&fd, 1, 0) == 1);
+  CHECK(::fcntl(sentinel, F_GETFD) != -1);
+  {
+    mproc::Process polled([] {});
+    polled.start();
+    const int other = polled.sentinel();
+    pollfd ended{other, POLLIN, 0};
+    REQUIRE(::poll(&ended, 1, -1) == 1);
+    CHECK_FALSE(polled.is_alive());  // reaps it
+    CHECK(polled.exitcode() == 0);
+    CHECK(polled.sentinel() == other);
+    CHECK(::fcntl(other, F_GETFD) != -1);
+    // The destructor closes it.
+  }
+  joined.close();
+  CHECK(::fcntl(sentinel, F_GETFD) == -1);  // closed by close()
+  CHECK_THROWS_AS(joined.sentinel(), mproc::ValueError);
+  CHECK(joined.pid() != 0);
+  const auto open_after = open_fd_count();
+  {
+    mproc::Process p([] {});
+    p.start();
+    p.join();
+  }
+  CHECK(open_fd_count() == open_after);
 }

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <semaphore>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -213,21 +214,34 @@ TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block 
   }
 }
 
+// Fault hook for the tests below: the first of a test's children to reach
+// death_point dies there (SIGKILL). The count is in shared memory, since each child
+// has its own copy of everything else.
+mproc::Value<int>* reached_death_point = nullptr;
+const char* death_point = nullptr;
+void first_one_dies(const char* where) {
+  if (std::strcmp(where, death_point) == 0 && std::atomic_ref<int>(reached_death_point->value()).fetch_add(1) == 0) {
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+// The child's exit code, or -1 if it has not ended within the bound: a wake-up that
+// is lost turns into a failure rather than a hang (the Child's destructor kills it).
+// Nothing here waits on the bound when the wake-up comes.
+int exit_code_within(mproc::detail::Child& child, std::chrono::seconds bound = 10s) {
+  const auto& status = child.wait(bound);
+  return status ? status->python_exitcode() : -1;
+}
+
 TEST_CASE("Semaphore: a waiter killed right after release() woke it leaves the unit to the others") {
   mproc::Semaphore sem(0);
-  static mproc::Value<int>* woken = nullptr;  // shared: how many waiters have woken
-  mproc::Value<int> count(0);
-  woken = &count;
+  mproc::Value<int> reached(0);
+  reached_death_point = &reached;
+  death_point = "condition.relock";  // the first waiter to wake dies before it takes the unit
   std::vector<mproc::detail::Child> waiters;
   for (int i = 0; i < 2; ++i) {
     waiters.push_back(spawn([&] {
-      // The first waiter to wake dies there, before it can take the unit.
-      mproc_test::FaultHook die_first([](const char* where) {
-        if (std::strcmp(where, "condition.relock") == 0 &&
-            std::atomic_ref<int>(woken->value()).fetch_add(1) == 0) {
-          ::kill(::getpid(), SIGKILL);
-        }
-      });
+      mproc_test::FaultHook die_first(first_one_dies);
       sem.acquire();  // no timeout: a timed wait would find the unit when it gave up
       return 0;
     }));
@@ -235,14 +249,150 @@ TEST_CASE("Semaphore: a waiter killed right after release() woke it leaves the u
   for (auto& w : waiters) mproc_test::wait_until_blocked(w.pid());
   sem.release();
   std::multiset<int> codes;
-  for (auto& w : waiters) {
-    // The survivor is woken at once; the bound only turns a lost wake-up into a
-    // failure (-1) rather than a hang.
-    const auto& status = w.wait(60s);
-    codes.insert(status ? status->python_exitcode() : -1);
-  }
+  for (auto& w : waiters) codes.insert(exit_code_within(w));
   CHECK(codes == std::multiset<int>{-SIGKILL, 0});
   CHECK(sem.get_value() == 0);
+}
+
+TEST_CASE("Condition: a waiter that notify() woke and that is killed before it returns passes the wake-up on") {
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  mproc::Value<int> waiting(0, lock), ready(0, lock);  // guarded by the condition's lock
+  mproc::Value<int> reached(0);
+  reached_death_point = &reached;
+  death_point = "condition.relock";  // the waiter that notify() woke dies before it returns
+  std::vector<mproc::detail::Child> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.push_back(spawn([&] {
+      mproc_test::FaultHook die_first(first_one_dies);
+      std::unique_lock guard(cond);
+      ++waiting.value();
+      cond.wait([&] { return ready.value() == 1; });
+      return 0;
+    }));
+  }
+  // Both inside wait() (counted under the lock, then asleep) before the one notify.
+  while (waiting.load() < 2) std::this_thread::sleep_for(1ms);
+  for (auto& w : waiters) mproc_test::wait_until_blocked(w.pid());
+  {
+    std::lock_guard guard(cond);
+    ready.value() = 1;
+    cond.notify();
+  }
+  std::multiset<int> codes;
+  for (auto& w : waiters) codes.insert(exit_code_within(w));
+  CHECK(codes == std::multiset<int>{-SIGKILL, 0});
+}
+
+TEST_CASE("Condition: a process killed holding the lock before its notify does not leave the waiters asleep") {
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  mproc::Value<int> ready(0, lock);
+  auto waiter = spawn([&] {
+    std::unique_lock guard(cond);
+    cond.wait([&] { return ready.value() == 1; });
+    return cond.owner_died() ? 0 : 2;  // it took the lock over from the dead process
+  });
+  mproc_test::wait_until_blocked(waiter.pid());
+  mproc_test::die_holding([&] {
+    lock.lock();
+    ready.value() = 1;  // the notify that would follow never comes
+  });
+  CHECK(exit_code_within(waiter) == 0);
+}
+
+TEST_CASE("Event: a waiter that set() woke returns true even if clear() came before it ran") {
+  // threading.Event's promise: set() wakes every waiter, whatever the flag is by the
+  // time a waiter runs again.
+  mproc::Event event;
+  auto forever = spawn([&] {
+    event.wait();
+    return 0;
+  });
+  auto timed = spawn([&] { return event.wait_for(3s) ? 0 : 1; });
+  mproc_test::wait_until_blocked(forever.pid());
+  mproc_test::wait_until_blocked(timed.pid());
+  // Stopped, the waiters cannot run between the set() and the clear(); once
+  // continued they find the flag down again.
+  forever.kill(SIGSTOP);
+  timed.kill(SIGSTOP);
+  event.set();
+  event.clear();
+  forever.kill(SIGCONT);
+  timed.kill(SIGCONT);
+  CHECK(exit_code_within(forever) == 0);
+  CHECK(exit_code_within(timed) == 0);
+  CHECK_FALSE(event.is_set());
+  CHECK_FALSE(event.wait_for(1ms));  // a set() before a wait began does not count
+}
+
+TEST_CASE("Event: a setter killed between its store and its wake-up does not leave the waiters asleep") {
+  mproc::Event event;
+  auto waiter = spawn([&] {
+    event.wait();
+    return 0;
+  });
+  mproc_test::wait_until_blocked(waiter.pid());
+  mproc::Value<int> reached(0);
+  reached_death_point = &reached;
+  death_point = "condition.notify";
+  auto setter = spawn([&] {
+    mproc_test::FaultHook die_first(first_one_dies);
+    event.set();
+    return 0;
+  });
+  CHECK(exit_code(setter) == -SIGKILL);
+  CHECK(exit_code_within(waiter) == 0);
+  CHECK(event.is_set());
+}
+
+TEST_CASE("Condition: notify() and notify_all() without holding the lock throw ValueError") {
+  // Python raises RuntimeError ("cannot notify on un-acquired lock").
+  mproc::Lock lock;
+  mproc::Condition cond(lock);
+  CHECK_THROWS_AS(cond.notify(), mproc::ValueError);
+  CHECK_THROWS_AS(cond.notify_all(), mproc::ValueError);
+  CHECK_THROWS_WITH(cond.notify(), Catch::Contains("does not hold") && Catch::Contains("lock it first"));
+  {
+    std::lock_guard guard(cond);
+    CHECK_NOTHROW(cond.notify());
+    CHECK_NOTHROW(cond.notify(0));
+    CHECK_NOTHROW(cond.notify_all());
+  }
+  {
+    std::binary_semaphore taken(0), may_unlock(0);
+    std::thread other([&] {  // held by another thread of this process
+      std::lock_guard guard(lock);
+      taken.release();
+      may_unlock.acquire();
+    });
+    taken.acquire();
+    CHECK_THROWS_AS(cond.notify(), mproc::ValueError);
+    may_unlock.release();
+    other.join();
+  }
+  mproc::Event held, done;
+  auto holder = spawn([&] {  // held by another process
+    std::lock_guard guard(cond);
+    held.set();
+    done.wait();
+    return 0;
+  });
+  held.wait();
+  CHECK_THROWS_AS(cond.notify(), mproc::ValueError);
+  CHECK_THROWS_AS(cond.notify_all(), mproc::ValueError);
+  done.set();
+  CHECK(exit_code(holder) == 0);
+
+  mproc::Condition rcond;  // with an RLock of its own
+  CHECK_THROWS_AS(rcond.notify(), mproc::ValueError);
+  rcond.acquire();
+  rcond.acquire();
+  CHECK_NOTHROW(rcond.notify_all());
+  rcond.release();
+  CHECK_NOTHROW(rcond.notify(2));
+  rcond.release();
+  CHECK_THROWS_AS(rcond.notify_all(), mproc::ValueError);
 }
 
 TEST_CASE("Event: waiters in other processes wake when it is set and wait_for times out") {

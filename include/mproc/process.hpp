@@ -202,7 +202,7 @@ class Process {
   /// Forks the child, which runs run() and exits. Throws ValueError if called twice.
   void start() {
     check_not_closed("start");
-    if (child_) throw ValueError("mproc: Process.start: a process can only be started once");
+    if (pid_ != 0) throw ValueError("mproc: Process.start: a process can only be started once");
     if (owner_ != ::getpid()) {
       throw ValueError("mproc: Process.start: can only start a Process made by this process");
     }
@@ -211,6 +211,7 @@ class Process {
     const pid_t parent = ::getpid();
     const bool main_thread = ::gettid() == parent;
     child_ = std::make_unique<detail::Child>(detail::fork_child({}, [&] { return child_main(parent, main_thread); }));
+    pid_ = child_->pid();
     target_.reset();  // the parent's copy of the target and arguments, handed-over Connections too
     detail::LiveProcesses::get().add(this);
     registered_ = true;
@@ -262,8 +263,9 @@ class Process {
     check_mine("kill");
     child_->kill(SIGKILL);
   }
-  /// Releases the Process (Python's close()); ValueError if it is still running.
-  /// Afterwards every call but name(), pid() and daemon() throws ValueError.
+  /// Releases the Process (Python's close()) and closes its sentinel; ValueError if
+  /// it is still running. Afterwards every call but name(), pid() and daemon()
+  /// throws ValueError.
   void close() {
     if (child_ && owner_ == ::getpid()) {
       child_->try_reap();
@@ -271,6 +273,7 @@ class Process {
         throw ValueError("mproc: Process.close: the process is still running; join() or terminate() it first");
       }
       reaped();
+      child_.reset();
     }
     target_.reset();
     closed_ = true;
@@ -284,15 +287,20 @@ class Process {
   bool daemon() const noexcept { return daemon_; }
   /// Sets the daemon flag; only before start() (ValueError after).
   void daemon(bool on) {
-    if (child_) throw ValueError("mproc: Process.daemon: cannot change the daemon flag of a started process");
+    if (pid_ != 0) throw ValueError("mproc: Process.daemon: cannot change the daemon flag of a started process");
     daemon_ = on;
   }
   /// The child's process id; 0 before start().
-  pid_t pid() const noexcept { return child_ ? child_->pid() : 0; }
+  pid_t pid() const noexcept { return pid_; }
   /// A descriptor that becomes readable when the process ends (a pidfd; Python's
-  /// sentinel), for poll() together with other descriptors; -1 before start() and
-  /// after the process was reaped.
-  int sentinel() const noexcept { return child_ ? child_->pidfd() : -1; }
+  /// sentinel), for poll() together with other descriptors. As in Python it stays
+  /// open, the same descriptor, until close() or the destructor, join() or not; -1
+  /// before start() (and in a copy of the object inherited by a forked child).
+  /// ValueError after close().
+  int sentinel() const {
+    check_not_closed("sentinel");
+    return child_ && owner_ == ::getpid() ? child_->pidfd() : -1;
+  }
 
  private:
   friend void detail::finish_processes_at_exit() noexcept;
@@ -376,6 +384,7 @@ class Process {
     uncaught_ = other.uncaught_;
     target_ = std::move(other.target_);
     child_ = std::move(other.child_);
+    pid_ = std::exchange(other.pid_, 0);
     registered_ = std::exchange(other.registered_, false);
     if (registered_) detail::LiveProcesses::get().replace(&other, this);
   }
@@ -385,6 +394,7 @@ class Process {
   bool daemon_ = false;
   bool closed_ = false;
   bool registered_ = false;
+  pid_t pid_ = 0;             // the child's, once started
   pid_t owner_ = ::getpid();  // the process that made this object: it alone starts, joins, reaps
   int uncaught_ = std::uncaught_exceptions();
   std::unique_ptr<detail::ProcessTarget> target_;

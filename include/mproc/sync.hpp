@@ -18,7 +18,10 @@
 // Lock::owner_died() tells it that the data the lock guards may be half updated.
 // owner_deaths() counts such take-overs over the object's life.
 //
-// Every timed wait blocks with a deadline on CLOCK_MONOTONIC; nothing polls.
+// Every timed wait blocks with a deadline on CLOCK_MONOTONIC. A wait also wakes every
+// 100 ms (detail::wait_slice) to look again, since between processes a wake-up can be
+// lost for good (a waker or a woken waiter killed at the wrong instant): no process
+// sleeps longer than that on a free lock or on a notify that was already given.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
@@ -387,35 +390,38 @@ class BoundedSemaphore : public Semaphore {
   }
 };
 
-/// Python's multiprocessing.Event: a flag that processes wait for.
+/// Python's multiprocessing.Event: a flag that processes wait for. As threading.Event:
+/// a waiter that a set() woke returns true even if clear() came before it ran.
 class Event {
  public:
   /// A new event, not set.
   Event() : state_(detail::SharedObject<detail::EventState>::make(0)) {}
 
   /// True if the flag is set. Never blocks.
-  bool is_set() const noexcept { return state_->flag.load(std::memory_order_acquire); }
+  bool is_set() const noexcept { return (state_->sets_and_flag.load(std::memory_order_acquire) & 1) != 0; }
   /// Sets the flag and wakes every waiter.
   void set() {
     detail::EventState& s = *state_;
     detail::RecoveringGuard guard(s.mutex, s.deaths);
-    s.flag.store(true, std::memory_order_release);
+    s.sets_and_flag.store((s.sets_and_flag.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_release);
     s.changed.notify_all();
   }
   /// Clears the flag.
   void clear() {
     detail::EventState& s = *state_;
     detail::RecoveringGuard guard(s.mutex, s.deaths);
-    s.flag.store(false, std::memory_order_release);
+    s.sets_and_flag.store(s.sets_and_flag.load(std::memory_order_relaxed) & ~std::uint64_t{1},
+                          std::memory_order_release);
   }
   /// Blocks until the flag is set.
   void wait() { wait_until_steady(detail::steady_clock::time_point::max()); }
-  /// Blocks until the flag is set or timeout passes; returns the flag (false on timeout).
+  /// Blocks until the flag is set or timeout passes; returns true if it was set
+  /// meanwhile (even if cleared since), false on timeout.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
     return wait_until_steady(detail::deadline_after(timeout));
   }
-  /// Blocks until the flag is set or the deadline passes; returns the flag.
+  /// Blocks until the flag is set or the deadline passes; returns as wait_for does.
   template <class Clock, class Duration>
   bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
     return wait_until_steady(detail::to_steady(deadline));
@@ -430,8 +436,11 @@ class Event {
     if (is_set()) return true;
     detail::EventState& s = *state_;
     detail::RecoveringGuard guard(s.mutex, s.deaths);
-    while (!s.flag.load(std::memory_order_acquire)) {
-      if (!guard.wait_until(s.changed, deadline)) return s.flag.load(std::memory_order_acquire);
+    // Only a set() changes the word while the flag is down.
+    const std::uint64_t seen = s.sets_and_flag.load(std::memory_order_acquire);
+    if ((seen & 1) != 0) return true;
+    while (s.sets_and_flag.load(std::memory_order_acquire) == seen) {
+      if (!guard.wait_until(s.changed, deadline)) return s.sets_and_flag.load(std::memory_order_acquire) != seen;
     }
     return true;
   }
@@ -445,6 +454,12 @@ class Event {
 ///
 /// C++ argument order for the predicate forms: wait_for(timeout, pred) where Python
 /// has wait_for(pred, timeout).
+///
+/// notify(n) wakes up to n waiters, as in Python; a woken waiter killed before it
+/// returns passes its wake-up on to another. A wait() may also return without a
+/// notify: when a process died holding the lock during it (what it was to announce
+/// may be done, its notify never sent), and, once per waiter killed inside wait()
+/// and later notified, a waiter that came afterwards. The predicate forms absorb both.
 class Condition {
  public:
   /// A condition with a new RLock of its own (Python's default).
@@ -466,7 +481,8 @@ class Condition {
   void release() { lock_.unlock(); }
 
   /// Releases the lock (held by this thread), waits for a notify, takes the lock back.
-  /// Throws ValueError if this thread does not hold the lock.
+  /// May return early (see above). Throws ValueError if this thread does not hold
+  /// the lock.
   void wait() { (void)lock_.wait_on(state_->cond, detail::steady_clock::time_point::max()); }
   /// Waits (as wait()) until pred() is true; pred is evaluated with the lock held.
   template <class Predicate>
@@ -494,12 +510,17 @@ class Condition {
     return wait_steady(detail::to_steady(deadline), pred);
   }
 
-  /// Wakes up to n waiters. Call it with the lock held, as in Python.
+  /// Wakes up to n waiters (none if n <= 0). Throws ValueError if this thread does
+  /// not hold the lock (Python raises RuntimeError).
   void notify(int n = 1) {
-    for (int i = 0; i < n; ++i) state_->cond.notify_one();
+    check_held("notify");
+    if (n > 0) state_->cond.notify(static_cast<std::uint32_t>(n));
   }
-  /// Wakes every waiter. Call it with the lock held, as in Python.
-  void notify_all() { state_->cond.notify_all(); }
+  /// Wakes every waiter. Throws ValueError if this thread does not hold the lock.
+  void notify_all() {
+    check_held("notify_all");
+    state_->cond.notify_all();
+  }
 
   /// True when the current holder took the lock over from a process that died holding
   /// it; after a wait, whether taking the lock back did (timed out or not).
@@ -515,6 +536,13 @@ class Condition {
 
   bool wait_steady(detail::steady_clock::time_point deadline) {
     return !lock_.wait_on(state_->cond, deadline).timed_out;
+  }
+  // The notify counts live under the lock: a notify without it would race the waiters.
+  void check_held(const char* what) {
+    if (lock_.state_->mutex.held_by_caller()) return;
+    throw ValueError(std::string("mproc::Condition::") + what +
+                     ": this thread does not hold the condition's lock; lock it first "
+                     "(std::unique_lock guard(cond); or cond.acquire()), as for wait()");
   }
   template <class Predicate>
   bool wait_steady(detail::steady_clock::time_point deadline, Predicate& pred) {

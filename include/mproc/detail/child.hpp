@@ -81,7 +81,9 @@ class Child {
   ~Child() { finish(); }
 
   pid_t pid() const noexcept { return pid_; }
-  /// Readable (POLLIN) once the child has exited; -1 after it was reaped.
+  /// Readable (POLLIN) once the child has exited. Open until the Child is destroyed,
+  /// reaped or not, so that a copy of the number taken earlier never names a
+  /// descriptor reused for something else.
   int pidfd() const noexcept { return pidfd_.get(); }
   bool running() const noexcept { return pid_ > 0 && !status_ && !ended_; }
   /// How it ended, once reaped; stays empty if the status was discarded (see above).
@@ -124,14 +126,12 @@ class Child {
           if (::poll(&p, 1, 0) == 0) return;
         }
         ended_ = true;
-        pidfd_.reset();
         return;
       }
       throw OSError("waitid", errno);
     }
     if (info.si_pid == 0) return;  // WNOHANG and still running
     status_ = ExitStatus::from_siginfo(info);
-    pidfd_.reset();
   }
   void finish() noexcept {
     if (!running()) return;

@@ -36,18 +36,27 @@ inline timespec to_timespec(std::chrono::steady_clock::time_point deadline) {
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
               std::atomic<std::uint32_t>::is_always_lock_free);
 
-/// Sleeps while word still holds expected, until woken or the deadline (if any)
-/// passes; may also return spuriously. Returns false only when the deadline passed.
+/// The longest a wait in mproc sleeps before it looks again. Between processes a wake-up
+/// can be lost for good: the waker may be killed between changing a word and waking the
+/// sleepers, or a woken waiter before it acts on the wake (glibc's robust mutex then
+/// forgets that others wait). Every wait on shared memory therefore re-checks what it
+/// waits for at least this often; a lost wake-up costs at most this long, never a hang.
+inline constexpr std::chrono::milliseconds wait_slice{100};
+
+/// Sleeps while word still holds expected, until woken, the deadline (if any) passes
+/// or one wait_slice ends; may also return spuriously. Returns false only when the
+/// deadline passed: callers loop, checking what they wait for each time.
 inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        std::optional<std::chrono::steady_clock::time_point> deadline) {
-  timespec ts{};
-  if (deadline) ts = to_timespec(*deadline);
+  const auto slice_end = std::chrono::steady_clock::now() + wait_slice;
+  const bool last = deadline && *deadline <= slice_end;
+  const timespec ts = to_timespec(last ? *deadline : slice_end);
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so retries after
   // EINTR never stretch the wait. Not FUTEX_PRIVATE: the word is in shared memory.
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected,
-                            deadline ? &ts : nullptr, nullptr, FUTEX_BITSET_MATCH_ANY);
+  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, &ts,
+                            nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0 || errno == EAGAIN || errno == EINTR) return true;
-  if (errno == ETIMEDOUT) return false;
+  if (errno == ETIMEDOUT) return !last;
   throw OSError("futex(FUTEX_WAIT_BITSET)", errno);
 }
 

@@ -78,7 +78,11 @@ struct SemaphoreState {
 struct EventState {
   RobustMutex mutex;
   SharedCondition changed;
-  std::atomic<bool> flag{false};
+  // The flag (bit 0) and how many times set() was called (the bits above), in one
+  // word: set() publishes both in one store, so a setter killed anywhere leaves the
+  // two in agreement, and a waiter tells a set() it slept through (then cleared)
+  // from none.
+  std::atomic<std::uint64_t> sets_and_flag{0};
   std::atomic<std::uint64_t> deaths{0};
 };
 

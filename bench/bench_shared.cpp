@@ -7,9 +7,9 @@
 // does: the time includes the forks (about a millisecond), a small share at these sizes.
 #include "bench_support.hpp"
 #include "baselines.hpp"
+#include "processes.hpp"
 
 #include <mproc/manager.hpp>
-#include <mproc/process.hpp>
 #include <mproc/shared.hpp>
 
 #include <chrono>
@@ -21,18 +21,8 @@
 namespace {
 
 using mproc_bench::check;
+using mproc_bench::run_in_processes;
 using mproc_bench::scaled;
-
-/// Runs target in two Processes at once and joins them; whether both exited with 0.
-template <class Target>
-bool run_in_two_processes(const Target& target) {
-  mproc::Process a(target), b(target);
-  a.start();
-  b.start();
-  a.join();
-  b.join();
-  return a.exitcode() == 0 && b.exitcode() == 0;
-}
 
 /// Two processes each run increment(v) n times on one Value<int> v; checks that no
 /// increment was lost. How fast two processes can take turns on a lock depends on
@@ -56,11 +46,11 @@ void time_increments(benchmark::State& state, Increment increment) {
   for (auto _ : state) {
     v.store(0);
     auto start = std::chrono::steady_clock::now();
-    ok = ok && run_in_two_processes(add) && v.load() == 2 * n;
+    ok = ok && run_in_processes(2, add) && v.load() == 2 * n;
     state.SetIterationTime(mproc_bench::seconds_since(start));
     raw->counter = 0;
     start = std::chrono::steady_clock::now();
-    ok = ok && run_in_two_processes(add_raw) && raw->counter == 2 * static_cast<std::uint64_t>(n);
+    ok = ok && run_in_processes(2, add_raw) && raw->counter == 2 * static_cast<std::uint64_t>(n);
     raw_s += mproc_bench::seconds_since(start);
   }
   if (!check(state, ok, "both processes counted every increment")) return;
@@ -93,7 +83,7 @@ void manager_list_appends(benchmark::State& state) {
   bool ok = true;
   for (auto _ : state) {
     mproc::SharedList<int> list = mgr.list<int>();
-    ok = ok && run_in_two_processes([list, n]() mutable {
+    ok = ok && run_in_processes(2, [list, n]() mutable {
       for (int i = 0; i < n; ++i) list.append(i);
     });
     state.PauseTiming();

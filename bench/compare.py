@@ -104,6 +104,8 @@ class Section:
 
 
 PIPE_BANDWIDTH = "pipe_bandwidth/*:bytes_per_second"
+# As fast as Boost.Interprocess under robust mutexes, or faster.
+AT_OR_BELOW_BOOST_ROBUST = Target("share", 1.0, "at or below Boost's robust-lock time")
 
 ROWS = [
     Section("Pool, one worker per core on both sides"),
@@ -152,6 +154,19 @@ ROWS = [
         limit="uneven_chunking:best", own_best=True, targets=(share_at_least(0.9),)),
     Row("300 uneven tasks, best fixed chunksize", "uneven_chunking:best", "tasks/s",
         label="uneven_chunking:best_chunksize"),
+    # bench_boost.cpp: the same jobs done with Boost.Interprocess in a managed_shared_memory
+    # segment, timed in the same iterations; its robust-mutex setup is the one that does not
+    # hang when a process dies holding a lock (tests/test_boost_kill_safety.cpp).
+    Section("Shared state against Boost.Interprocess (limit: Boost with robust mutexes, same rounds)"),
+    *(Row(f"{title}, {n} process{'es' if n > 1 else ''}", f"{name}/{n}:items_per_second", unit,
+          limit=f"{name}/{n}:boost_robust_per_second", python=False, targets=(AT_OR_BELOW_BOOST_ROBUST,))
+      for title, name, unit in (("Value + get_lock() increments (Boost: int + mutex)", "boost_value_increments",
+                                 "increments/s"),
+                                ("SharedList<int>::append (Boost: vector push_back)", "boost_list_append", "appends/s"),
+                                ("SharedDict<int, int>::set of new keys (Boost: map insert)", "boost_dict_insert",
+                                 "inserts/s"),
+                                ("SharedDict<int, int>::get (Boost: map find)", "boost_dict_lookup", "lookups/s"))
+      for n in (1, 2)),
     Section("The machine's limits (C++, no mproc)"),
     Row("raw pipe round trip, 2 processes", "pipe_round_trip:items_per_second", "round trips/s", python=False),
     Row("raw pipe bandwidth (best pipe size)", PIPE_BANDWIDTH, "B/s", python=False),

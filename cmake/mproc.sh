@@ -19,9 +19,11 @@
 #                               (default: the build directory + "-sanitize")
 set -euo pipefail
 
-# Debian packages needed to build and test mproc.
+# Debian packages needed to build and test mproc. libboost-dev is for the benchmarks
+# and tests only (bench/bench_boost.cpp, tests/test_boost_kill_safety.cpp measure mproc
+# against Boost.Interprocess); the library itself does not use Boost.
 DEPS=(build-essential cmake g++ clang libclang-rt-14-dev libcereal-dev catch2
-      libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin)
+      libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin libboost-dev)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -2,6 +2,8 @@
 // encode -> decode unchanged, hostile bytes are a ProtocolError (never a crash, a
 // huge allocation or a wrong value), and Sendable says no to what cannot travel.
 
+#include "picky_support.hpp"
+
 #include <mproc/codec.hpp>
 
 #include <catch2/catch.hpp>
@@ -310,20 +312,6 @@ mproc::Bytes doll_bytes(std::size_t dolls) {
   }
   return out;
 }
-
-/// A cereal type whose load() throws an int for a negative value.
-struct ThrowsIntOnLoad {
-  int value = 0;
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(value);
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    ar(value);
-    if (value < 0) throw 42;
-  }
-};
 
 }  // namespace
 
@@ -765,8 +753,12 @@ TEST_CASE("values nest up to max_nesting levels; deeper ones are refused both wa
 }
 
 TEST_CASE("whatever a cereal load() throws on a value is a ProtocolError") {
-  CHECK(mproc::decode<ThrowsIntOnLoad>(mproc::encode(ThrowsIntOnLoad{7})).value == 7);
-  CHECK_THROWS_AS(mproc::decode<ThrowsIntOnLoad>(mproc::encode(ThrowsIntOnLoad{-1})), mproc::ProtocolError);
-  CHECK_THROWS_AS(mproc::decode<std::vector<ThrowsIntOnLoad>>(mproc::encode(std::vector<ThrowsIntOnLoad>(2, {-1}))),
-                  mproc::ProtocolError);
+  using mproc_test::CerealPicky;
+  CHECK(mproc::decode<CerealPicky>(mproc::encode(CerealPicky{7})).value == 7);
+  for (int refused : {-1, -2, -3}) {
+    INFO("value " << refused);
+    CHECK_THROWS_AS(mproc::decode<CerealPicky>(mproc::encode(CerealPicky{refused})), mproc::ProtocolError);
+    CHECK_THROWS_AS(mproc::decode<std::vector<CerealPicky>>(mproc::encode(std::vector<CerealPicky>(2, {refused}))),
+                    mproc::ProtocolError);
+  }
 }

@@ -3,6 +3,7 @@
 // WorkerLost while the rest succeed on a replacement; retries; task_timeout; a
 // failing initializer breaks the pool.
 
+#include "picky_support.hpp"
 #include "pool_test_support.hpp"
 
 #include <mproc/detail/lane.hpp>  // Lane: its size, to find its mappings
@@ -105,50 +106,8 @@ struct DiesAt {
   }
 };
 
-/// How decoding a Picky value goes, by its number: a negative one throws something.
-void check_picky(int value) {
-  if (value == -1) throw 42;  // not a std::exception
-  if (value == -2) throw std::runtime_error("no negative values");
-  // What a decode that allocates a size claimed by its bytes would throw (allocated
-  // for real, a sanitizer would stop the program instead).
-  if (value == -3) throw std::bad_alloc();
-}
-
-/// A user type whose cereal load() refuses negative values, as one keeping an
-/// invariant may: every decoding of it goes through check_picky.
-struct CerealPicky {
-  int value = 0;
-  operator int() const { return value; }  // NOLINT: for outcomes()
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(value);
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    ar(value);
-    check_picky(value);
-  }
-};
-
-/// The same through a Codec<T> of its own.
-struct CodecPicky {
-  int value = 0;
-  operator int() const { return value; }  // NOLINT: for outcomes()
-};
-
-}  // namespace
-
-template <>
-struct mproc::Codec<CodecPicky> {
-  static void encode(detail::Writer& w, const CodecPicky& p) { w.pod(p.value); }
-  static CodecPicky decode(detail::Reader& r) {
-    const CodecPicky p{r.pod<int>()};
-    check_picky(p.value);
-    return p;
-  }
-};
-
-namespace {
+using mproc_test::CerealPicky;
+using mproc_test::CodecPicky;
 
 /// What a decode failure of item `task` whose decoding threw `thrown` says.
 template <class Call>

@@ -4,6 +4,8 @@
 // the serving ranks serve inside its constructor and then return, so each case
 // checks its results only `if (pool.is_master())`, where the local pool is made.
 
+#include "../picky_support.hpp"
+
 #include <mproc/mpi.hpp>
 
 #include <catch2/catch.hpp>
@@ -100,22 +102,7 @@ int world_rank() { return mproc::detail::comm_rank(MPI_COMM_WORLD); }
 
 int forty_two() { return 42; }
 
-/// A user type whose load() throws an int for a negative value: such a result does
-/// not decode where it arrives.
-struct Picky {
-  int value = 0;
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(value);
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    ar(value);
-    if (value < 0) throw 42;
-  }
-};
-
-Picky picky(int x) { return Picky{x}; }
+mproc_test::CerealPicky picky(int x) { return {x}; }  // doesn't decode if negative
 
 }  // namespace
 
@@ -184,7 +171,7 @@ TEST_CASE("a result that does not decode on the master fails its task alone, as 
   REQUIRE(seen.size() == 7);
   CHECK(seen[0] == "3");
   CHECK(seen[1] == "Error: mproc: cannot decode the result of task 0 (mproc: cannot decode a cereal-serialized "
-                   "(anonymous namespace)::Picky: int)");
+                   "mproc_test::CerealPicky: int)");
   CHECK(seen[3] == "5");
   CHECK(seen[4].starts_with("Error: mproc: cannot decode the result of task 1"));
   CHECK(seen[5] == "6");

@@ -233,11 +233,16 @@ TEST_CASE("an argument whose decoding throws anything fails its task with a Remo
   for (const bool serial : {false, true}) {
     INFO((serial ? "serial" : "pool"));
     mproc::Pool pool([](CerealPicky a, CodecPicky b) { return a.value + b.value; }, {.processes = 1, .serial = serial});
-    for (const auto& [a, b, thrown] : {std::tuple{-1, 0, "int"}, std::tuple{0, -2, "no negative values"},
-                                       std::tuple{-3, 0, "std::bad_alloc"}}) {
-      const auto e = thrown_by<mproc::RemoteError>([&] { return pool.apply(CerealPicky{a}, CodecPicky{b}); });
+    struct Refused {
+      CerealPicky a;
+      CodecPicky b;
+      const char* thrown;
+    };
+    for (const Refused& r : {Refused{{-1}, {0}, "int"}, Refused{{0}, {-2}, "no negative values"},
+                             Refused{{-3}, {0}, "std::bad_alloc"}}) {
+      const auto e = thrown_by<mproc::RemoteError>([&] { return pool.apply(r.a, r.b); });
       CHECK(e.type_name() == "mproc::ProtocolError");
-      CHECK_THAT(e.message(), Catch::Contains("arguments") && Catch::Contains(thrown));
+      CHECK_THAT(e.message(), Catch::Contains("arguments") && Catch::Contains(r.thrown));
     }
     CHECK(pool.apply(CerealPicky{1}, CodecPicky{2}) == 3);
   }

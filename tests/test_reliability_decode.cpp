@@ -138,7 +138,7 @@ TEST_CASE("a cereal payload whose bool byte is neither 0 nor 1 is a ProtocolErro
   // After the u64 archive length comes the optional's "empty" flag: cereal writes a bool.
   REQUIRE(bytes.size() > sizeof(std::uint64_t));
   std::byte* flag = bytes.data() + sizeof(std::uint64_t);
-  REQUIRE(*flag == std::byte{1});
+  REQUIRE(std::to_integer<int>(*flag) == 1);
   *flag = std::byte{115};
   CHECK_THROWS_AS(mproc::decode<WithOptional>(bytes.span()), mproc::ProtocolError);
 }

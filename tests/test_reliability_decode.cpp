@@ -13,12 +13,15 @@
 #include <mproc/detail/task.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/queue.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -200,4 +203,27 @@ TEST_CASE("a Connection's recv of a value nested too deep is a ProtocolError, an
   a.send(CodecChain{12});
   CHECK_THROWS_AS(b.recv(), mproc::ProtocolError);
   CHECK(b.recv().links == 12);
+}
+
+TEST_CASE("sending a value nested too deep is a ValueError that sends nothing: an argument, a pipe, a queue") {
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc::Pool pool([](const Link& head) { return length_of(head); }, {.processes = 1, .serial = serial});
+    CHECK_THROWS_AS(pool.apply(linked_list(mproc::max_nesting)), mproc::ValueError);
+    std::vector<Link> lists;
+    lists.push_back(linked_list(2));
+    lists.push_back(linked_list(mproc::max_nesting));
+    CHECK_THROWS_AS(pool.map(std::ranges::subrange(std::make_move_iterator(lists.begin()),  // Link is move-only
+                                                   std::make_move_iterator(lists.end()))),
+                    mproc::ValueError);
+    CHECK(pool.apply(linked_list(9)) == 9);
+  }
+  auto [a, b] = mproc::Pipe<Link>();
+  CHECK_THROWS_AS(a.send(linked_list(150'000)), mproc::ValueError);
+  a.send(linked_list(3));
+  CHECK(length_of(b.recv()) == 3);
+  mproc::Queue<Link> queue;
+  CHECK_THROWS_AS(queue.put(linked_list(150'000)), mproc::ValueError);
+  queue.put(linked_list(4));
+  CHECK(length_of(queue.get()) == 4);
 }

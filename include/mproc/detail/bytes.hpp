@@ -157,7 +157,7 @@ class Nesting {
 /// Appends encoded pieces to a Bytes buffer.
 class Writer {
  public:
-  explicit Writer(Bytes& out, std::size_t depth = 0) noexcept : out_(&out), nesting_(depth) {}
+  explicit Writer(Bytes& out) noexcept : out_(&out) {}
 
   void raw(const void* src, std::size_t n) { out_->append(src, n); }
   template <class T>
@@ -195,7 +195,7 @@ class Writer {
 /// or malformed input throws ProtocolError.
 class Reader {
  public:
-  explicit Reader(std::span<const std::byte> in, std::size_t depth = 0) noexcept : in_(in), nesting_(depth) {}
+  explicit Reader(std::span<const std::byte> in) noexcept : in_(in) {}
 
   std::size_t remaining() const noexcept { return in_.size() - pos_; }
   std::size_t position() const noexcept { return pos_; }

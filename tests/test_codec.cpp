@@ -2,6 +2,8 @@
 // encode -> decode unchanged, hostile bytes are a ProtocolError (never a crash, a
 // huge allocation or a wrong value), and Sendable says no to what cannot travel.
 
+#include "picky_support.hpp"
+
 #include <mproc/codec.hpp>
 
 #include <catch2/catch.hpp>
@@ -257,6 +259,92 @@ void check_rejected_cheaply(const mproc::Bytes& bytes) {
   AllocationProbe probe;
   CHECK_THROWS_AS(mproc::decode<T>(bytes), mproc::ProtocolError);
   CHECK(probe.largest() < (std::size_t{1} << 20));
+}
+
+/// A cereal tree: each node takes two levels of nesting, itself and its children.
+struct Tree {
+  std::vector<Tree> kids;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(kids);
+  }
+};
+
+/// A chain of `nodes` Trees, each the only child of the one before.
+Tree tree_chain(std::size_t nodes) {
+  Tree root;
+  Tree* last = &root;
+  for (std::size_t i = 1; i < nodes; ++i) last = &last->kids.emplace_back();
+  return root;
+}
+
+/// The number of nodes down the first children, counted without recursion.
+std::size_t tree_height(const Tree& t) {
+  std::size_t n = 1;
+  for (const Tree* p = &t; !p->kids.empty(); p = &p->kids.front()) ++n;
+  return n;
+}
+
+/// What encode(tree_chain(nodes)) is, made without building the chain (nor refusing
+/// it): cereal's length, then each node's child count, 1 down to the leaf's 0.
+mproc::Bytes tree_chain_bytes(std::size_t nodes) {
+  mproc::Bytes out;
+  const std::uint64_t length = nodes * sizeof(std::uint64_t);
+  out.append(&length, sizeof length);
+  for (std::size_t i = 0; i < nodes; ++i) {
+    const std::uint64_t kids = i + 1 < nodes ? 1 : 0;
+    out.append(&kids, sizeof kids);
+  }
+  return out;
+}
+
+/// A Russian doll through a Codec<Doll> of its own: one level of nesting each.
+struct Doll {
+  std::unique_ptr<Doll> inner;
+};
+
+/// What encode() makes of `dolls` nested Dolls: a flag byte for each, 1 but the last.
+mproc::Bytes doll_bytes(std::size_t dolls) {
+  mproc::Bytes out;
+  for (std::size_t i = 0; i < dolls; ++i) {
+    const auto has_inner = static_cast<std::uint8_t>(i + 1 < dolls ? 1 : 0);
+    out.append(&has_inner, 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+template <>
+struct mproc::Codec<Doll> {
+  static void encode(detail::Writer& w, const Doll& d) {
+    w.pod(static_cast<std::uint8_t>(d.inner ? 1 : 0));
+    if (d.inner) detail::encode_value(w, *d.inner);
+  }
+  static Doll decode(detail::Reader& r) {
+    Doll d;
+    if (r.pod<std::uint8_t>() != 0) d.inner = std::make_unique<Doll>(detail::decode_value<Doll>(r));
+    return d;
+  }
+};
+
+namespace {
+
+/// `n` Dolls, each inside the one before.
+Doll nested_dolls(std::size_t n) {
+  Doll outer;
+  Doll* last = &outer;
+  for (std::size_t i = 1; i < n; ++i) {
+    last->inner = std::make_unique<Doll>();
+    last = last->inner.get();
+  }
+  return outer;
+}
+
+std::size_t doll_count(const Doll& d) {
+  std::size_t n = 1;
+  for (const Doll* p = &d; p->inner; p = p->inner.get()) ++n;
+  return n;
 }
 
 }  // namespace
@@ -609,4 +697,68 @@ TEST_CASE("the compile error names the innermost type that cannot be sent") {
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::tuple<int, std::pair<char, int*>>>::type, int*>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<NoSerialize>::type, NoSerialize>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::array<std::string_view, 2>>::type, std::string_view>);
+}
+
+// ---------------------------------------------------------------------------
+// Empty values, nesting
+
+TEST_CASE("an empty tuple or array takes one byte, so that containers of them keep their length") {
+  STATIC_REQUIRE(mproc::detail::fixed_encoded_size<std::tuple<>>() == 1);
+  const mproc::Bytes empty = mproc::encode(std::tuple<>{});
+  REQUIRE(empty.size() == 1);
+  CHECK(std::to_integer<int>(empty.data()[0]) == 0);  // a fixed byte, not whatever the object holds
+  CHECK(mproc::decode<std::vector<std::tuple<>>>(mproc::encode(std::vector<std::tuple<>>(5))).size() == 5);
+
+  using NoStrings = std::array<std::string, 0>;  // not a plain copy: its own rule
+  CHECK(mproc::encode(NoStrings{}).size() == 1);
+  CHECK(mproc::decode<std::vector<NoStrings>>(mproc::encode(std::vector<NoStrings>(3))).size() == 3);
+  const std::list<std::pair<NoStrings, std::tuple<>>> pairs(4);
+  CHECK(round_trip(pairs).size() == 4);
+  CHECK_THROWS_AS(mproc::decode<NoStrings>(bytes_of({1})), mproc::ProtocolError);
+}
+
+TEST_CASE("values nest up to max_nesting levels; deeper ones are refused both ways, never a stack overflow") {
+  using mproc::max_nesting;
+  REQUIRE(max_nesting == 1000);
+  // Through cereal: a Tree node is two levels, so 500 nodes are the most.
+  CHECK(tree_height(round_trip(tree_chain(max_nesting / 2))) == max_nesting / 2);
+  CHECK(mproc::encode(tree_chain(max_nesting / 2)).size() == tree_chain_bytes(max_nesting / 2).size());
+  CHECK_THROWS_AS(mproc::encode(tree_chain(max_nesting / 2 + 1)), mproc::ValueError);
+  CHECK_THROWS_AS(mproc::decode<Tree>(tree_chain_bytes(max_nesting / 2 + 1)), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<Tree>(tree_chain_bytes(150'000)), mproc::ProtocolError);
+
+  // Through a Codec<T>: a Doll is one level.
+  CHECK(doll_count(round_trip(nested_dolls(max_nesting))) == max_nesting);
+  CHECK_THROWS_AS(mproc::encode(nested_dolls(max_nesting + 1)), mproc::ValueError);
+  CHECK_THROWS_AS(mproc::decode<Doll>(doll_bytes(max_nesting + 1)), mproc::ProtocolError);
+  CHECK_THROWS_AS(mproc::decode<Doll>(doll_bytes(150'000)), mproc::ProtocolError);
+
+  // The codec's containers count too, and a cereal archive inside them goes on counting.
+  std::vector<std::vector<Tree>> outer(1);
+  outer[0].push_back(tree_chain(max_nesting / 2 - 1));
+  CHECK(tree_height(round_trip(outer)[0][0]) == max_nesting / 2 - 1);
+  outer[0][0] = tree_chain(max_nesting / 2);
+  CHECK_THROWS_AS(mproc::encode(outer), mproc::ValueError);
+  std::vector<std::optional<std::vector<int>>> shallow(3, std::vector<int>{1, 2});
+  CHECK(round_trip(shallow) == shallow);
+  // Pairs, tuples and optionals around a value take no level of their own.
+  const std::optional<std::pair<int, Tree>> wrapped(std::in_place, 1, tree_chain(max_nesting / 2));
+  CHECK(tree_height(round_trip(wrapped)->second) == max_nesting / 2);
+
+  // A failed encode leaves the writer's count where it was: the same Writer goes on.
+  mproc::Bytes out;
+  mproc::detail::Writer w(out);
+  CHECK_THROWS_AS(mproc::detail::encode_value(w, nested_dolls(max_nesting + 1)), mproc::ValueError);
+  CHECK(w.depth() == 0);
+}
+
+TEST_CASE("whatever a cereal load() throws on a value is a ProtocolError") {
+  using mproc_test::CerealPicky;
+  CHECK(mproc::decode<CerealPicky>(mproc::encode(CerealPicky{7})).value == 7);
+  for (int refused : {-1, -2, -3}) {
+    INFO("value " << refused);
+    CHECK_THROWS_AS(mproc::decode<CerealPicky>(mproc::encode(CerealPicky{refused})), mproc::ProtocolError);
+    CHECK_THROWS_AS(mproc::decode<std::vector<CerealPicky>>(mproc::encode(std::vector<CerealPicky>(2, {refused}))),
+                    mproc::ProtocolError);
+  }
 }

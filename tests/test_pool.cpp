@@ -119,6 +119,64 @@ class CountingInput {
 };
 static_assert(std::ranges::input_range<CountingInput&>);
 
+/// The input 0, 1, 2, ... (as V) of a Python generator that raises after yielding
+/// `broken_at` items: reading item broken_at throws std::runtime_error("input broke
+/// at <k>"), when it is reached (the increment to it) or when it is dereferenced.
+template <class V = int>
+class BrokenInput {
+ public:
+  class iterator {
+   public:
+    using value_type = V;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(const BrokenInput* in) : in_(in) {
+      if (in_->broken_at_ == 0 && in_->on_increment_) broke();
+    }
+    V operator*() const {
+      if (at_ == in_->broken_at_) broke();
+      return V(at_);
+    }
+    iterator& operator++() {
+      if (++at_ == in_->broken_at_ && in_->on_increment_) broke();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return at_ == in_->broken_at_ + 100; }
+
+   private:
+    [[noreturn]] void broke() const { throw std::runtime_error("input broke at " + std::to_string(at_)); }
+    const BrokenInput* in_ = nullptr;
+    int at_ = 0;
+  };
+  BrokenInput(int broken_at, bool on_increment) : broken_at_(broken_at), on_increment_(on_increment) {}
+  iterator begin() const { return iterator(this); }
+  std::default_sentinel_t end() const { return {}; }
+
+ private:
+  int broken_at_;
+  bool on_increment_;
+};
+static_assert(std::ranges::input_range<const BrokenInput<>&>);
+
+/// What an IMap hands out, each result or error as text, up to the end ("end").
+template <class R>
+std::vector<std::string> entries(mproc::IMap<R>& results) {
+  std::vector<std::string> out;
+  for (;;) {
+    try {
+      const auto r = results.next();
+      if (!r) break;
+      out.push_back(std::to_string(*r));
+    } catch (const std::exception& e) {
+      out.push_back(std::string("error: ") + e.what());
+    }
+    if (out.size() > 1000) break;  // a stream that does not end fails below
+  }
+  out.push_back("end");
+  return out;
+}
+
 /// Redirects this process's stderr (fd 2) into a memory file while it lives.
 class CaptureStderr {
  public:
@@ -326,6 +384,66 @@ TEST_CASE("imap of big results reads at most max_stream_bytes of results' worth 
   CHECK(most_ahead <= bound);
 }
 
+TEST_CASE("imap and imap_unordered: an input that throws yields the results read before it, then its exception, "
+          "then the end") {
+  // As Python's imap over a generator that raises after k items: f(0) .. f(k - 1),
+  // the generator's exception, StopIteration.
+  for (const bool serial : {false, true}) {
+    for (const bool on_increment : {false, true}) {
+      for (const int k : {0, 3, 150}) {
+        INFO((serial ? "serial" : "pool") << ", throws at " << (on_increment ? "increment" : "dereference")
+                                          << ", after " << k << " items");
+        mproc::Pool pool(square, {.processes = 2, .serial = serial});
+        std::vector<std::string> expected;
+        for (int i = 0; i < k; ++i) expected.push_back(std::to_string(square(i)));
+        expected.push_back("error: input broke at " + std::to_string(k));
+        expected.push_back("end");
+
+        auto ordered = pool.imap(BrokenInput<>(k, on_increment));
+        CHECK(entries(ordered) == expected);
+        CHECK(ordered.next() == std::nullopt);
+
+        auto unordered = pool.imap_unordered(BrokenInput<>(k, on_increment), 2);
+        auto got = entries(unordered);
+        REQUIRE(got.size() == expected.size());
+        CHECK(got.back() == "end");
+        CHECK(got[got.size() - 2] == expected[expected.size() - 2]);  // the exception after every result
+        std::sort(got.begin(), got.end() - 2);
+        std::sort(expected.begin(), expected.end() - 2);
+        CHECK(got == expected);
+
+        // A range-for sees the same: the exception at its place, then the loop ends.
+        std::vector<long> seen;
+        auto results = pool.imap(BrokenInput<>(k, on_increment));
+        CHECK_THROWS_WITH(
+            [&] {
+              for (long r : results) seen.push_back(r);
+            }(),
+            "input broke at " + std::to_string(k));
+        CHECK(seen == squares(k));
+        CHECK(pool.map(iota_vector(4)) == squares(4));  // the pool goes on
+      }
+    }
+  }
+}
+
+TEST_CASE("map, starmap and map_async raise an input's exception at once, run none of it, and the pool goes on") {
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc_test::SharedCounters runs(1);
+    mproc::Pool pool([&runs](int x) { return ++runs[0] > 0 ? long{x} * x : 0L; }, {.processes = 2, .serial = serial});
+    CHECK_THROWS_WITH(pool.map(BrokenInput<>(50, false)), "input broke at 50");
+    CHECK_THROWS_WITH(pool.map(BrokenInput<>(7, true), 2), "input broke at 7");
+    CHECK_THROWS_WITH(pool.map_async(BrokenInput<>(0, true)), "input broke at 0");
+    CHECK_THROWS_WITH(pool.starmap(BrokenInput<std::tuple<int>>(5, false)), "input broke at 5");
+    CHECK_THROWS_WITH(pool.starmap_async(BrokenInput<std::tuple<int>>(5, true)), "input broke at 5");
+    CHECK(pool.map(iota_vector(10)) == squares(10));
+    pool.close();
+    pool.join();
+    CHECK(runs[0] == 10);  // nothing of the broken inputs ran, even later
+  }
+}
+
 // ---------------------------------------------------------------------------
 // starmap and apply
 
@@ -362,6 +480,45 @@ TEST_CASE("map runs in the workers, not in the caller") {
 
 // ---------------------------------------------------------------------------
 // F's shape
+
+TEST_CASE("an F with no parameters: apply and apply_async, several in flight, in pool and serial mode") {
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc::Pool pool([]() -> int { return 42; }, {.processes = 2, .serial = serial});
+    CHECK(pool.apply() == 42);
+    std::vector<mproc::AsyncResult<int>> pending;
+    for (int i = 0; i < 20; ++i) pending.push_back(pool.apply_async());
+    for (auto& r : pending) CHECK(r.get() == 42);
+    std::atomic<int> called_back{0};
+    auto with_callback = pool.apply_async([&](const int& v) { called_back += v; });
+    CHECK(with_callback.get() == 42);
+    CHECK(called_back == 42);
+    CHECK(pool.apply() == 42);  // and the pool goes on
+
+    mproc::Pool void_pool([]() {}, {.processes = 1, .serial = serial});
+    CHECK(void_pool.apply() == mproc::None{});
+    CHECK(void_pool.apply_async().get() == mproc::None{});
+  }
+}
+
+TEST_CASE("starmap over empty tuples calls an F with no parameters once per tuple, in chunks too") {
+  // Python's pool.starmap(f, [()] * n): each empty tuple is one call of f().
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc_test::SharedCounters calls(1);
+    mproc::Pool pool([&calls]() { return ++calls[0] > 0; }, {.processes = 2, .serial = serial});
+    const std::vector<std::tuple<>> empties(100);
+    CHECK(pool.starmap(empties, 10) == std::vector<bool>(100, true));
+    CHECK(pool.starmap_async(empties).get().size() == 100);
+    CHECK(pool.starmap(std::vector<std::tuple<>>{}).empty());
+    // An input of unknown length: its items are encoded as they come, none reserved ahead.
+    auto unsized = std::views::iota(0, 50) | std::views::filter([](int) { return true; }) |
+                   std::views::transform([](int) { return std::tuple<>{}; });
+    static_assert(!std::ranges::sized_range<decltype(unsized)>);
+    CHECK(pool.starmap(unsized, 7).size() == 50);
+    CHECK(calls[0] == 250);
+  }
+}
 
 TEST_CASE("a void F gives mproc::None results and runs once per item") {
   mproc_test::SharedCounters calls(1);

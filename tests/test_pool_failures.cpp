@@ -3,6 +3,7 @@
 // WorkerLost while the rest succeed on a replacement; retries; task_timeout; a
 // failing initializer breaks the pool.
 
+#include "picky_support.hpp"
 #include "pool_test_support.hpp"
 
 #include <mproc/detail/lane.hpp>  // Lane: its size, to find its mappings
@@ -105,6 +106,16 @@ struct DiesAt {
   }
 };
 
+using mproc_test::CerealPicky;
+using mproc_test::CodecPicky;
+
+/// What a decode failure of item `task` whose decoding threw `thrown` says.
+template <class Call>
+void check_decode_failure(Call&& call, const std::string& task, const std::string& thrown) {
+  const auto e = thrown_by<mproc::ProtocolError>(std::forward<Call>(call));
+  CHECK_THAT(e.what(), Catch::Contains(task) && Catch::Contains(thrown));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -169,6 +180,71 @@ TEST_CASE("imap raises a failed item at its position and iteration continues") {
     } else {
       CHECK(std::get<0>(out[i]) == static_cast<int>(i));
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Results and arguments that do not decode
+
+TEST_CASE("a result whose decoding throws anything fails that task alone with ProtocolError, and the pool goes on") {
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc::Pool pool([](int x) { return CerealPicky{x}; }, {.processes = 2, .serial = serial});
+    check_decode_failure([&] { return pool.apply(-1); }, "the result of task 0", "int");
+    check_decode_failure([&] { return pool.apply(-2); }, "task 0", "no negative values");
+    check_decode_failure([&] { return pool.apply(-3); }, "task 0", "std::bad_alloc");
+    // Several in flight: only the undecodable ones fail.
+    const std::vector<int> inputs{5, -1, 6, -2, 7, -3, 8};
+    std::vector<mproc::AsyncResult<CerealPicky>> pending;
+    for (int x : inputs) pending.push_back(pool.apply_async(x));
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i] < 0) CHECK_THROWS_AS(pending[i].get(), mproc::ProtocolError);
+      else CHECK(pending[i].get().value == inputs[i]);
+    }
+    // In one chunk, the results after an undecodable one still arrive.
+    const auto out = outcomes(pool.imap(std::vector<int>{0, 1, -2, 3, -1, 5}, 6));
+    REQUIRE(out.size() == 6);
+    for (std::size_t i : {0u, 1u, 3u, 5u}) CHECK(std::get<0>(out[i]) == static_cast<int>(i));
+    CHECK_THAT(error_of<mproc::ProtocolError>(out[2]).what(), Catch::Contains("the result of task 2"));
+    CHECK_THAT(error_of<mproc::ProtocolError>(out[4]).what(), Catch::Contains("the result of task 4"));
+    check_decode_failure([&] { return pool.map(std::vector<int>{0, 1, -2, 3}, 4); }, "task 2", "std::runtime_error");
+    CHECK(pool.apply(9).value == 9);
+    CHECK(pool.map(iota_vector(20)).size() == 20);
+  }
+}
+
+TEST_CASE("a Codec<T> result that does not decode fails its task with ProtocolError; the rest of its chunk too") {
+  // A Codec's decode that throws leaves no way to find where the next result starts.
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc::Pool pool([](int x) { return CodecPicky{x}; }, {.processes = 1, .serial = serial});
+    check_decode_failure([&] { return pool.apply(-1); }, "the result of task 0", "int");
+    check_decode_failure([&] { return pool.apply_async(-2).get(); }, "task 0", "no negative values");
+    const auto out = outcomes(pool.imap(std::vector<int>{0, -3, 2}, 3));
+    REQUIRE(out.size() == 3);
+    CHECK(std::get<0>(out[0]) == 0);
+    CHECK_THAT(error_of<mproc::ProtocolError>(out[1]).what(), Catch::Contains("std::bad_alloc"));
+    CHECK_THAT(error_of<mproc::ProtocolError>(out[2]).what(), Catch::Contains("the result of task 2"));
+    CHECK(pool.apply(4).value == 4);
+  }
+}
+
+TEST_CASE("an argument whose decoding throws anything fails its task with a RemoteError of type ProtocolError") {
+  for (const bool serial : {false, true}) {
+    INFO((serial ? "serial" : "pool"));
+    mproc::Pool pool([](CerealPicky a, CodecPicky b) { return a.value + b.value; }, {.processes = 1, .serial = serial});
+    struct Refused {
+      CerealPicky a;
+      CodecPicky b;
+      const char* thrown;
+    };
+    for (const Refused& r : {Refused{{-1}, {0}, "int"}, Refused{{0}, {-2}, "no negative values"},
+                             Refused{{-3}, {0}, "std::bad_alloc"}}) {
+      const auto e = thrown_by<mproc::RemoteError>([&] { return pool.apply(r.a, r.b); });
+      CHECK(e.type_name() == "mproc::ProtocolError");
+      CHECK_THAT(e.message(), Catch::Contains("arguments") && Catch::Contains(r.thrown));
+    }
+    CHECK(pool.apply(CerealPicky{1}, CodecPicky{2}) == 3);
   }
 }
 

@@ -13,9 +13,12 @@
 //   array, pair, tuple, map, set,
 //   unordered_map/set (multi too)   recursively, lengths as varints
 //
+// Every value takes at least one byte (an empty tuple or array too), so that element
+// counts can be checked against the bytes left and a pool's items found by their bytes.
 // mproc::Sendable<T> says whether T can travel; every entry point static_asserts it
 // and names the offending type when it can't. Decoding never trusts its input:
 // every length is checked against the bytes left, and bad bytes are a ProtocolError.
+// Values may nest at most max_nesting levels deep, both ways.
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/cereal_bridge.hpp>
@@ -62,16 +65,6 @@ concept has_custom_codec = requires(Writer& w, Reader& r, const T& v) {
   Codec<T>::encode(w, v);
   { Codec<T>::decode(r) } -> std::same_as<T>;
 };
-
-template <class T, template <class...> class Template>
-inline constexpr bool is_specialization_of = false;
-template <template <class...> class Template, class... Args>
-inline constexpr bool is_specialization_of<Template<Args...>, Template> = true;
-
-template <class T>
-inline constexpr bool is_std_array = false;
-template <class T, std::size_t N>
-inline constexpr bool is_std_array<std::array<T, N>> = true;
 
 template <class T>
 inline constexpr bool is_std_span = false;
@@ -216,11 +209,22 @@ struct first_unsendable {
   using type = std::conditional_t<kind_of<T>() == Kind::none || std::is_void_v<inner>, T, inner>;
 };
 
+/// An array or tuple with no elements: it travels as one zero byte, as every value
+/// takes a byte at least (an empty plain one is a plain copy, also of one byte).
+template <class T>
+consteval bool is_empty_aggregate() {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (kind == Kind::array || kind == Kind::tuple) return std::tuple_size_v<T> == 0;
+  else return false;
+}
+
 // The smallest number of bytes any value of T encodes to; bounds element counts.
+// At least one for every T.
 template <class T>
 consteval std::size_t min_encoded_size() {
   constexpr Kind kind = kind_of<T>();
   if constexpr (kind == Kind::trivial) return sizeof(T);
+  else if constexpr (is_empty_aggregate<T>()) return 1;
   else if constexpr (kind == Kind::array) {
     return std::tuple_size_v<T> * min_encoded_size<typename T::value_type>();
   } else if constexpr (kind == Kind::tuple) {
@@ -237,10 +241,9 @@ template <class T>
 consteval std::size_t fixed_encoded_size() {
   constexpr Kind kind = kind_of<T>();
   if constexpr (kind == Kind::trivial) return sizeof(T);
-  else if constexpr (kind == Kind::boolean) return 1;
+  else if constexpr (kind == Kind::boolean || is_empty_aggregate<T>()) return 1;
   else if constexpr (kind == Kind::array) {
-    constexpr std::size_t e = fixed_encoded_size<typename T::value_type>();
-    return std::tuple_size_v<T> == 0 ? 0 : e * std::tuple_size_v<T>;
+    return fixed_encoded_size<typename T::value_type>() * std::tuple_size_v<T>;
   } else if constexpr (kind == Kind::tuple) {
     return []<std::size_t... I>(std::index_sequence<I...>) {
       constexpr std::size_t sizes[] = {fixed_encoded_size<std::tuple_element_t<I, T>>()..., 1};
@@ -300,15 +303,43 @@ Variant decode_variant(Reader& r, std::size_t index) {
   }
 }
 
+/// Whether a value of T takes a level of nesting (max_nesting) in the codec: containers
+/// and Codec<T> types do, through which a type can hold itself. Pairs, tuples, arrays,
+/// optionals and variants nest only as deep as their type is written, so they take
+/// none (and a pool's argument tuples cost nothing). A cereal type's levels are counted
+/// by its archive.
+template <class T>
+consteval bool takes_level() {
+  constexpr Kind kind = kind_of<T>();
+  return kind == Kind::sequence || kind == Kind::map || kind == Kind::set || kind == Kind::custom;
+}
+
+/// Enters the level of nesting a value of T takes (if it takes one) for the Writer or
+/// Reader `coder`, until the returned object ends.
+template <class T, class Coder>
+auto enter_level(Coder& coder) {
+  if constexpr (takes_level<T>()) return coder.nest();
+  else return 0;
+}
+
+/// The byte an empty aggregate travels as.
+inline void decode_empty(Reader& r) {
+  if (r.pod<std::uint8_t>() != 0) throw ProtocolError("mproc: invalid byte for an empty tuple or array");
+}
+
 template <class T>
 void encode_value(Writer& w, const T& value) {
   constexpr Kind kind = kind_of<T>();
+  [[maybe_unused]] const auto level = enter_level<T>(w);
   if constexpr (kind == Kind::custom) {
     Codec<T>::encode(w, value);
   } else if constexpr (kind == Kind::boolean) {
     w.pod(static_cast<std::uint8_t>(static_cast<bool>(value) ? 1 : 0));
   } else if constexpr (kind == Kind::trivial) {
-    w.pod(value);
+    if constexpr (std::is_empty_v<T>) w.pod(std::uint8_t{0});  // its one byte, not left indeterminate
+    else w.pod(value);
+  } else if constexpr (is_empty_aggregate<T>()) {
+    w.pod(std::uint8_t{0});
   } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::map || kind == Kind::set) {
     if constexpr (kind == Kind::map) {
       w.varint(value.size());
@@ -363,12 +394,16 @@ inline bool decode_flag(Reader& r) {
 template <class T>
 T decode_value(Reader& r) {
   constexpr Kind kind = kind_of<T>();
+  [[maybe_unused]] const auto level = enter_level<T>(r);
   if constexpr (kind == Kind::custom) {
     return Codec<T>::decode(r);
   } else if constexpr (kind == Kind::boolean) {
     return static_cast<T>(decode_flag(r));
   } else if constexpr (kind == Kind::trivial) {
     return r.pod<T>();
+  } else if constexpr (is_empty_aggregate<T>()) {
+    decode_empty(r);
+    return T{};
   } else if constexpr (kind == Kind::string) {
     using C = typename T::value_type;
     const std::size_t n = r.count(sizeof(C));
@@ -456,6 +491,13 @@ struct send_check<Culprit, false> : std::false_type {
 };
 
 }  // namespace detail
+
+/// How deep values may nest inside one another to be sent or received: each container
+/// (but a string), smart pointer, or class with a serialization of its own (cereal or a
+/// Codec) takes a level; pairs, tuples, arrays, optionals and variants do not. Encoding
+/// a deeper value throws ValueError, decoding one ProtocolError (decoding recurses once
+/// per level).
+inline constexpr std::size_t max_nesting = detail::max_nesting;
 
 /// True when T can cross a process boundary (see the table at the top of codec.hpp).
 template <class T>

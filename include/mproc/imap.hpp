@@ -25,6 +25,8 @@ class StreamSource {
   /// Makes sure the next result will arrive; returns false when the input is
   /// exhausted and all `consumed` results were handed out.
   virtual bool pump(std::size_t consumed) = 0;
+  /// What the input threw where it ended, if it did: the stream's last entry.
+  virtual std::exception_ptr input_error() const noexcept = 0;
   /// The consumer is gone: stop running its items.
   virtual void cancel() noexcept = 0;
   virtual StreamJob<R>& job() noexcept = 0;
@@ -35,7 +37,9 @@ class StreamSource {
 /// A lazy sequence of results (input order for imap, completion order for
 /// imap_unordered). Single pass: iterate it once. A failed task throws its error
 /// (RemoteError, WorkerLost, TimeoutError) when its position is reached; iteration
-/// may continue after catching it.
+/// may continue after catching it. An input range that throws (reading an item)
+/// ends the sequence: its exception comes after the results of the items read
+/// before it, as the last entry.
 template <class R>
 class IMap {
  public:
@@ -110,6 +114,7 @@ class IMap {
     if (!source_->pump(consumed_)) {
       ended_ = true;
       source_->job().close_progress();
+      if (auto error = source_->input_error()) current_.emplace(std::in_place_index<2>, error);
       return;
     }
     current_.emplace(source_->job().wait_pop());

@@ -401,9 +401,13 @@ class Pool {
   /// Others convert implicitly only (require_arguments_convert has made sure they can).
   template <class... Xs>
   static void encode_args(detail::Writer& w, Xs&&... xs) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (detail::encode_value<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
-    }(std::index_sequence_for<Xs...>{});
+    if constexpr (arity == 0) {
+      detail::encode_value(w, Args{});  // its one byte: an item is found by its bytes
+    } else {
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (detail::encode_value<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
+      }(std::index_sequence_for<Xs...>{});
+    }
   }
   struct MapConvert {
     template <class X>
@@ -525,15 +529,31 @@ class Pool {
   }
 
   /// Encodes items from [it, end) into bytes (and their offsets, for variable-size
-  /// items): at most max items, and no more once max_bytes are filled.
+  /// items): at most max items, and no more once max_bytes are filled. When reading
+  /// or encoding an item throws, the exception leaves; or, given `failed`, it goes
+  /// there, and the items before it are kept (none half encoded): the input has
+  /// ended at that item, and `it` is not used again.
   template <class It, class Sent, class Convert>
   static std::size_t encode_items(It& it, const Sent& end, std::size_t max, Convert convert, Bytes& bytes,
-                                  std::vector<std::size_t>& offsets, std::size_t max_bytes = SIZE_MAX) {
+                                  std::vector<std::size_t>& offsets, std::size_t max_bytes = SIZE_MAX,
+                                  std::exception_ptr* failed = nullptr) {
     detail::Writer w(bytes);
+    const std::size_t offsets_before = offsets.size();
     std::size_t n = 0;
-    for (; n < max && it != end && bytes.size() < max_bytes; ++it, ++n) {
-      if constexpr (item_size == 0) offsets.push_back(bytes.size());
-      convert(w, *it);
+    std::size_t kept = bytes.size();  // the end of the last whole item
+    try {
+      while (n < max && it != end && bytes.size() < max_bytes) {
+        if constexpr (item_size == 0) offsets.push_back(bytes.size());
+        convert(w, *it);
+        ++n;
+        kept = bytes.size();
+        ++it;  // an item whose successor throws was read: it counts
+      }
+    } catch (...) {
+      if (failed == nullptr) throw;
+      *failed = std::current_exception();
+      bytes.resize(kept);
+      if constexpr (item_size == 0) offsets.resize(offsets_before + n);
     }
     return n;
   }
@@ -655,7 +675,9 @@ class Pool {
   /// Feeds an IMap from an input range: keeps a window of items submitted ahead of
   /// the consumer (pool), or runs one chunk at a time when asked (serial). It holds
   /// what it needs by shared ownership, so it may outlive the Pool: it then ends as
-  /// a closed pool's stream does, with PoolClosed.
+  /// a closed pool's stream does, with PoolClosed. An input that throws (reading an
+  /// item, or converting or encoding it) ends there, as Python's imap does: the items
+  /// read before it run, and the consumer gets its exception after their results.
   template <class R>
   class Stream final : public detail::StreamSource<result_type> {
    public:
@@ -663,13 +685,22 @@ class Pool {
         : state_(state),
           core_(state->core),
           range_(std::forward<R>(range)),
-          it_(std::ranges::begin(range_)),
           job_(std::make_shared<detail::StreamJob<result_type>>(item_size, chunksize, ordered, size_hint(range_),
                                                                 state->options.progress)) {
       job_->expected_total = size_hint(range_);
+      try {
+        it_.emplace(std::ranges::begin(range_));  // a generator's first item may throw here
+      } catch (...) {
+        input_error_ = std::current_exception();
+        exhausted_ = true;
+      }
       if (core_) {
         std::lock_guard lock(core_->mutex());
         core_->submit_locked(job_);
+        if (exhausted_) {
+          job_->input_closed = true;
+          core_->job_changed_locked(job_);
+        }
       } else {
         check_open_here(*state_);  // as submit_locked does for a pool of workers
       }
@@ -681,6 +712,7 @@ class Pool {
       if (cut_short_) throw PoolClosed(closed_while_reading);
       return !exhausted_;
     }
+    std::exception_ptr input_error() const noexcept override { return input_error_; }
     void cancel() noexcept override {
       if (!core_) return;
       std::lock_guard lock(core_->mutex());
@@ -720,16 +752,17 @@ class Pool {
       if (ahead > 0 && ahead * 2 > window) return;  // enough in flight
       Bytes bytes;
       std::vector<std::size_t> offsets;
-      const std::size_t n = encode_items(it_, std::ranges::end(range_), window - std::min(window, ahead), convert_,
-                                         bytes, offsets, max_ahead_bytes);
+      const std::size_t n = encode_items(*it_, std::ranges::end(range_), window - std::min(window, ahead), convert_,
+                                         bytes, offsets, max_ahead_bytes, &input_error_);
       bytes_fed_ += bytes.size();
-      exhausted_ = it_ == std::ranges::end(range_);
+      exhausted_ = input_error_ || *it_ == std::ranges::end(range_);
       std::lock_guard lock(core_->mutex());
       if (job_->input_closed) {
         // close() ended the stream's input: what was submitted runs and is handed out,
         // then the stream ends with PoolClosed, as the rest never will run.
         exhausted_ = true;
         cut_short_ = n > 0;
+        if (cut_short_) input_error_ = nullptr;  // the stream ends before the input's error
         return;
       }
       job_->input.append(std::move(bytes), std::move(offsets), n);
@@ -739,13 +772,15 @@ class Pool {
     }
     bool pump_serial(std::size_t consumed) {
       if (consumed < fed_) return true;
+      if (input_error_) return false;
       State& s = usable(state_);
       if (s.broken) std::rethrow_exception(s.broken);
       if (s.closed) throw PoolClosed(closed_while_reading);
       Bytes bytes;
       std::vector<std::size_t> offsets;
       const std::size_t want = job_->chunking.next(std::nullopt, 1);
-      const std::size_t n = encode_items(it_, std::ranges::end(range_), want, convert_, bytes, offsets);
+      const std::size_t n = encode_items(*it_, std::ranges::end(range_), want, convert_, bytes, offsets, SIZE_MAX,
+                                         &input_error_);
       if (n == 0) return false;
       job_->input.append(std::move(bytes), std::move(offsets), n);
       fed_ += n;
@@ -756,11 +791,12 @@ class Pool {
     std::shared_ptr<State> state_;
     std::shared_ptr<detail::Engine> core_;
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
-    std::ranges::iterator_t<std::remove_reference_t<R>> it_;
+    std::optional<std::ranges::iterator_t<std::remove_reference_t<R>>> it_;  // none if begin() threw
     std::shared_ptr<detail::StreamJob<result_type>> job_;
     MapConvert convert_;
     std::size_t fed_ = 0;
     std::size_t bytes_fed_ = 0;
+    std::exception_ptr input_error_;  // what the input threw where it ended
     bool exhausted_ = false;
     bool cut_short_ = false;  // the pool closed before the input was read to its end
   };

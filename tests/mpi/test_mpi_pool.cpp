@@ -4,6 +4,8 @@
 // the serving ranks serve inside its constructor and then return, so each case
 // checks its results only `if (pool.is_master())`, where the local pool is made.
 
+#include "../picky_support.hpp"
+
 #include <mproc/mpi.hpp>
 
 #include <catch2/catch.hpp>
@@ -98,6 +100,10 @@ struct Record {
 
 int world_rank() { return mproc::detail::comm_rank(MPI_COMM_WORLD); }
 
+int forty_two() { return 42; }
+
+mproc_test::CerealPicky picky(int x) { return {x}; }  // doesn't decode if negative
+
 }  // namespace
 
 TEST_CASE("map, starmap and their async forms give the local pool's results") {
@@ -133,6 +139,43 @@ TEST_CASE("starmap over pairs and tuples equals the local pool's") {
   CHECK(pool.starmap(pairs) == local.starmap(pairs));
   CHECK(pool.starmap_async(tuples, 5).get() == local.starmap(tuples, 5));
   CHECK(pool.apply(6, 7) == 42);
+}
+
+TEST_CASE("an F with no parameters: apply, apply_async and starmap over empty tuples, as locally") {
+  mproc::mpi::Pool pool(forty_two);
+  if (!pool.is_master()) return;
+  mproc::Pool local(forty_two, {.processes = 2});
+  CHECK(pool.apply() == 42);
+  std::vector<mproc::AsyncResult<int>> pending;
+  for (int i = 0; i < 10; ++i) pending.push_back(pool.apply_async());
+  for (auto& r : pending) CHECK(r.get() == 42);
+  const std::vector<std::tuple<>> empties(30);
+  CHECK(pool.starmap(empties, 4) == local.starmap(empties, 4));
+  CHECK(pool.starmap(empties).size() == 30);
+}
+
+TEST_CASE("a result that does not decode on the master fails its task alone, as locally") {
+  mproc::mpi::Pool pool(picky);
+  if (!pool.is_master()) return;
+  mproc::Pool local(picky, {.processes = 2});
+  const auto outcomes = [](auto& p) {
+    std::vector<std::string> out;
+    for (int x : {3, -1, 4}) out.push_back(value_or_error([&] { return p.apply(x).value; }));
+    auto results = p.imap(std::vector<int>{5, -2, 6}, 3);  // one chunk
+    for (auto it = results.begin(); it != results.end(); ++it) out.push_back(value_or_error([&] { return it->value; }));
+    out.push_back(value_or_error([&] { return p.apply(7).value; }));  // the pool goes on
+    return out;
+  };
+  const auto seen = outcomes(pool);
+  CHECK(seen == outcomes(local));
+  REQUIRE(seen.size() == 7);
+  CHECK(seen[0] == "3");
+  CHECK(seen[1] == "Error: mproc: cannot decode the result of task 0 (mproc: cannot decode a cereal-serialized "
+                   "mproc_test::CerealPicky: int)");
+  CHECK(seen[3] == "5");
+  CHECK(seen[4].starts_with("Error: mproc: cannot decode the result of task 1"));
+  CHECK(seen[5] == "6");
+  CHECK(seen[6] == "7");
 }
 
 TEST_CASE("starmap and starmap_async with a throwing F fail as the local pool's") {

@@ -1,6 +1,7 @@
 #pragma once
 // Sends user types through their cereal serialization (serialize, or save/load):
-// cereal's binary archives over stream buffers that read and write our buffers in place.
+// cereal's binary format, written and read by archives of our own straight into and
+// out of our buffers, which check what they read and count how deep values nest.
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/type_name.hpp>
@@ -23,13 +24,36 @@
 #include <cereal/types/variant.hpp>
 #include <cereal/types/vector.hpp>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
-#include <ostream>
-#include <streambuf>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+#include <variant>
 
 namespace mproc::detail {
+
+/// cereal's binary output format (cereal::BinaryOutputArchive's bytes), appended to a
+/// Bytes buffer without a stream in between.
+class CheckedBinaryOutputArchive
+    : public cereal::OutputArchive<CheckedBinaryOutputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  /// depth: the levels of nesting (max_nesting) the archive's values are inside.
+  CheckedBinaryOutputArchive(Bytes& out, std::size_t depth)
+      : cereal::OutputArchive<CheckedBinaryOutputArchive, cereal::AllowEmptyClassElision>(this),
+        out_(&out),
+        nesting_(depth) {}
+
+  void saveBinary(const void* data, std::size_t size) { out_->append(data, size); }
+  Nesting& nesting() noexcept { return nesting_; }
+
+ private:
+  Bytes* out_;
+  Nesting nesting_;
+};
 
 /// cereal's binary input format, read straight from a byte span, with every read
 /// and every element count checked against the bytes left, so that a corrupt count
@@ -37,8 +61,11 @@ namespace mproc::detail {
 class CheckedBinaryInputArchive
     : public cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision> {
  public:
-  CheckedBinaryInputArchive(const std::byte* data, std::size_t size)
-      : cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision>(this), reader_({data, size}) {}
+  /// depth: the levels of nesting (max_nesting) the archive's values are inside.
+  CheckedBinaryInputArchive(const std::byte* data, std::size_t size, std::size_t depth)
+      : cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision>(this),
+        reader_({data, size}),
+        nesting_(depth) {}
 
   void loadBinary(void* data, std::size_t size) { reader_.raw(data, size); }
   /// A count of elements, each at least one byte.
@@ -51,9 +78,11 @@ class CheckedBinaryInputArchive
     return n;
   }
   std::size_t remaining() const noexcept { return reader_.remaining(); }
+  Nesting& nesting() noexcept { return nesting_; }
 
  private:
   Reader reader_;
+  Nesting nesting_;
 };
 
 }  // namespace mproc::detail
@@ -64,11 +93,77 @@ class CheckedBinaryInputArchive
 namespace cereal::traits::detail {
 template <>
 struct get_output_from_input<mproc::detail::CheckedBinaryInputArchive> {
-  using type = cereal::BinaryOutputArchive;
+  using type = mproc::detail::CheckedBinaryOutputArchive;
+};
+template <>
+struct get_input_from_output<mproc::detail::CheckedBinaryOutputArchive> {
+  using type = mproc::detail::CheckedBinaryInputArchive;
 };
 }  // namespace cereal::traits::detail
 
 namespace mproc::detail {
+
+template <class T, template <class...> class Template>
+inline constexpr bool is_specialization_of = false;
+template <template <class...> class Template, class... Args>
+inline constexpr bool is_specialization_of<Template<Args...>, Template> = true;
+
+template <class T>
+inline constexpr bool is_std_array = false;
+template <class T, std::size_t N>
+inline constexpr bool is_std_array<std::array<T, N>> = true;
+
+/// Whether cereal's processing of a T is a level of nesting (max_nesting), as in the
+/// codec: class types are (a user's type, a container, a smart pointer), except strings,
+/// those that nest only as deep as their type is written (pairs, tuples, arrays,
+/// optionals, variants) and cereal's wrappers around one value (a name, a size, a block
+/// of bytes, the pointee of a smart pointer).
+template <class T>
+inline constexpr bool cereal_level =
+    std::is_class_v<T> && !is_specialization_of<T, std::basic_string> && !is_specialization_of<T, std::pair> &&
+    !is_specialization_of<T, std::tuple> && !is_specialization_of<T, std::optional> &&
+    !is_specialization_of<T, std::variant> && !is_std_array<T> && !is_specialization_of<T, cereal::NameValuePair> &&
+    !is_specialization_of<T, cereal::SizeTag> && !is_specialization_of<T, cereal::BinaryData> &&
+    !is_specialization_of<T, cereal::memory_detail::PtrWrapper>;
+
+// cereal calls prologue before it processes each value and epilogue after (found here
+// by argument-dependent lookup): they count the levels, so that a recursive type is
+// refused past max_nesting instead of overflowing the stack. An exception skips the
+// epilogues, but an archive is never used after one.
+template <class T>
+void prologue(CheckedBinaryOutputArchive& ar, const T&) {
+  if constexpr (cereal_level<T>) ar.nesting().enter<ValueError>();
+}
+template <class T>
+void epilogue(CheckedBinaryOutputArchive& ar, const T&) noexcept {
+  if constexpr (cereal_level<T>) ar.nesting().leave();
+}
+template <class T>
+void prologue(CheckedBinaryInputArchive& ar, const T&) {
+  if constexpr (cereal_level<T>) ar.nesting().enter<ProtocolError>();
+}
+template <class T>
+void epilogue(CheckedBinaryInputArchive& ar, const T&) noexcept {
+  if constexpr (cereal_level<T>) ar.nesting().leave();
+}
+
+template <class T>
+  requires std::is_arithmetic_v<T>
+void CEREAL_SAVE_FUNCTION_NAME(CheckedBinaryOutputArchive& ar, const T& t) {
+  ar.saveBinary(std::addressof(t), sizeof(t));
+}
+template <class T>
+void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryOutputArchive& ar, cereal::NameValuePair<T>& t) {
+  ar(t.value);
+}
+template <class T>
+void CEREAL_SERIALIZE_FUNCTION_NAME(CheckedBinaryOutputArchive& ar, cereal::SizeTag<T>& t) {
+  ar(t.size);
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(CheckedBinaryOutputArchive& ar, const cereal::BinaryData<T>& bd) {
+  ar.saveBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
 
 template <class T>
   requires std::is_arithmetic_v<T>
@@ -111,29 +206,8 @@ void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& ar, cereal::BinaryData
 template <class T>
 inline constexpr bool has_cereal_serialization =
     std::is_default_constructible_v<T> &&
-    cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
+    cereal::traits::is_output_serializable<T, CheckedBinaryOutputArchive>::value &&
     cereal::traits::is_input_serializable<T, CheckedBinaryInputArchive>::value;
-
-/// A streambuf that appends to a Bytes buffer.
-class BytesOutBuf : public std::streambuf {
- public:
-  explicit BytesOutBuf(Bytes& out) : out_(&out) {}
-
- protected:
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    out_->append(s, static_cast<std::size_t>(n));
-    return n;
-  }
-  int_type overflow(int_type ch) override {
-    if (traits_type::eq_int_type(ch, traits_type::eof())) return traits_type::not_eof(ch);
-    const char c = traits_type::to_char_type(ch);
-    out_->append(&c, 1);
-    return ch;
-  }
-
- private:
-  Bytes* out_;
-};
 
 /// Encodes what save(archive) writes as a u64 length followed by one cereal binary
 /// archive: a value, or the run of a sequence's elements. One archive for a whole
@@ -146,9 +220,7 @@ void cereal_encode_block(Writer& w, Save&& save) {
   const std::size_t length_at = out.size();
   out.extend(sizeof(std::uint64_t));
   {
-    BytesOutBuf buf(out);
-    std::ostream os(&buf);
-    cereal::BinaryOutputArchive archive(os);
+    CheckedBinaryOutputArchive archive(out, w.depth());
     save(archive);
   }
   const std::uint64_t length = out.size() - length_at - sizeof(std::uint64_t);
@@ -165,14 +237,15 @@ void cereal_decode_block(Reader& r, Load&& load) {
                         std::to_string(r.remaining()) + " bytes left");
   }
   const std::byte* data = r.take(static_cast<std::size_t>(length));
-  CheckedBinaryInputArchive archive(data, static_cast<std::size_t>(length));
+  CheckedBinaryInputArchive archive(data, static_cast<std::size_t>(length), r.depth());
   try {
     load(archive);
   } catch (const ProtocolError&) {
     throw;
-  } catch (const std::exception& e) {
+  } catch (...) {
     // Anything else a user's load() throws on these bytes means they were not a T.
-    throw ProtocolError("mproc: cannot decode a cereal-serialized " + type_name<T>() + ": " + e.what());
+    throw ProtocolError("mproc: cannot decode a cereal-serialized " + type_name<T>() + ": " +
+                        describe_current_exception().text());
   }
   if (archive.remaining() != 0) {
     throw ProtocolError("mproc: cereal payload has " + std::to_string(archive.remaining()) + " trailing bytes");

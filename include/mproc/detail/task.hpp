@@ -15,8 +15,6 @@
 #include <mproc/detail/worker_slots.hpp>
 #include <mproc/errors.hpp>
 
-#include <cxxabi.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,7 +25,6 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -40,20 +37,19 @@ struct None {
 
 namespace detail {
 
-/// The type and message of the exception being handled (call inside a catch block).
-struct ExceptionInfo {
-  std::string type;
-  std::string message;
-};
-inline ExceptionInfo describe_current_exception() {
+/// What a failure to decode `what` is (call inside a catch block): a ProtocolError that
+/// names it and what was thrown, whatever that was (a ProtocolError for bad bytes, a
+/// user's load() that throws 42, bad_alloc for a size claimed by a user's decode).
+inline ProtocolError decode_error(const std::string& what) {
+  std::string thrown;
   try {
     throw;
-  } catch (const std::exception& e) {
-    return {demangle(typeid(e).name()), e.what()};
+  } catch (const ProtocolError& e) {
+    thrown = e.what();
   } catch (...) {
-    const std::type_info* t = abi::__cxa_current_exception_type();
-    return {t ? demangle(t->name()) : std::string("unknown exception"), ""};
+    thrown = describe_current_exception().text();
   }
+  return ProtocolError("mproc: cannot decode " + what + " (" + thrown + ")");
 }
 
 /// Outcome flag: the worker stopped the chunk after `count` items, over its memory
@@ -174,6 +170,8 @@ template <class F>
 void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, Bytes& out, WorkerSlot* slot,
                bool timed, MemoryGuard* memory = nullptr) {
   using Traits = TaskTraits<F>;
+  static_assert(min_encoded_size<typename Traits::Args>() > 0,
+                "every item takes a byte at least, so a chunk's items are counted by their bytes");
   const std::size_t header_at = out.size();
   out.extend(sizeof(ChunkOutcomeHeader));
   const std::size_t results_at = out.size();
@@ -191,7 +189,8 @@ void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, 
     } catch (...) {
       // Undecodable input: the items after it can't be found, so the chunk ends here
       // and the parent fails the ones it never got an outcome for.
-      errors.emplace_back(item++, describe_current_exception());
+      const ProtocolError error = decode_error("the task's arguments");
+      errors.emplace_back(item++, ExceptionInfo{type_name<ProtocolError>(), error.what()});
       break;
     }
     const std::size_t before = out.size();

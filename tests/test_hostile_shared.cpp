@@ -12,8 +12,11 @@
 //   - producers and consumers killed at random moments, small items and items bigger
 //     than the ring
 //   - a consumer stopped while asleep in get does not keep items from the others
+//   - a consumer stopped in the middle of an item: get(timeout) elsewhere ends in
+//     time, and the item goes to the next consumer once the stopped one is killed
 // Failure semantics, "a process dies inside a Manager list/dict operation"
-//   - a list and a dict whose users are killed at random moments
+//   - a list and a dict whose users are killed at random moments, half of the times
+//     stopped (SIGSTOP) first
 // Failure semantics, "a process dies holding a Lock (or RLock, a Value's lock)"
 //   - Value::update killed at random moments: never half written
 //   - a two-step write under get_lock() killed at random moments: seen half done
@@ -299,6 +302,65 @@ TEST_CASE("Queue: a consumer stopped (SIGSTOP) while asleep in get does not keep
   sleeper.join();
 }
 
+namespace {
+/// An item whose decoding stops (SIGSTOP) the consumer that takes stall_ticket's one
+/// ticket: a consumer stopped in the middle of taking an item.
+struct Stalls {
+  int value;
+};
+const mproc::Queue<int>* stall_ticket = nullptr;
+}  // namespace
+
+template <>
+struct mproc::Codec<Stalls> {
+  static void encode(mproc::detail::Writer& w, const Stalls& s) { w.pod(s.value); }
+  static Stalls decode(mproc::detail::Reader& r) {
+    try {
+      (void)stall_ticket->get_nowait();
+      ::raise(SIGSTOP);
+    } catch (const mproc::Empty&) {
+    }
+    return Stalls{r.pod<int>()};
+  }
+};
+
+TEST_CASE("Queue: a consumer stopped in the middle of taking an item: get(timeout) elsewhere ends in time, and once "
+          "the stopped one is killed its item goes to the next consumer") {
+  const mproc::Queue<int> ticket;
+  ticket.put(1);
+  stall_ticket = &ticket;
+  mproc::Queue<Stalls> q;
+  q.put(Stalls{1});
+  q.put(Stalls{2});
+  mproc::Process victim([q] {
+    (void)q.get();
+    for (;;) ::pause();
+  });
+  victim.start();
+  mproc_test::wait_until_stopped(victim.pid());  // inside get, decoding item 1
+  // Another consumer's get(timeout) returns: item 2, or Empty at its timeout (Python:
+  // the stopped reader holds the queue's read lock, and get(timeout) raises Empty).
+  auto other = spawn([q] {
+    try {
+      return q.get(200ms).value;  // 2
+    } catch (const mproc::Empty&) {
+      return 0;
+    }
+  });
+  const auto status = other.wait(mproc_test::hang_limit);
+  REQUIRE(status.has_value());
+  const int other_got = status->python_exitcode();
+  CHECK((other_got == 0 || other_got == 2));
+  CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);  // as in Python, while another consumer takes one
+  victim.kill();
+  victim.join();
+  std::multiset<int> got;
+  if (other_got == 2) got.insert(2);
+  while (got.size() < 2) got.insert(q.get(mproc_test::hang_limit).value);
+  CHECK(got == std::multiset<int>{1, 2});
+  CHECK(q.empty());
+}
+
 // ---------------------------------------------------------------------------
 // Manager containers: kills at random moments
 
@@ -377,8 +439,9 @@ struct ModelDict {
 
 /// Runs operations next, next + 1, ... on the container in a child, kills it after a
 /// random pause, and returns how many it had finished (next + that count).
+/// With stop_first, the child is stopped (SIGSTOP) where it is, then killed stopped.
 template <class Op>
-long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& rng) {
+long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& rng, bool stop_first) {
   finished.store(next);
   mproc::Process worker([next, finished, op]() mutable {
     for (long j = next;; ++j) {
@@ -388,6 +451,10 @@ long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& r
   });
   worker.start();
   std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 4000)(rng)));
+  if (stop_first) {
+    ::kill(worker.pid(), SIGSTOP);
+    mproc_test::wait_until_stopped(worker.pid());
+  }
   worker.kill();
   worker.join();
   return finished.load();
@@ -395,7 +462,8 @@ long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& r
 
 }  // namespace
 
-TEST_CASE("Manager list: its user killed at random moments, 60 times: each operation done whole or not at all") {
+TEST_CASE("Manager list: its user killed at random moments (every other time stopped first), 60 times: each operation "
+          "done whole or not at all") {
   mproc::Manager mgr;
   auto lst = mgr.list<std::string>();
   mproc::Value<long> finished(0);
@@ -404,7 +472,7 @@ TEST_CASE("Manager list: its user killed at random moments, 60 times: each opera
   int torn = 0;
   for (int round = 0; round < 60; ++round) {
     ModelList before{lst.snapshot()};
-    const long done = run_and_kill(next, finished, [lst](long j) mutable { list_op(lst, j); }, rng);
+    const long done = run_and_kill(next, finished, [lst](long j) mutable { list_op(lst, j); }, rng, round % 2 == 1);
     ModelList without = before;
     for (long j = next; j < done; ++j) list_op(without, j);
     ModelList with = without;
@@ -424,7 +492,8 @@ TEST_CASE("Manager list: its user killed at random moments, 60 times: each opera
   CHECK(lst.at(-1) == "end");
 }
 
-TEST_CASE("Manager dict: its user killed at random moments, 60 times: each operation done whole or not at all") {
+TEST_CASE("Manager dict: its user killed at random moments (every other time stopped first), 60 times: each operation "
+          "done whole or not at all") {
   mproc::Manager mgr;
   auto dict = mgr.dict<int, std::string>();
   mproc::Value<long> finished(0);
@@ -433,7 +502,7 @@ TEST_CASE("Manager dict: its user killed at random moments, 60 times: each opera
   int torn = 0;
   for (int round = 0; round < 60; ++round) {
     ModelDict before{dict.items()};
-    const long done = run_and_kill(next, finished, [dict](long j) mutable { dict_op(dict, j); }, rng);
+    const long done = run_and_kill(next, finished, [dict](long j) mutable { dict_op(dict, j); }, rng, round % 2 == 1);
     ModelDict without = before;
     for (long j = next; j < done; ++j) dict_op(without, j);
     ModelDict with = without;

@@ -67,21 +67,6 @@ using mproc_test::spawn;
 /// A task's outcome from an imap: its value or the exception it threw.
 using Outcome = std::variant<long, std::exception_ptr>;
 
-template <class R>
-std::vector<Outcome> outcomes(mproc::IMap<R> results) {
-  std::vector<Outcome> out;
-  for (;;) {
-    try {
-      auto r = results.next();
-      if (!r) break;
-      out.emplace_back(static_cast<long>(*r));
-    } catch (...) {
-      out.emplace_back(std::current_exception());
-    }
-  }
-  return out;
-}
-
 /// Whether an outcome is an exception of type E.
 template <class E>
 bool is_error(const Outcome& o) {
@@ -130,7 +115,7 @@ TEST_CASE("a worker stopped (SIGSTOP) in the middle of a task is waited for, not
   auto all = pool.map_async(iota_vector(40));
   const pid_t victim = pids.get(mproc_test::hang_limit);
   REQUIRE(signal_process(victim, SIGSTOP));
-  mproc_test::wait_until_stopped(victim);
+  REQUIRE(mproc_test::wait_until_stopped(victim));
   go.set();  // the stopped worker cannot see it until it is continued
   // A stopped worker is slow, not dead: get(timeout) times out, the pool keeps it.
   CHECK_THROWS_AS(all.get(50ms), mproc::TimeoutError);
@@ -144,33 +129,46 @@ TEST_CASE("a worker stopped (SIGSTOP) in the middle of a task is waited for, not
   CHECK(std::count(pids_after.begin(), pids_after.end(), victim) == 1);
 }
 
+namespace {
+
+/// Runs an imap of 0..n-1 on a ReportsAndWaits pool; once the victim item reports its
+/// worker, stops that worker (SIGSTOP) and calls then(pid) on another thread. Returns
+/// the outcomes, after checking that every item but the victim gave 2 * i.
+template <class Then>
+std::vector<Outcome> stop_the_victim(mproc::Pool<ReportsAndWaits>& pool, mproc::Queue<int> pids, int n, int victim,
+                                     Then then) {
+  auto results = pool.imap(iota_vector(n));
+  bool stopped = false;
+  std::thread stopper([&] {
+    const pid_t pid = pids.get(mproc_test::hang_limit);
+    stopped = signal_process(pid, SIGSTOP) && mproc_test::wait_until_stopped(pid);
+    then(pid);
+  });
+  auto out = mproc_test::imap_outcomes(std::move(results));
+  stopper.join();
+  CHECK(stopped);
+  REQUIRE(out.size() == static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i == static_cast<std::size_t>(victim)) continue;
+    INFO("item " << i);
+    REQUIRE(out[i].index() == 0);
+    CHECK(std::get<0>(out[i]) == 2L * static_cast<long>(i));
+  }
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("a worker stopped in the middle of a task, then killed while stopped: that task alone fails with WorkerLost") {
   mproc::Queue<int> pids;
   mproc::Event go;
   mproc::Pool pool(ReportsAndWaits{5, pids, go}, {.processes = 2, .chunksize = 1});
-  auto results = pool.imap(iota_vector(30));
-  std::thread killer([&] {
-    const pid_t victim = pids.get(mproc_test::hang_limit);
-    (void)signal_process(victim, SIGSTOP);
-    mproc_test::wait_until_stopped(victim);
-    (void)signal_process(victim, SIGKILL);
-  });
-  const auto out = outcomes(std::move(results));
-  killer.join();
-  REQUIRE(out.size() == 30);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    INFO("item " << i);
-    if (i == 5) {
-      REQUIRE(is_error<mproc::WorkerLost>(out[i]));
-      try {
-        std::rethrow_exception(std::get<1>(out[i]));
-      } catch (const mproc::WorkerLost& e) {
-        CHECK(e.signal() == SIGKILL);
-      }
-    } else {
-      REQUIRE(out[i].index() == 0);
-      CHECK(std::get<0>(out[i]) == 2L * static_cast<long>(i));
-    }
+  const auto out = stop_the_victim(pool, pids, 30, 5, [](pid_t pid) { (void)signal_process(pid, SIGKILL); });
+  REQUIRE(is_error<mproc::WorkerLost>(out[5]));
+  try {
+    std::rethrow_exception(std::get<1>(out[5]));
+  } catch (const mproc::WorkerLost& e) {
+    CHECK(e.signal() == SIGKILL);
   }
   CHECK(pool.map(std::vector<int>{10, 11, 12}) == std::vector<long>{20, 22, 24});  // the pool goes on
 }
@@ -179,25 +177,9 @@ TEST_CASE("task_timeout ends a worker stopped (SIGSTOP) while it runs a task: th
   mproc::Queue<int> pids;
   mproc::Event go;
   mproc::Pool pool(ReportsAndWaits{3, pids, go}, {.processes = 2, .chunksize = 1, .task_timeout = 2s});
-  auto results = pool.imap(iota_vector(20));
-  std::thread stopper([&] {
-    const pid_t victim = pids.get(mproc_test::hang_limit);
-    (void)signal_process(victim, SIGSTOP);
-    mproc_test::wait_until_stopped(victim);
-    go.set();  // the task would now end at once, if its worker could run
-  });
-  const auto out = outcomes(std::move(results));
-  stopper.join();
-  REQUIRE(out.size() == 20);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    INFO("item " << i);
-    if (i == 3) {
-      CHECK(is_error<mproc::TimeoutError>(out[i]));
-    } else {
-      REQUIRE(out[i].index() == 0);
-      CHECK(std::get<0>(out[i]) == 2L * static_cast<long>(i));
-    }
-  }
+  // Once the worker is stopped, the task would end at once if its worker could run.
+  const auto out = stop_the_victim(pool, pids, 20, 3, [&go](pid_t) { go.set(); });
+  CHECK(is_error<mproc::TimeoutError>(out[3]));
 }
 
 TEST_CASE("terminate() while a worker is stopped: it returns with every worker reaped, the tasks fail with PoolClosed") {
@@ -215,7 +197,7 @@ TEST_CASE("terminate() while a worker is stopped: it returns with every worker r
   const pid_t b = pids.get(mproc_test::hang_limit);
   REQUIRE(a != b);
   REQUIRE(signal_process(a, SIGSTOP));
-  mproc_test::wait_until_stopped(a);
+  REQUIRE(mproc_test::wait_until_stopped(a));
   pool.terminate();
   CHECK_FALSE(mproc_test::proc_stat(a).has_value());  // killed and reaped, not a zombie
   CHECK_FALSE(mproc_test::proc_stat(b).has_value());
@@ -294,7 +276,7 @@ TEST_CASE("the parent killed (SIGKILL) while its fork server and workers are sto
     REQUIRE(signal_process(pid, SIGSTOP));
   }
   REQUIRE(watch.size() >= 3);  // the fork server and two workers
-  for (pid_t pid : watch.pids()) mproc_test::wait_until_stopped(pid);
+  for (pid_t pid : watch.pids()) REQUIRE(mproc_test::wait_until_stopped(pid));
   program.kill(SIGKILL);
   const bool ended = watch.wait_all_ended(Clock::now() + mproc_test::hang_limit);
   INFO("still running: " << watch.survivors());
@@ -328,7 +310,7 @@ TEST_CASE("every core busy with other work: map, imap, imap_unordered and starma
     CHECK(e.message() == "item 777");  // the first failure in input order
   }
 
-  const auto ordered = outcomes(pool.imap(inputs, 7));
+  const auto ordered = mproc_test::imap_outcomes(pool.imap(inputs, 7));
   REQUIRE(ordered.size() == 2000);
   for (std::size_t i = 0; i < ordered.size(); ++i) {
     INFO("item " << i);
@@ -340,7 +322,7 @@ TEST_CASE("every core busy with other work: map, imap, imap_unordered and starma
     }
   }
 
-  const auto unordered = outcomes(pool.imap_unordered(inputs, 3));
+  const auto unordered = mproc_test::imap_outcomes(pool.imap_unordered(inputs, 3));
   REQUIRE(unordered.size() == 2000);
   std::multiset<long> values;
   int errors = 0;
@@ -507,13 +489,19 @@ TEST_CASE("Process::start at the open-file limit raises OSError (EMFILE) and nev
   // nothing. Each attempt is given a new chance to go wrong: the child is forked
   // before the descriptor that fails, and must not get to run.
   auto child = spawn([] {
+    const auto counts_into = [](mproc::Value<int> v) { return [v]() mutable { v.update([](int& n) { ++n; }); }; };
     mproc::Value<int> ran(0);
+    mproc_test::show_types_to_the_sanitizer([&] {
+      mproc::Process p(counts_into(mproc::Value<int>(0)));
+      p.start();
+      p.join();
+    });
     int raised = 0;
     for (int attempt = 0; attempt < 300; ++attempt) {
       mproc_test::DescriptorFiller fill(0);
       if (!fill.ok()) return int{mproc_test::limit_not_set};
       try {
-        mproc::Process p([ran]() mutable { ran.update([](int& v) { ++v; }); });
+        mproc::Process p(counts_into(ran));
         p.start();
         p.join();
       } catch (const mproc::OSError& e) {
@@ -541,7 +529,7 @@ TEST_CASE("a stopped child: join(timeout) is false and is_alive() true, and kill
   mproc::Process p([go]() mutable { (void)go.wait_for(mproc_test::hang_limit); });
   p.start();
   REQUIRE(signal_process(p.pid(), SIGSTOP));
-  mproc_test::wait_until_stopped(p.pid());
+  REQUIRE(mproc_test::wait_until_stopped(p.pid()));
   go.set();
   CHECK_FALSE(p.join(20ms));
   CHECK(p.is_alive());
@@ -560,7 +548,7 @@ TEST_CASE("a stopped daemon is still ended by its destructor (SIGTERM stays pend
     p.start();
     pid = p.pid();
     REQUIRE(signal_process(pid, SIGSTOP));
-    mproc_test::wait_until_stopped(pid);
+    REQUIRE(mproc_test::wait_until_stopped(pid));
   }
   CHECK_FALSE(mproc_test::proc_stat(pid).has_value());  // ended and reaped
 }

@@ -11,6 +11,8 @@
 // order ... a process killed inside put or get hangs nobody")
 //   - producers and consumers killed at random moments, small items and items bigger
 //     than the ring
+//   - a consumer, then the producer, killed in the middle of one item bigger than the
+//     ring: size() afterwards
 //   - a consumer stopped while asleep in get does not keep items from the others
 //   - a consumer stopped in the middle of an item: get(timeout) elsewhere ends in
 //     time, and the item goes to the next consumer once the stopped one is killed
@@ -287,7 +289,7 @@ TEST_CASE("Queue: a consumer stopped (SIGSTOP) while asleep in get does not keep
   sleeper.start();
   mproc_test::wait_until_blocked(sleeper.pid());
   ::kill(sleeper.pid(), SIGSTOP);
-  mproc_test::wait_until_stopped(sleeper.pid());
+  REQUIRE(mproc_test::wait_until_stopped(sleeper.pid()));
   mproc::Process worker([q, out] {
     for (int i = 0; i < 50; ++i) out.put(q.get());
   });
@@ -300,6 +302,32 @@ TEST_CASE("Queue: a consumer stopped (SIGSTOP) while asleep in get does not keep
   q.put(7);
   CHECK(out.get(mproc_test::hang_limit) == 107);
   sleeper.join();
+}
+
+TEST_CASE("Queue: a consumer and then the producer killed in the middle of one item bigger than the ring: size() "
+          "is 0 once a get found nothing") {
+  // README: "size() is exact whenever no put or get is under way", and an item bigger
+  // than the ring whose consumer or producer is killed is dropped. Here both are dead,
+  // and a get(timeout) has since found the queue empty.
+  using Big = std::vector<std::int64_t>;
+  const mproc::Queue<Big> q(0, 64 << 10);
+  mproc::Process producer([q] { q.put(Big(std::size_t{1} << 17, 7)); });  // 1 MiB through a 64 KiB ring
+  producer.start();
+  mproc_test::wait_until_blocked(producer.pid());  // the ring is full, nobody reads
+  ::kill(producer.pid(), SIGSTOP);
+  mproc::Process consumer([q] { (void)q.get(); });
+  consumer.start();
+  mproc_test::wait_until_blocked(consumer.pid());  // took what was there, waits for the rest
+  consumer.kill();
+  consumer.join();
+  producer.kill();
+  producer.join();
+  CHECK_THROWS_AS(q.get(200ms), mproc::Empty);
+  CHECK(q.size() == 0);
+  CHECK(q.empty());
+  q.put(Big{5});
+  CHECK(q.size() == 1);
+  CHECK(q.get(mproc_test::hang_limit) == Big{5});
 }
 
 namespace {
@@ -337,7 +365,7 @@ TEST_CASE("Queue: a consumer stopped in the middle of taking an item: get(timeou
     for (;;) ::pause();
   });
   victim.start();
-  mproc_test::wait_until_stopped(victim.pid());  // inside get, decoding item 1
+  REQUIRE(mproc_test::wait_until_stopped(victim.pid()));  // inside get, decoding item 1
   // Another consumer's get(timeout) returns: item 2, or Empty at its timeout (Python:
   // the stopped reader holds the queue's read lock, and get(timeout) raises Empty).
   auto other = spawn([q] {
@@ -386,18 +414,18 @@ void list_op(List& l, long j) {
 
 /// A std::vector with SharedList's operations, as Python's list has them.
 struct ModelList {
-  std::vector<std::string> v;
-  std::size_t size() const { return v.size(); }
-  void append(const std::string& s) { v.push_back(s); }
-  void insert(std::ptrdiff_t i, const std::string& s) { v.insert(v.begin() + i, s); }
+  std::vector<std::string> state;
+  std::size_t size() const { return state.size(); }
+  void append(const std::string& s) { state.push_back(s); }
+  void insert(std::ptrdiff_t i, const std::string& s) { state.insert(state.begin() + i, s); }
   std::string pop(std::ptrdiff_t i) {
-    const auto at = i < 0 ? static_cast<std::ptrdiff_t>(v.size()) + i : i;
-    std::string s = v[static_cast<std::size_t>(at)];
-    v.erase(v.begin() + at);
+    const auto at = i < 0 ? static_cast<std::ptrdiff_t>(state.size()) + i : i;
+    std::string s = state[static_cast<std::size_t>(at)];
+    state.erase(state.begin() + at);
     return s;
   }
-  void set(std::ptrdiff_t i, const std::string& s) { v[static_cast<std::size_t>(i)] = s; }
-  void extend(const std::vector<std::string>& more) { v.insert(v.end(), more.begin(), more.end()); }
+  void set(std::ptrdiff_t i, const std::string& s) { state[static_cast<std::size_t>(i)] = s; }
+  void extend(const std::vector<std::string>& more) { state.insert(state.end(), more.begin(), more.end()); }
 };
 
 /// Operation j on a dict from int to string, in Python's insertion order.
@@ -413,26 +441,26 @@ void dict_op(Dict& d, long j) {
 }
 
 struct ModelDict {
-  std::vector<std::pair<int, std::string>> items;
+  std::vector<std::pair<int, std::string>> state;  // in insertion order
   auto find(int k) {
-    return std::find_if(items.begin(), items.end(), [k](const auto& kv) { return kv.first == k; });
+    return std::find_if(state.begin(), state.end(), [k](const auto& kv) { return kv.first == k; });
   }
   void set(int k, const std::string& v) {
     auto it = find(k);
-    if (it != items.end()) it->second = v;
-    else items.emplace_back(k, v);
+    if (it != state.end()) it->second = v;
+    else state.emplace_back(k, v);
   }
   bool erase(int k) {
     auto it = find(k);
-    if (it == items.end()) return false;
-    items.erase(it);
+    if (it == state.end()) return false;
+    state.erase(it);
     return true;
   }
   std::optional<std::string> pop(int k) {
     auto it = find(k);
-    if (it == items.end()) return std::nullopt;
+    if (it == state.end()) return std::nullopt;
     std::string v = it->second;
-    items.erase(it);
+    state.erase(it);
     return v;
   }
 };
@@ -453,7 +481,7 @@ long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& r
   std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 4000)(rng)));
   if (stop_first) {
     ::kill(worker.pid(), SIGSTOP);
-    mproc_test::wait_until_stopped(worker.pid());
+    REQUIRE(mproc_test::wait_until_stopped(worker.pid()));
   }
   worker.kill();
   worker.join();
@@ -462,30 +490,47 @@ long run_and_kill(long next, mproc::Value<long> finished, Op op, std::mt19937& r
 
 }  // namespace
 
+namespace {
+
+/// Runs operations on a container in a child, 60 times, killing the child at a random
+/// moment (every other time stopped first); after each, the container must hold what
+/// the operations before the last one made, with that one done whole or not at all,
+/// as the Model (a std:: stand-in built from a snapshot) says. Returns the rounds that
+/// broke this.
+template <class Model, class Container, class Snapshot, class Op>
+int torn_rounds(Container container, Snapshot snapshot, Op op, unsigned seed) {
+  mproc::Value<long> finished(0);
+  std::mt19937 rng(seed);
+  long next = 0;
+  int torn = 0;
+  for (int round = 0; round < 60; ++round) {
+    Model before{snapshot(container)};
+    const long done = run_and_kill(
+        next, finished, [container, op](long j) mutable { op(container, j); }, rng, round % 2 == 1);
+    Model without = before;
+    for (long j = next; j < done; ++j) op(without, j);
+    Model with = without;
+    op(with, done);  // killed after the operation, before it was counted
+    const auto after = snapshot(container);
+    if (after != without.state && after != with.state) {
+      ++torn;
+      UNSCOPED_INFO("round " << round << ": operation " << done << " left " << after.size() << " elements, expected "
+                             << without.state.size() << " or " << with.state.size());
+    }
+    CHECK(container.size() == after.size());
+    next = done + 1;
+  }
+  return torn;
+}
+
+}  // namespace
+
 TEST_CASE("Manager list: its user killed at random moments (every other time stopped first), 60 times: each operation "
           "done whole or not at all") {
   mproc::Manager mgr;
   auto lst = mgr.list<std::string>();
-  mproc::Value<long> finished(0);
-  std::mt19937 rng(777);
-  long next = 0;
-  int torn = 0;
-  for (int round = 0; round < 60; ++round) {
-    ModelList before{lst.snapshot()};
-    const long done = run_and_kill(next, finished, [lst](long j) mutable { list_op(lst, j); }, rng, round % 2 == 1);
-    ModelList without = before;
-    for (long j = next; j < done; ++j) list_op(without, j);
-    ModelList with = without;
-    list_op(with, done);  // killed after the operation, before it was counted
-    const auto after = lst.snapshot();
-    if (after != without.v && after != with.v) {
-      ++torn;
-      UNSCOPED_INFO("round " << round << ": operation " << done << " left " << after.size() << " elements, expected "
-                             << without.v.size() << " or " << with.v.size());
-    }
-    CHECK(lst.size() == after.size());
-    next = done + 1;
-  }
+  const int torn = torn_rounds<ModelList>(
+      lst, [](const auto& l) { return l.snapshot(); }, [](auto& l, long j) { list_op(l, j); }, 777);
   CHECK(torn == 0);
   CHECK(lst.owner_deaths() <= 60);
   lst.append("end");
@@ -496,27 +541,10 @@ TEST_CASE("Manager dict: its user killed at random moments (every other time sto
           "done whole or not at all") {
   mproc::Manager mgr;
   auto dict = mgr.dict<int, std::string>();
-  mproc::Value<long> finished(0);
-  std::mt19937 rng(4242);
-  long next = 0;
-  int torn = 0;
-  for (int round = 0; round < 60; ++round) {
-    ModelDict before{dict.items()};
-    const long done = run_and_kill(next, finished, [dict](long j) mutable { dict_op(dict, j); }, rng, round % 2 == 1);
-    ModelDict without = before;
-    for (long j = next; j < done; ++j) dict_op(without, j);
-    ModelDict with = without;
-    dict_op(with, done);
-    const auto after = dict.items();
-    if (after != without.items && after != with.items) {
-      ++torn;
-      UNSCOPED_INFO("round " << round << ": operation " << done << " left " << after.size() << " items");
-    }
-    CHECK(dict.size() == after.size());
-    for (const auto& [k, v] : after) CHECK(dict.get(k) == v);
-    next = done + 1;
-  }
+  const int torn = torn_rounds<ModelDict>(
+      dict, [](const auto& d) { return d.items(); }, [](auto& d, long j) { dict_op(d, j); }, 4242);
   CHECK(torn == 0);
+  for (const auto& [k, v] : dict.items()) CHECK(dict.get(k) == v);
   dict.set(1000, "end");
   CHECK(dict.get(1000) == "end");
 }
@@ -674,7 +702,7 @@ TEST_CASE("a lock holder stopped (SIGSTOP) keeps its lock, and killed while stop
       auto h = holder(held, c.take);
       REQUIRE(held.wait_for(mproc_test::hang_limit));
       h.kill(SIGSTOP);
-      mproc_test::wait_until_stopped(h.pid());
+      REQUIRE(mproc_test::wait_until_stopped(h.pid()));
       CHECK_FALSE(c.try_take());  // stopped is not dead: the lock stays its
       auto next = spawn([&c] { return c.take_and_check() ? 0 : 1; });
       mproc_test::wait_until_blocked(next.pid());
@@ -686,55 +714,54 @@ TEST_CASE("a lock holder stopped (SIGSTOP) keeps its lock, and killed while stop
   }
 }
 
-TEST_CASE("a waiter stopped (SIGSTOP) while queued on a Lock does not keep the lock from the next waiter") {
-  // Two processes wait for a lock this process holds; the first to queue is stopped.
-  // When the lock is let go, the other must get it: a stopped process is not one
-  // that can take a lock, and a waiter must never sleep on a free lock.
-  mproc::Lock lock;
-  lock.lock();
-  auto first = spawn([lock]() mutable {
-    lock.lock();
-    lock.unlock();
-    return 0;
-  });
+namespace {
+
+/// Two processes wait (take()) for something this process holds; the first to queue is
+/// stopped. When this process lets it go (give()), the other must get it: a stopped
+/// process is not one that can take it, and a waiter must never sleep on a free lock.
+/// Then the stopped one is continued, given one more, and must get it too.
+template <class Take, class Give>
+void stopped_waiter_keeps_nothing(Take take, Give give) {
+  auto waiter = [&take] {
+    return spawn([&take] {
+      take();
+      return 0;
+    });
+  };
+  auto first = waiter();
   mproc_test::wait_until_blocked(first.pid());
-  auto second = spawn([lock]() mutable {
-    lock.lock();
-    lock.unlock();
-    return 0;
-  });
+  auto second = waiter();
   mproc_test::wait_until_blocked(second.pid());
   first.kill(SIGSTOP);
-  mproc_test::wait_until_stopped(first.pid());
-  lock.unlock();
+  REQUIRE(mproc_test::wait_until_stopped(first.pid()));
+  give();
   const auto status = second.wait(mproc_test::hang_limit);
   CHECK(status.has_value());
+  if (!status) second.kill(SIGKILL);
+  give();
   first.kill(SIGCONT);
   CHECK(exit_code(first) == 0);
-  if (!status) second.kill(SIGKILL);
+}
+
+}  // namespace
+
+TEST_CASE("a waiter stopped (SIGSTOP) while queued on a Lock does not keep the lock from the next waiter") {
+  mproc::Lock lock;
+  lock.lock();
+  bool held = true;  // by this process
+  stopped_waiter_keeps_nothing(
+      [lock]() mutable {
+        lock.lock();
+        lock.unlock();
+      },
+      [&] {
+        if (std::exchange(held, false)) lock.unlock();
+      });
 }
 
 TEST_CASE("a waiter stopped (SIGSTOP) while queued on a Semaphore does not keep a released unit from the next waiter") {
   mproc::Semaphore sem(0);
-  auto first = spawn([sem]() mutable {
-    sem.acquire();
-    return 0;
-  });
-  mproc_test::wait_until_blocked(first.pid());
-  auto second = spawn([sem]() mutable {
-    sem.acquire();
-    return 0;
-  });
-  mproc_test::wait_until_blocked(second.pid());
-  first.kill(SIGSTOP);
-  mproc_test::wait_until_stopped(first.pid());
-  sem.release();
-  const auto status = second.wait(mproc_test::hang_limit);
-  CHECK(status.has_value());
-  sem.release();
-  first.kill(SIGCONT);
-  CHECK(exit_code(first) == 0);
-  if (!status) second.kill(SIGKILL);
+  stopped_waiter_keeps_nothing([sem]() mutable { sem.acquire(); }, [&sem] { sem.release(); });
 }
 
 TEST_CASE("Barrier: a party stopped before it arrives: the others' wait(timeout) raises BrokenBarrierError, none hangs") {
@@ -751,7 +778,7 @@ TEST_CASE("Barrier: a party stopped before it arrives: the others' wait(timeout)
   });
   mproc_test::wait_until_blocked(late.pid());  // asleep in go's wait, holding nothing
   late.kill(SIGSTOP);
-  mproc_test::wait_until_stopped(late.pid());
+  REQUIRE(mproc_test::wait_until_stopped(late.pid()));
   go.set();
   auto other = spawn([barrier]() mutable {
     try {
@@ -785,12 +812,12 @@ TEST_CASE("at the open-file limit every shared object raises OSError (EMFILE) na
     const auto names_the_limit = [](const mproc::OSError& e) {
       return e.error_code() == EMFILE && std::string(e.what()).find("RLIMIT_NOFILE") != std::string::npos;
     };
-    (void)names_the_limit(mproc::OSError("warm-up", EMFILE));  // see test_shared's note on UBSan
-    // A fresh arena is needed for each kind: each object is bigger than what is left.
-    mproc_test::drop_cached_segments();
+    (void)names_the_limit(mproc::OSError("warm-up", EMFILE));
     int failures = 0;
     auto attempt = [&](const char* what, auto make) {
-      mproc_test::drop_cached_segments();  // first: it may close descriptors
+      mproc_test::show_types_to_the_sanitizer(make);
+      // A fresh arena for each kind: dropped before the limit, as it may close descriptors.
+      mproc_test::drop_cached_segments();
       mproc_test::DescriptorFiller fill(0);
       if (!fill.ok()) return false;
       try {
@@ -830,6 +857,10 @@ TEST_CASE("at the open-file limit every shared object raises OSError (EMFILE) na
 
 TEST_CASE("at the open-file limit a Queue and a Pipe raise OSError (EMFILE), and work once descriptors are free") {
   auto child = spawn([] {
+    mproc_test::show_types_to_the_sanitizer([] {
+      mproc::Queue<int> q;
+      auto ends = mproc::Pipe<int>();
+    });
     {
       mproc_test::DescriptorFiller fill(0);
       if (!fill.ok()) return int{mproc_test::limit_not_set};
@@ -867,6 +898,13 @@ TEST_CASE("a shared-object handle sent to a Pool worker that is at its open-file
   mproc::Pool pool(
       [](mproc::Value<long> v, int mode) {
         if (mode == exhaust) {
+          mproc_test::show_types_to_the_sanitizer([] {
+            try {
+              throw mproc::RemoteError("mproc::OSError", "warm-up");
+            } catch (const mproc::Error& e) {
+              (void)e.what();
+            }
+          });
           hoard = new std::vector<int>;
           (void)mproc_test::set_soft_limit(RLIMIT_NOFILE, 256);
           for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hoard->push_back(fd);

@@ -245,33 +245,26 @@ def queue_fifo():
     out("qsize", q.qsize())
 
 
+def either(f, name, done, empty_or_full):
+    """Prints what f did: done, or empty_or_full if it raised queue.Empty or queue.Full."""
+    try:
+        f()
+        out(name + ":", done)
+    except (queue.Empty, queue.Full):
+        out(name + ":", empty_or_full)
+
+
 def queue_empty_full():
     q = ctx.Queue(3)
     out("empty", q.empty(), "qsize", q.qsize(), "full", q.full())
-    try:
-        q.get_nowait()
-        out("get_nowait: an item")
-    except queue.Empty:
-        out("get_nowait: Empty")
-    try:
-        q.get(timeout=0.05)
-        out("get(timeout): an item")
-    except queue.Empty:
-        out("get(timeout): Empty")
+    either(q.get_nowait, "get_nowait", "an item", "Empty")
+    either(lambda: q.get(timeout=0.05), "get(timeout)", "an item", "Empty")
     for i in range(3):
         q.put_nowait(i)
         out("put_nowait", i, "qsize", q.qsize())
     out("full", q.full())
-    try:
-        q.put_nowait(3)
-        out("put_nowait 3: put")
-    except queue.Full:
-        out("put_nowait 3: Full")
-    try:
-        q.put(3, timeout=0.05)
-        out("put(3, timeout): put")
-    except queue.Full:
-        out("put(3, timeout): Full")
+    either(lambda: q.put_nowait(3), "put_nowait 3", "put", "Full")
+    either(lambda: q.put(3, timeout=0.05), "put(3, timeout)", "put", "Full")
     out("qsize", q.qsize())
     # Python's put returns before its feeder thread has written the item to the pipe,
     # so a get_nowait right after a put may raise Empty with items queued (Python's
@@ -282,11 +275,7 @@ def queue_empty_full():
     out("put_nowait 3 after a get, qsize", q.qsize())
     for _ in range(3):
         out("get(timeout)", q.get(timeout=HANG))
-    try:
-        q.get_nowait()
-        out("get_nowait: an item")
-    except queue.Empty:
-        out("get_nowait: Empty")
+    either(q.get_nowait, "get_nowait", "an item", "Empty")
     out("empty", q.empty(), "qsize", q.qsize(), "full", q.full())
 
 

@@ -9,6 +9,8 @@
 // before catch.hpp.
 #include "reliability_support.hpp"
 
+#include <mproc/errors.hpp>
+
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
@@ -18,11 +20,16 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <typeinfo>
 #include <vector>

@@ -33,6 +33,13 @@
 // Processes, Pipe ("recv on a closed, drained pipe raises EOFError"; bad bytes on a
 // pipe: "Connection::recv ... throw ProtocolError")
 //   - a sender killed in the middle of a 32 MiB message
+//
+// Rows already checked with real processes elsewhere, so not here: std::exit and
+// abort() in a task, retries, maxtasksperchild, a call after close() and a failing
+// initializer (test_pool_failures, test_pool_lifecycle); max_memory_per_child
+// (test_reliability_memory); workers killed from outside at random, with and without
+// retries (test_reliability_chaos); Ctrl-C, a dead or stopped fork server, SIGCHLD
+// ignored (test_reliability_signals).
 
 #include "hostile_support.hpp"  // first: it configures Catch2
 #include "blocked_support.hpp"

@@ -8,6 +8,7 @@
 
 #include <mproc/async_result.hpp>
 #include <mproc/detail/chunker.hpp>
+#include <mproc/detail/fd.hpp>  // limit_error
 #include <mproc/detail/job.hpp>
 #include <mproc/detail/worker_slots.hpp>  // monotonic_ns
 #include <mproc/errors.hpp>
@@ -24,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -132,6 +134,9 @@ class Engine {
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     try {
       thread_ = std::thread([this] { run(); });
+    } catch (const std::system_error& e) {  // EAGAIN: RLIMIT_NPROC counts threads too
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      throw limit_error("mproc: the pool could not start its thread: pthread_create", e.code().value());
     } catch (...) {
       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
       throw;

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <semaphore>
 #include <set>
@@ -659,6 +660,111 @@ TEST_CASE("Huge timeouts wait as long as it takes instead of overflowing into th
   step.release();
   CHECK(sem.try_acquire_for(std::chrono::hours::max()));
   CHECK(exit_code(helper) == 0);
+}
+
+// The memory of a lock that a thread holds is in glibc's list of that thread's robust
+// mutexes. These tests drop the last handle of a held lock in a child, where it is the
+// only object of its arena (made right after the cached arenas were let go), so that its
+// memory is unmapped there at once; the child then takes another robust mutex from the
+// same thread, which writes to the list's head.
+void lock_another_robust_mutex() {
+  mproc::detail::RobustMutex other;
+  (void)other.lock();
+  other.unlock();
+}
+
+// A child takes *handle's lock with take(), drops its only handle of it and lets its
+// arena go, then takes another robust mutex; the child's exit code.
+template <class Handle, class Take>
+int drop_while_held_in_child(std::unique_ptr<Handle>& handle, Take take) {
+  auto child = spawn([&] {
+    take(*handle);
+    handle.reset();
+    mproc_test::drop_cached_segments();
+    lock_another_robust_mutex();
+    return 0;
+  });
+  return exit_code_within(child);
+}
+
+TEST_CASE("Dropping the last handle of a lock this thread holds abandons it: the thread locks on, the next locker sees owner_died()") {
+  // Python: `lock.acquire(); del lock`. Before, the thread's next lock crashed in glibc.
+  mproc_test::drop_cached_segments();  // what is made next gets an arena of its own
+  const auto taken_over = [](auto& lock) {
+    REQUIRE(lock.try_lock_for(10s));  // bounded: a lock left held would hang here
+    CHECK(lock.owner_died());
+    CHECK(lock.owner_deaths() == 1);
+    lock.unlock();
+    CHECK(lock.try_lock());  // every level was released
+    CHECK_FALSE(lock.owner_died());
+    lock.unlock();
+  };
+  SECTION("Lock") {
+    auto lock = std::make_unique<mproc::Lock>();
+    REQUIRE(drop_while_held_in_child(lock, [](mproc::Lock& l) { l.acquire(); }) == 0);
+    taken_over(*lock);
+  }
+  SECTION("RLock, held at two levels") {
+    auto rlock = std::make_unique<mproc::RLock>();
+    REQUIRE(drop_while_held_in_child(rlock, [](mproc::RLock& l) {
+              l.acquire();
+              l.acquire();
+            }) == 0);
+    taken_over(*rlock);
+  }
+  SECTION("a Value's get_lock()") {
+    auto value = std::make_unique<mproc::Value<int>>(7);
+    REQUIRE(drop_while_held_in_child(value, [](mproc::Value<int>& v) {
+              v.get_lock().acquire();
+              v.value() = 8;
+            }) == 0);
+    taken_over(value->get_lock());
+    CHECK(value->load() == 8);
+  }
+  SECTION("an Array's get_lock()") {
+    auto array = std::make_unique<mproc::Array<int>>(4);
+    REQUIRE(drop_while_held_in_child(array, [](mproc::Array<int>& a) { a.get_lock().acquire(); }) == 0);
+    taken_over(array->get_lock());
+  }
+  SECTION("a Condition's own RLock") {
+    auto cond = std::make_unique<mproc::Condition>();
+    REQUIRE(drop_while_held_in_child(cond, [](mproc::Condition& c) { c.acquire(); }) == 0);
+    cond->acquire();
+    CHECK(cond->owner_died());
+    cond->release();
+  }
+  SECTION("a Semaphore (acquiring one holds no mutex)") {
+    auto sem = std::make_unique<mproc::Semaphore>(1);
+    REQUIRE(drop_while_held_in_child(sem, [](mproc::Semaphore& s) { s.acquire(); }) == 0);
+    CHECK(sem->get_value() == 0);  // as in Python, the unit taken is not given back
+  }
+}
+
+TEST_CASE("Dropping the last handle of a lock another thread holds keeps its memory: that thread locks on, its end hands the lock on") {
+  // That thread can never release it (a bug of the program), but glibc's list of its
+  // robust mutexes must stay sound; when it ends, the kernel marks the lock as a dead
+  // holder's, for the next locker in another process.
+  mproc_test::drop_cached_segments();
+  auto lock = std::make_unique<mproc::Lock>();
+  auto child = spawn([&] {
+    std::binary_semaphore held(0), dropped(0);
+    std::thread holder([&, &l = *lock] {
+      l.acquire();
+      held.release();
+      dropped.acquire();  // l is gone
+      lock_another_robust_mutex();
+    });
+    held.acquire();
+    lock.reset();
+    mproc_test::drop_cached_segments();
+    dropped.release();
+    holder.join();
+    return 0;
+  });
+  REQUIRE(exit_code_within(child) == 0);
+  REQUIRE(lock->try_lock_for(10s));
+  CHECK(lock->owner_died());
+  lock->unlock();
 }
 
 }  // namespace

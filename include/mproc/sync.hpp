@@ -16,7 +16,9 @@
 // holding a Lock (or the internal lock of a semaphore, event, barrier or Manager
 // container), the next locker does not hang: it gets the lock, and
 // Lock::owner_died() tells it that the data the lock guards may be half updated.
-// owner_deaths() counts such take-overs over the object's life.
+// owner_deaths() counts such take-overs over the object's life. A thread that drops
+// the last handle in its process of a Lock or RLock it holds abandons it the same way
+// (detail/lock_ref.hpp).
 //
 // Every timed wait blocks with a deadline on CLOCK_MONOTONIC. A wait also wakes every
 // 100 ms (detail::wait_slice) to look again, since between processes a wake-up can be
@@ -26,6 +28,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/handle_codec.hpp>
+#include <mproc/detail/lock_ref.hpp>
 #include <mproc/detail/shared_heap.hpp>
 #include <mproc/detail/sync_state.hpp>
 #include <mproc/errors.hpp>
@@ -115,8 +118,9 @@ class LockBase {
   void release() { unlock(); }
 
   /// True when the current holder took the lock over from a process (or thread)
-  /// that died holding it: what it guards may be half updated. Meaningful to the
-  /// holder only; reset by the next normal acquisition.
+  /// that died holding it, or whose process dropped its last handle of the lock while
+  /// holding it: what it guards may be half updated. Meaningful to the holder only;
+  /// reset by the next normal acquisition.
   bool owner_died() const noexcept { return state_->owner_died.load(relaxed); }
   /// How many times, over the lock's life, a holder died with it and it was taken over.
   std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
@@ -125,8 +129,8 @@ class LockBase {
   friend bool operator==(const LockBase& a, const LockBase& b) noexcept { return a.state_ == b.state_; }
 
  protected:
-  explicit LockBase(bool recursive) : state_(SharedObject<LockState>::make(0, recursive)) {}
-  LockBase(SharedObject<LockState> state, bool recursive) : state_(std::move(state)) {
+  explicit LockBase(bool recursive) : state_(LockRef::make(recursive)) {}
+  LockBase(LockRef state, bool recursive) : state_(std::move(state)) {
     if (state_->recursive != recursive) {
       throw ProtocolError(recursive ? "mproc: a Lock handle was decoded as an RLock"
                                     : "mproc: an RLock handle was decoded as a Lock");
@@ -179,18 +183,23 @@ class LockBase {
   // Bookkeeping right after the mutex was taken.
   void acquired(LockResult r) {
     LockState& s = *state_;
-    if (r == LockResult::owner_died) {
-      s.deaths.fetch_add(1, relaxed);
-      s.owner_died.store(true, relaxed);
-      s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level
-    } else if (s.recursive && s.depth.load(relaxed) > 0) {
+    if (r == LockResult::acquired && s.recursive && s.depth.load(relaxed) > 0) {  // the holder again
       s.depth.store(s.depth.load(relaxed) + 1, relaxed);
       return;
-    } else {
-      s.owner_died.store(false, relaxed);
-      s.depth.store(1, relaxed);
     }
+    note_takeover(s, r == LockResult::owner_died);
+    s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level too
     if (s.recursive) s.owner_tid.store(::gettid(), relaxed);
+  }
+  // Records whether the lock, just taken, was taken over from a holder that died or
+  // that dropped its last handle while holding it (see detail/lock_ref.hpp).
+  static void note_takeover(LockState& s, bool owner_died) {
+    if (s.dropped_while_held.load(relaxed)) {
+      s.dropped_while_held.store(false, relaxed);
+      owner_died = true;
+    }
+    if (owner_died) s.deaths.fetch_add(1, relaxed);
+    s.owner_died.store(owner_died, relaxed);
   }
   static ValueError not_held(const char* what) {
     return ValueError(std::string("mproc: ") + what + " of a lock this thread does not hold");
@@ -232,12 +241,11 @@ class LockBase {
       if (e.error_code() == EPERM) throw not_held("Condition wait");  // a Lock this thread did not hold
       throw;
     }
-    if (r.owner_died) s.deaths.fetch_add(1, relaxed);
-    s.owner_died.store(r.owner_died, relaxed);
+    note_takeover(s, r.owner_died);
     return r;
   }
 
-  SharedObject<LockState> state_;
+  LockRef state_;
 };
 
 /// Holds lock for a scope unless this thread already holds it (see
@@ -269,7 +277,7 @@ class Lock : public detail::LockBase {
  private:
   static constexpr const char* type_label = "mproc::Lock";  // for error messages
   friend struct detail::ObjectHandleCodec<Lock>;
-  explicit Lock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), false) {}
+  explicit Lock(detail::LockRef state) : LockBase(std::move(state), false) {}
 };
 
 /// Python's multiprocessing.RLock: a lock its holder may take again; it is free once
@@ -281,7 +289,7 @@ class RLock : public detail::LockBase {
  private:
   static constexpr const char* type_label = "mproc::RLock";  // for error messages
   friend struct detail::ObjectHandleCodec<RLock>;
-  explicit RLock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), true) {}
+  explicit RLock(detail::LockRef state) : LockBase(std::move(state), true) {}
 };
 
 /// Python's multiprocessing.Semaphore: a counter that acquire() decrements, waiting

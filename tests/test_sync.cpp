@@ -12,6 +12,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -765,6 +767,42 @@ TEST_CASE("Dropping the last handle of a lock another thread holds keeps its mem
   REQUIRE(lock->try_lock_for(10s));
   CHECK(lock->owner_died());
   lock->unlock();
+}
+
+// Stops the child (SIGSTOP) and waits until it is stopped.
+void stop(mproc::detail::Child& child) {
+  child.kill(SIGSTOP);
+  siginfo_t info{};
+  REQUIRE(::waitid(P_PID, static_cast<id_t>(child.pid()), &info, WSTOPPED | WNOWAIT) == 0);
+}
+
+TEST_CASE("Barrier: whichever call takes its lock over from a dead holder breaks it, broken() and n_waiting() too") {
+  // wait() did; broken() and n_waiting() took the lock over and left the barrier whole.
+  mproc::Barrier barrier(2);
+  auto waiter = spawn([&] { return barrier.wait() == 0 ? 0 : 1; });
+  mproc_test::wait_until_blocked(waiter.pid());
+  stop(waiter);  // stopped, it cannot be the one that takes the lock over
+  mproc::Value<int> reached(0);
+  reached_death_point = &reached;
+  death_point = "condition.notify";  // the last party dies holding the lock, the round done but not announced
+  auto last = spawn([&] {
+    mproc_test::FaultHook die_first(first_one_dies);
+    (void)barrier.wait();
+    return 0;
+  });
+  REQUIRE(exit_code(last) == -SIGKILL);
+  SECTION("broken()") { CHECK(barrier.broken()); }
+  SECTION("n_waiting()") {
+    CHECK(barrier.n_waiting() == 0);
+    CHECK(barrier.broken());
+  }
+  SECTION("wait()") {
+    CHECK_THROWS_AS(barrier.wait(), mproc::BrokenBarrierError);
+    CHECK(barrier.broken());
+  }
+  CHECK(barrier.n_waiting() == 0);
+  waiter.kill(SIGCONT);
+  CHECK(exit_code_within(waiter) == 0);  // its round was complete
 }
 
 }  // namespace

@@ -569,8 +569,9 @@ class Condition {
 ///
 /// A party that times out breaks the barrier: the others get BrokenBarrierError, as
 /// in Python, until reset(). A process that dies while holding the barrier's internal
-/// lock breaks it too (the others learn of it instead of waiting forever); one that
-/// dies while waiting is not noticed, so give wait() a timeout when parties may die.
+/// lock breaks it too (the others learn of it instead of waiting forever), whichever
+/// call takes the lock over (broken() then says true); one that dies while waiting is
+/// not noticed, so give wait() a timeout when parties may die.
 class Barrier {
  public:
   /// A barrier for parties (at least 1) processes or threads.
@@ -590,7 +591,7 @@ class Barrier {
   /// Returns the barrier to its initial state; parties waiting now get BrokenBarrierError.
   void reset() {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     ++s.resets;
     s.waiting = 0;
     s.broken = false;
@@ -600,7 +601,7 @@ class Barrier {
   /// until reset().
   void abort() {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     break_locked(s);
   }
   /// The number of parties.
@@ -608,13 +609,13 @@ class Barrier {
   /// How many parties are waiting now.
   std::size_t n_waiting() const {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     return static_cast<std::size_t>(s.waiting);
   }
   /// True if the barrier is broken.
   bool broken() const {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     return s.broken;
   }
 
@@ -628,10 +629,30 @@ class Barrier {
     s.changed.notify_all();
   }
 
+  // The barrier's internal lock for a scope. A holder that died with it may have left
+  // a round half counted, so taking it over breaks the barrier, in every call.
+  class Guard : public detail::RecoveringGuard {
+   public:
+    explicit Guard(detail::BarrierState& s) : RecoveringGuard(s.mutex, s.deaths), s_(s) { break_if_recovered(); }
+    bool wait_until(detail::SharedCondition& c, detail::steady_clock::time_point deadline) {
+      const bool woken = RecoveringGuard::wait_until(c, deadline);
+      break_if_recovered();
+      return woken;
+    }
+
+   private:
+    void break_if_recovered() {
+      if (!recovered() || broke_) return;
+      broke_ = true;
+      break_locked(s_);
+    }
+    detail::BarrierState& s_;
+    bool broke_ = false;
+  };
+
   std::size_t wait_steady(detail::steady_clock::time_point deadline) {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
-    if (guard.recovered()) break_locked(s);
+    Guard guard(s);
     if (s.broken) throw BrokenBarrierError("mproc::Barrier is broken");
     const std::uint64_t generation = s.generation;
     const std::uint64_t resets = s.resets;
@@ -644,7 +665,6 @@ class Barrier {
     }
     for (;;) {
       const bool woken = guard.wait_until(s.changed, deadline);
-      if (guard.recovered()) break_locked(s);
       if (s.generation != generation) return static_cast<std::size_t>(index);
       if (s.resets != resets) throw BrokenBarrierError("mproc::Barrier was reset while waiting");
       if (!woken) break_locked(s);

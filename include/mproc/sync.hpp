@@ -23,7 +23,8 @@
 // Every timed wait blocks with a deadline on CLOCK_MONOTONIC. A wait also wakes every
 // 100 ms (detail::wait_slice) to look again, since between processes a wake-up can be
 // lost for good (a waker or a woken waiter killed at the wrong instant): no process
-// sleeps longer than that on a free lock or on a notify that was already given.
+// sleeps longer than that on a free lock or on a notify that was already given. A
+// signal handled meanwhile does not end a wait: it goes on to its deadline.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>

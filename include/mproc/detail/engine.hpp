@@ -327,6 +327,11 @@ class Engine {
     if (closed_) wake_locked();  // join() may be waiting for the last job
     return true;
   }
+  /// Whether items wait to be handed out (mutex held).
+  bool has_queued_work_locked() const {
+    return !requeue_.empty() ||
+           std::any_of(pending_.begin(), pending_.end(), [](const auto& job) { return job->has_undispatched(); });
+  }
   /// Wakes the pool's thread if it sleeps. Mutex held.
   void wake_locked() {
     if (sleeping_) {

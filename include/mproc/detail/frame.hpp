@@ -7,7 +7,6 @@
 #include <mproc/detail/fd.hpp>
 #include <mproc/errors.hpp>
 
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -178,16 +177,15 @@ class FrameReader {
   FrameAssembler assembler_;
 };
 
-/// Writes one frame through write_some(iov, count) (a writev or a sendmsg), blocking,
-/// in a single call where possible. Returns false if the reader is gone.
-template <class WriteSome>
-bool write_frame_by(WriteSome write_some, const FrameHeader& header, std::span<const std::byte> payload) {
+/// Writes one frame to a blocking descriptor with a single writev where possible.
+/// Returns false if the reader is gone.
+inline bool write_frame(int fd, const FrameHeader& header, std::span<const std::byte> payload) {
   iovec iov[2] = {{const_cast<FrameHeader*>(&header), frame_header_size},
                   {const_cast<std::byte*>(payload.data()), payload.size()}};
   std::size_t total = frame_header_size + payload.size();
   int first = 0;
   while (total > 0) {
-    const ssize_t w = write_some(iov + first, 2 - first);
+    const ssize_t w = ::writev(fd, iov + first, 2 - first);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EPIPE) return false;
@@ -205,25 +203,6 @@ bool write_frame_by(WriteSome write_some, const FrameHeader& header, std::span<c
     }
   }
   return true;
-}
-
-/// Writes one frame to a blocking descriptor. Returns false if the reader is gone (a
-/// pipe's writer that does not ignore or block SIGPIPE gets the signal first).
-inline bool write_frame(int fd, const FrameHeader& header, std::span<const std::byte> payload) {
-  return write_frame_by([fd](const iovec* iov, int n) { return ::writev(fd, iov, n); }, header, payload);
-}
-
-/// Writes one frame to a blocking stream socket. Returns false if the peer is gone,
-/// which raises no SIGPIPE (MSG_NOSIGNAL).
-inline bool send_frame(int socket, const FrameHeader& header, std::span<const std::byte> payload) {
-  return write_frame_by(
-      [socket](const iovec* iov, int n) {
-        msghdr m{};
-        m.msg_iov = const_cast<iovec*>(iov);
-        m.msg_iovlen = static_cast<std::size_t>(n);
-        return ::sendmsg(socket, &m, MSG_NOSIGNAL);
-      },
-      header, payload);
 }
 
 }  // namespace mproc::detail

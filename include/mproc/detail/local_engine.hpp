@@ -219,19 +219,35 @@ class LocalEngine final : public Engine {
   /// gave items back), the pool's thread sees to it.
   void await_outcome(const std::shared_ptr<Worker>& w, const std::shared_ptr<Job>& job) {
     bool finished = false;
+    std::exception_ptr failure;
     for (bool back = false; !back;) {
       pollfd fds[2] = {{w->result_r.get(), POLLIN, 0}, {w->pidfd.get(), POLLIN, 0}};
-      poll_fds(fds, 2, std::chrono::nanoseconds(-1));
+      try {
+        poll_fds(fds, 2, std::chrono::nanoseconds(-1));
+      } catch (const std::exception& e) {
+        failure = std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what()));
+      }
       std::lock_guard io(io_mutex_);
       if (w->gone) return;  // it died and the pool's thread took back what it held
-      if (fds[0].revents != 0) read_results(*w);
-      back = w->held.empty() || w->result_eof || fds[1].revents != 0;
+      try {
+        if (fds[0].revents != 0) read_results(*w);
+      } catch (const std::exception& e) {
+        failure = std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what()));
+      }
+      back = failure || w->held.empty() || w->result_eof || fds[1].revents != 0;
       if (back) {
         w->lent = false;
         std::lock_guard lock(mutex());
-        finished = retire_awaited_locked(job);
-        if (!finished) wake_locked();  // items to run again, a worker to watch or replace
+        finished = !failure && retire_awaited_locked(job);
+        // Items to run again, a worker to watch or replace, or work queued meanwhile
+        // that this worker may take: the pool's thread sees to it.
+        if (!finished || has_queued_work_locked()) wake_locked();
       }
+    }
+    if (failure) {
+      break_pool(failure);  // as the pool's thread does when its own I/O fails
+      std::lock_guard lock(mutex());
+      wake_locked();
     }
     if (finished) job->finish();
   }

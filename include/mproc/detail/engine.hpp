@@ -58,9 +58,17 @@ class Engine {
   /// terminate(), or the error that broke the pool.
   void submit_locked(std::shared_ptr<Job> job) {
     check_open_locked();
-    live_.emplace(job.get(), job);
-    pending_.push_back(std::move(job));
+    queue_locked(std::move(job));
     wake_locked();
+  }
+  /// Queues a job whose caller waits for it at once (Pool::apply). A transport may
+  /// hand it out and wait for its outcome on the caller's thread while the pool's
+  /// thread sleeps (one wake-up less each way); this one queues it for the pool's
+  /// thread. Returns once the job is finished or left to the pool's thread: either
+  /// way the caller then waits on its result as usual. Mutex not held.
+  virtual void submit_awaited(std::shared_ptr<Job> job) {
+    std::lock_guard lock(mutex_);
+    submit_locked(std::move(job));
   }
   /// Throws if the pool takes no more work. Call with mutex() held.
   void check_open_locked() const {
@@ -310,6 +318,33 @@ class Engine {
         signal, exit_code));
   }
 
+  /// Queues a job without waking the pool's thread (submit_awaited). Mutex held.
+  void queue_locked(std::shared_ptr<Job> job) {
+    live_.emplace(job.get(), job);
+    pending_.push_back(std::move(job));
+  }
+  /// For submit_awaited, on the caller's thread: if the job is finished, takes it off
+  /// the live jobs (unless the pool's thread already retired or abandoned it) and
+  /// returns true; the caller then runs its finish(). Mutex held.
+  bool retire_awaited_locked(const std::shared_ptr<Job>& job) {
+    if (!finished(*job) || live_.erase(job.get()) == 0) return false;
+    std::erase(touched_, job);  // its settle() put it there: the pool's thread need not look
+    if (closed_) wake_locked();  // join() may be waiting for the last job
+    return true;
+  }
+  /// Whether items wait to be handed out (mutex held).
+  bool has_queued_work_locked() const {
+    return !requeue_.empty() ||
+           std::any_of(pending_.begin(), pending_.end(), [](const auto& job) { return job->has_undispatched(); });
+  }
+  /// Wakes the pool's thread if it sleeps. Mutex held.
+  void wake_locked() {
+    if (sleeping_) {
+      wake();
+      sleeping_ = false;
+    }
+  }
+
   /// The recent cost of an item over all jobs (mutex held).
   std::optional<double> item_seconds_locked() const { return timing_.item_seconds(); }
 
@@ -370,13 +405,6 @@ class Engine {
     if (thread_.joinable()) thread_.join();
   }
 
-  void wake_locked() {
-    if (sleeping_) {
-      wake();
-      sleeping_ = false;
-    }
-  }
-
   void run() {
     on_pool_thread = true;
     bool killing = false;
@@ -431,12 +459,16 @@ class Engine {
     touched_.push_back(job);
   }
 
+  static bool finished(const Job& job) noexcept {
+    return job.input_closed && job.settled == job.input.size() && job.in_flight == 0;
+  }
+
   /// Retires the jobs touched since the last pass that are now finished (or
   /// cancelled and drained); their finish() runs later without the mutex, since it
   /// runs user callbacks.
   void retire_finished_jobs_locked() {
     for (const auto& job : touched_) {
-      const bool done = job->input_closed && job->settled == job->input.size() && job->in_flight == 0;
+      const bool done = finished(*job);
       const bool dropped = job->cancelled && job->in_flight == 0;
       if (!(done || dropped) || live_.erase(job.get()) == 0) continue;
       if (!job->cancelled) deferred_.push_back([job] { job->finish(); });

@@ -18,12 +18,12 @@
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/fd.hpp>
 #include <mproc/detail/fork_safe_mutex.hpp>
+#include <mproc/detail/memfd.hpp>
 #include <mproc/errors.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,27 +61,6 @@ struct SegmentHeader {
 };
 static_assert(sizeof(SegmentHeader) == 64);
 inline constexpr std::size_t segment_header_size = sizeof(SegmentHeader);
-
-/// The error for a descriptor that `call` could not get because a limit on open
-/// files was reached (EMFILE, ENFILE): it names the limit and how to raise it.
-inline OSError descriptor_limit_error(const char* call, int err) {
-  std::string what = "mproc: no descriptor left for a shared-memory segment: ";
-  if (err == EMFILE) {
-    rlimit limit{};
-    (void)::getrlimit(RLIMIT_NOFILE, &limit);
-    what += "this process has reached its limit of " + std::to_string(limit.rlim_cur) +
-            " open files (RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
-            "setrlimit(RLIMIT_NOFILE) in it)";
-  } else {
-    what += "the system-wide limit of open files is reached (fs.file-max)";
-  }
-  return OSError(what + ". " + call, err);
-}
-
-inline std::size_t page_round_up(std::size_t n) {
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
-}
 
 class Segment;
 
@@ -161,13 +140,12 @@ class SegmentRegistry {
 class Segment {
  public:
   /// Makes a new segment of `committed` bytes (memory reserved now) that may grow to
-  /// `reserved` bytes. Throws SharedMemoryFull if the system has no memory for it.
+  /// `reserved` bytes. Throws SharedMemoryFull if the system has no memory for it, or
+  /// this process no address space.
   static std::shared_ptr<Segment> create(SegmentKind kind, std::size_t committed, std::size_t reserved) {
     committed = page_round_up(std::max(committed, segment_header_size));
     reserved = page_round_up(std::max(reserved, committed));
-    Fd fd(::memfd_create("mproc", MFD_CLOEXEC));
-    if (!fd && (errno == EMFILE || errno == ENFILE)) throw descriptor_limit_error("memfd_create", errno);
-    if (!fd) throw OSError("memfd_create", errno);
+    Fd fd = make_memfd("mproc", 0);
     if (!allocate_file(fd.get(), committed)) {
       throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
                              std::to_string(committed) + " bytes");
@@ -279,9 +257,10 @@ class Segment {
   }
 
   static void* map(int fd, std::size_t reserved) {
-    void* p = ::mmap(nullptr, reserved, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-    if (p == MAP_FAILED) throw OSError("mmap(memfd)", errno);
-    return p;
+    if (std::byte* p = map_memfd(fd, 0, reserved)) return p;
+    throw SharedMemoryFull("mproc: no address space left to map a shared segment of " + std::to_string(reserved) +
+                           " bytes (the address-space limit, RLIMIT_AS or `ulimit -v`, " +
+                           address_space_limit_text() + ")");
   }
 
   static std::uint64_t random_id() {

@@ -57,17 +57,23 @@ struct SegmentHeader {
   std::atomic<std::uint64_t> cursor;      // arenas: the next free offset
   std::int32_t creator_pid;
   std::int32_t creator_fd;
-  std::uint64_t spare;
+  std::uint64_t flags;                    // segment_flag_*
 };
 static_assert(sizeof(SegmentHeader) == 64);
 inline constexpr std::size_t segment_header_size = sizeof(SegmentHeader);
+
+/// SegmentHeader::flags: the segment holds one object of its own (see SharedHeap),
+/// whose memory must go back once the last handle anywhere is dropped.
+inline constexpr std::uint64_t segment_flag_own_object = 1;
 
 class Segment;
 
 /// Every segment this process maps, by id, so that a handle decoded here reuses the
 /// mapping it inherited or decoded before. It also keeps the last few segments
 /// reached through /proc mapped, so that a Pool worker handed the same container in
-/// task after task opens it once, not per task.
+/// task after task opens it once, not per task; but never a segment of one object
+/// of its own: kept here, a big Array dropped everywhere else would keep its memory
+/// for as long as the worker lives (opening it again costs little next to its size).
 class SegmentRegistry {
  public:
   static constexpr std::size_t recent_capacity = 8;
@@ -102,20 +108,9 @@ class SegmentRegistry {
     if (it != map_.end() && it->second.expired()) map_.erase(it);
   }
 
-  /// Keeps s mapped for a while (until recent_capacity newer ones have come).
-  void keep_recent(std::shared_ptr<Segment> s) {
-    std::shared_ptr<Segment> evicted;
-    {
-      std::lock_guard lock(mutex());
-      for (const auto& r : recent_) {
-        if (r == s) return;
-      }
-      evicted = std::exchange(recent_[next_], std::move(s));
-      next_ = (next_ + 1) % recent_capacity;
-    }
-    // evicted may be the last reference: its destructor takes the mutex, so it runs
-    // only now, outside the lock.
-  }
+  /// Keeps s mapped for a while (until recent_capacity newer ones have come), unless
+  /// it holds one object of its own.
+  void keep_recent(std::shared_ptr<Segment> s);
 
   /// Drops the kept segments (tests use it to check that nothing else holds one).
   void drop_recent() {
@@ -142,7 +137,8 @@ class Segment {
   /// Makes a new segment of `committed` bytes (memory reserved now) that may grow to
   /// `reserved` bytes. Throws SharedMemoryFull if the system has no memory for it, or
   /// this process no address space.
-  static std::shared_ptr<Segment> create(SegmentKind kind, std::size_t committed, std::size_t reserved) {
+  static std::shared_ptr<Segment> create(SegmentKind kind, std::size_t committed, std::size_t reserved,
+                                         std::uint64_t flags = 0) {
     committed = page_round_up(std::max(committed, segment_header_size));
     reserved = page_round_up(std::max(reserved, committed));
     Fd fd = make_memfd("mproc", 0);
@@ -162,6 +158,7 @@ class Segment {
     h->cursor.store(segment_header_size, std::memory_order_relaxed);
     h->creator_pid = static_cast<std::int32_t>(::getpid());
     h->creator_fd = fd_number;
+    h->flags = flags;
     return SegmentRegistry::instance().add(std::move(s), id);
   }
 
@@ -308,5 +305,20 @@ class Segment {
   void* base_;
   std::size_t reserved_;
 };
+
+inline void SegmentRegistry::keep_recent(std::shared_ptr<Segment> s) {
+  if ((s->header().flags & segment_flag_own_object) != 0) return;
+  std::shared_ptr<Segment> evicted;
+  {
+    std::lock_guard lock(mutex());
+    for (const auto& r : recent_) {
+      if (r == s) return;
+    }
+    evicted = std::exchange(recent_[next_], std::move(s));
+    next_ = (next_ + 1) % recent_capacity;
+  }
+  // evicted may be the last reference: its destructor takes the mutex, so it runs
+  // only now, outside the lock.
+}
 
 }  // namespace mproc::detail

@@ -35,7 +35,9 @@ class Lane {
   /// The largest payload a lane carries; a bigger one goes through the pipe.
   static constexpr std::size_t capacity = std::size_t{2} << 30;
   /// Memory and mapping kept after a payload is consumed, so that the next big one
-  /// needs no page faults; beyond this they go back to the system.
+  /// needs no page faults; beyond this they go back to the system. Under an
+  /// address-space limit, the lanes of a process keep at most an eighth of it mapped
+  /// (Pool(16) would otherwise keep 2 GiB), so that a big payload still finds room.
   static constexpr std::size_t kept_bytes = std::size_t{64} << 20;
   /// A side's mapping grows in steps of this size. One of at most kept_bytes plus a
   /// step stays mapped (a payload of kept_bytes and its codec's few header bytes).
@@ -110,17 +112,26 @@ class Lane {
       if (p == MAP_FAILED) return false;
     }
     view_ = static_cast<std::byte*>(p);
+    mapped_here().fetch_add(want - view_bytes_);
     view_bytes_ = want;
     return true;
   }
   /// Gives back the address space of a view grown past what is kept.
   void trim_view() noexcept {
-    if (view_bytes_ > kept_bytes + view_step) unmap_view();
+    if (view_bytes_ > kept_bytes + view_step) return unmap_view();
+    const auto limit = address_space_limit();
+    if (limit && mapped_here().load() > *limit / 8) unmap_view();
   }
   void unmap_view() noexcept {
     if (view_ != nullptr) ::munmap(view_, view_bytes_);
+    mapped_here().fetch_sub(view_bytes_);
     view_ = nullptr;
     view_bytes_ = 0;
+  }
+  /// The bytes the views of all lanes map in this process.
+  static std::atomic<std::size_t>& mapped_here() noexcept {
+    static std::atomic<std::size_t> bytes{0};
+    return bytes;
   }
 
   Fd file_;  // inherited by the workers, forked after the lanes are made

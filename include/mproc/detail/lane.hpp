@@ -9,7 +9,11 @@
 // The lane is a memfd that each side maps only as far as the payloads it handles
 // reach (the frame says how far), so a Pool costs little address space (`ulimit -v`)
 // until big payloads travel. A sender that cannot map a payload (no address space
-// left) sends it through the pipe instead.
+// left) sends it through the pipe instead. No descriptor is kept: only the header
+// page is mapped when the lane is made, and the workers, forked later, inherit that
+// mapping; each side maps the data by duplicating it, longer (mremap with an old size
+// of 0 maps the same file from the same offset), so no child ever holds a copy of a
+// pool's descriptor and a worker needs no /proc access to its parent.
 
 #include <mproc/detail/memfd.hpp>
 #include <mproc/errors.hpp>
@@ -45,9 +49,11 @@ class Lane {
   /// The lane's own header before the data.
   static constexpr std::size_t header_bytes = 4096;  // keeps the data page-aligned
 
-  Lane()
-      : file_(make_memfd("mproc-lane", header_bytes + capacity)),
-        header_(map_memfd(file_.get(), 0, header_bytes), Unmap{header_bytes}) {
+  Lane() {
+    // No fork while the descriptor is open: no child may hold a copy (see PrivateFds).
+    const auto no_fork = PrivateFds::hold_forks();
+    const Fd file = make_memfd("mproc-lane", header_bytes + capacity);
+    header_.reset(map_memfd(file.get(), 0, header_bytes));
     if (!header_) throw OSError("mmap(memfd)", ENOMEM);
     new (header_.get()) Header();
   }
@@ -61,7 +67,7 @@ class Lane {
     if (payload.size() < min_payload || payload.size() > capacity) return false;
     if (header().busy.load(std::memory_order_acquire) != 0) return false;
     if (!map_view(payload.size())) return false;
-    std::memcpy(view_, payload.data(), payload.size());
+    std::memcpy(data(), payload.data(), payload.size());
     header().busy.store(1, std::memory_order_release);
     trim_view();
     return true;
@@ -81,12 +87,12 @@ class Lane {
                              " bytes from a pool's shared-memory lane (the address-space limit, RLIMIT_AS or "
                              "`ulimit -v`, " + address_space_limit_text() + ")");
     }
-    return {view_, size};
+    return {data(), size};
   }
   /// Receiver: done with the payload of `size` bytes (one view() accepted); the lane
   /// is free again.
   void release(std::size_t size) noexcept {
-    if (size > kept_bytes) punch_hole(file_.get(), header_bytes + kept_bytes, page_round_up(size) - kept_bytes);
+    if (size > kept_bytes) (void)::madvise(data() + kept_bytes, page_round_up(size) - kept_bytes, MADV_REMOVE);
     trim_view();
     header().busy.store(0, std::memory_order_release);
   }
@@ -98,17 +104,18 @@ class Lane {
     std::atomic<std::uint32_t> busy{0};
   };
   Header& header() const noexcept { return *reinterpret_cast<Header*>(header_.get()); }
+  std::byte* data() const noexcept { return view_ + header_bytes; }
 
   /// Maps this side's view of the data over at least `size` bytes; false if this
   /// process has no address space left for it.
   bool map_view(std::size_t size) noexcept {
     if (size <= view_bytes_) return true;
     const std::size_t want = std::min((size + view_step - 1) / view_step * view_step, capacity);
-    void* p = view_ == nullptr ? MAP_FAILED : ::mremap(view_, view_bytes_, want, MREMAP_MAYMOVE);
+    void* p = view_ == nullptr ? MAP_FAILED
+                               : ::mremap(view_, header_bytes + view_bytes_, header_bytes + want, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
       unmap_view();  // what it held is worth less than the address space it takes
-      p = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, file_.get(),
-                 static_cast<off_t>(header_bytes));
+      p = ::mremap(header_.get(), 0, header_bytes + want, MREMAP_MAYMOVE);  // the same file, longer
       if (p == MAP_FAILED) return false;
     }
     view_ = static_cast<std::byte*>(p);
@@ -123,7 +130,7 @@ class Lane {
     if (limit && mapped_here().load() > *limit / 8) unmap_view();
   }
   void unmap_view() noexcept {
-    if (view_ != nullptr) ::munmap(view_, view_bytes_);
+    if (view_ != nullptr) ::munmap(view_, header_bytes + view_bytes_);
     mapped_here().fetch_sub(view_bytes_);
     view_ = nullptr;
     view_bytes_ = 0;
@@ -134,9 +141,9 @@ class Lane {
     return bytes;
   }
 
-  Fd file_;  // inherited by the workers, forked after the lanes are made
-  std::unique_ptr<std::byte, Unmap> header_;
-  // This process's view of the data (each side maps its own).
+  std::unique_ptr<std::byte, Unmap> header_{nullptr, Unmap{header_bytes}};  // inherited by the workers
+  // This process's view of the lane, header included, and how much data it covers
+  // (each side maps its own).
   std::byte* view_ = nullptr;
   std::size_t view_bytes_ = 0;
 };

@@ -86,9 +86,11 @@ constexpr auto max_wait = std::chrono::microseconds(5000);
 // A hang: no operation finished for no_progress_limit, or every running process asleep
 // with none finished over deadlock_samples looks sample_every apart (each waits for a
 // lock whose holder is dead, or for a wake-up that was lost: see asleep_on_free_lock).
+// The looks span 300 ms, three of mproc's lock-wait slices (100 ms): a lost wake-up that
+// a slice's re-check ends is not a hang, whatever the load on the machine.
 constexpr auto no_progress_limit = std::chrono::seconds(5);
 constexpr auto sample_every = std::chrono::milliseconds(25);
-constexpr int deadlock_samples = 3;
+constexpr int deadlock_samples = 12;
 // Generous: a check takes milliseconds; only a checker trapped in a corrupt structure
 // (a cycle) gets there.
 constexpr auto check_limit = std::chrono::seconds(10);

@@ -35,6 +35,7 @@
 #include <mproc/current_process.hpp>
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/deadline.hpp>
+#include <mproc/detail/pid.hpp>
 #include <mproc/detail/task.hpp>  // describe_current_exception
 #include <mproc/errors.hpp>
 
@@ -111,7 +112,7 @@ class LiveProcesses {
  public:
   static LiveProcesses& get() {
     static LiveProcesses* live = new LiveProcesses(nullptr);
-    if (live->pid_ != ::getpid()) live = new LiveProcesses(live);  // the parent's, inherited: set it aside
+    if (live->pid_ != detail::current_pid()) live = new LiveProcesses(live);  // the parent's, inherited: set it aside
     return *live;
   }
   void add(Process* p) {
@@ -134,7 +135,7 @@ class LiveProcesses {
  private:
   explicit LiveProcesses(LiveProcesses* inherited) noexcept : inherited_(inherited) {}
 
-  pid_t pid_ = ::getpid();
+  pid_t pid_ = detail::current_pid();
   std::mutex m_;
   std::vector<Process*> list_;
   [[maybe_unused]] LiveProcesses* inherited_;  // kept reachable, never used
@@ -203,13 +204,13 @@ class Process {
   void start() {
     check_not_closed("start");
     if (pid_ != 0) throw ValueError("mproc: Process.start: a process can only be started once");
-    if (owner_ != ::getpid()) {
+    if (owner_ != detail::current_pid()) {
       throw ValueError("mproc: Process.start: can only start a Process made by this process");
     }
     static const bool exit_handler = (std::atexit(detail::finish_processes_at_exit), true);
     (void)exit_handler;
-    const pid_t parent = ::getpid();
-    const bool main_thread = ::gettid() == parent;
+    const pid_t parent = detail::current_pid();
+    const bool main_thread = detail::current_tid() == parent;
     child_ = std::make_unique<detail::Child>(detail::fork_child({}, [&] { return child_main(parent, main_thread); }));
     pid_ = child_->pid();
     target_.reset();  // the parent's copy of the target and arguments, handed-over Connections too
@@ -237,7 +238,7 @@ class Process {
   /// Whether the process has started and not yet ended.
   bool is_alive() {
     check_not_closed("is_alive");
-    if (!child_ || owner_ != ::getpid()) return false;
+    if (!child_ || owner_ != detail::current_pid()) return false;
     child_->try_reap();
     if (child_->running()) return true;
     reaped();
@@ -246,7 +247,7 @@ class Process {
   /// nullopt while running (or never started); else as described at the top.
   std::optional<int> exitcode() {
     check_not_closed("exitcode");
-    if (!child_ || owner_ != ::getpid()) return std::nullopt;
+    if (!child_ || owner_ != detail::current_pid()) return std::nullopt;
     const auto& status = child_->try_reap();
     if (!status) return std::nullopt;
     reaped();
@@ -267,7 +268,7 @@ class Process {
   /// it is still running. Afterwards every call but name(), pid() and daemon()
   /// throws ValueError.
   void close() {
-    if (child_ && owner_ == ::getpid()) {
+    if (child_ && owner_ == detail::current_pid()) {
       child_->try_reap();
       if (child_->running()) {
         throw ValueError("mproc: Process.close: the process is still running; join() or terminate() it first");
@@ -299,7 +300,7 @@ class Process {
   /// ValueError after close().
   int sentinel() const {
     check_not_closed("sentinel");
-    return child_ && owner_ == ::getpid() ? child_->pidfd() : -1;
+    return child_ && owner_ == detail::current_pid() ? child_->pidfd() : -1;
   }
 
  private:
@@ -318,7 +319,7 @@ class Process {
     } catch (...) {
       const detail::ExceptionInfo info = detail::describe_current_exception();
       std::fprintf(stderr, "mproc: uncaught exception in process \"%s\" (pid %d): %s%s%s\n", name_.c_str(),
-                   static_cast<int>(::getpid()), info.type.c_str(), info.message.empty() ? "" : ": ",
+                   static_cast<int>(detail::current_pid()), info.type.c_str(), info.message.empty() ? "" : ": ",
                    info.message.c_str());
       return 1;
     }
@@ -331,7 +332,7 @@ class Process {
   void check_mine(const char* what) const {
     check_not_closed(what);
     if (!child_) throw ValueError(std::string("mproc: Process.") + what + ": the process was never started");
-    if (owner_ != ::getpid()) {
+    if (owner_ != detail::current_pid()) {
       throw ValueError(std::string("mproc: Process.") + what + ": can only be called in the process that started it");
     }
   }
@@ -355,7 +356,7 @@ class Process {
 
   void finish() noexcept {
     if (!child_) return;
-    if (owner_ != ::getpid()) {
+    if (owner_ != detail::current_pid()) {
       // A copy inherited by a forked child: the process is not this one's to reap,
       // and its pidfd is not open here.
       (void)child_.release();
@@ -395,7 +396,7 @@ class Process {
   bool closed_ = false;
   bool registered_ = false;
   pid_t pid_ = 0;             // the child's, once started
-  pid_t owner_ = ::getpid();  // the process that made this object: it alone starts, joins, reaps
+  pid_t owner_ = detail::current_pid();  // the process that made this object: it alone starts, joins, reaps
   int uncaught_ = std::uncaught_exceptions();
   std::unique_ptr<detail::ProcessTarget> target_;
   std::unique_ptr<detail::Child> child_;
@@ -409,10 +410,10 @@ inline void finish_processes_at_exit() noexcept {
   try {
     const std::vector<Process*> live = LiveProcesses::get().snapshot();
     for (Process* p : live) {
-      if (p->daemon_ && p->child_ && p->owner_ == ::getpid()) p->stop();
+      if (p->daemon_ && p->child_ && p->owner_ == detail::current_pid()) p->stop();
     }
     for (Process* p : live) {
-      if (!p->daemon_ && p->child_ && p->owner_ == ::getpid()) {
+      if (!p->daemon_ && p->child_ && p->owner_ == detail::current_pid()) {
         p->child_->wait();
         p->reaped();
       }

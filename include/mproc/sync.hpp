@@ -30,6 +30,7 @@
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/handle_codec.hpp>
 #include <mproc/detail/lock_ref.hpp>
+#include <mproc/detail/pid.hpp>
 #include <mproc/detail/shared_heap.hpp>
 #include <mproc/detail/sync_state.hpp>
 #include <mproc/errors.hpp>
@@ -89,7 +90,7 @@ class LockBase {
     const std::uint32_t depth = s.depth.load(relaxed);
     const std::int32_t tid = s.owner_tid.load(relaxed);
     if (s.recursive) {
-      if (tid != ::gettid() || depth == 0) throw not_held("unlock");
+      if (tid != detail::current_tid() || depth == 0) throw not_held("unlock");
       s.depth.store(depth - 1, relaxed);
       if (depth == 1) s.owner_tid.store(0, relaxed);
     }
@@ -152,7 +153,7 @@ class LockBase {
   bool lock_unless_held() {
     LockState& s = *state_;
     if (s.recursive) {
-      if (s.depth.load(relaxed) > 0 && s.owner_tid.load(relaxed) == ::gettid()) return false;
+      if (s.depth.load(relaxed) > 0 && s.owner_tid.load(relaxed) == detail::current_tid()) return false;
       lock();
       return true;
     }
@@ -190,7 +191,7 @@ class LockBase {
     }
     note_takeover(s, r == LockResult::owner_died);
     s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level too
-    if (s.recursive) s.owner_tid.store(::gettid(), relaxed);
+    if (s.recursive) s.owner_tid.store(detail::current_tid(), relaxed);
   }
   // Records whether the lock, just taken, was taken over from a holder that died or
   // that dropped its last handle while holding it (see detail/lock_ref.hpp).
@@ -218,7 +219,7 @@ class LockBase {
       if (depth == 0) return;  // not an RLock
       for (std::uint32_t i = 1; i < depth; ++i) (void)::pthread_mutex_lock(s.mutex.native());
       s.depth.store(depth, relaxed);
-      s.owner_tid.store(::gettid(), relaxed);
+      s.owner_tid.store(detail::current_tid(), relaxed);
     }
   };
 
@@ -229,7 +230,7 @@ class LockBase {
     LockState& s = *state_;
     const std::uint32_t depth = s.recursive ? s.depth.load(relaxed) : 0;
     if (s.recursive) {
-      if (s.owner_tid.load(relaxed) != ::gettid() || depth == 0) throw not_held("Condition wait");
+      if (s.owner_tid.load(relaxed) != detail::current_tid() || depth == 0) throw not_held("Condition wait");
       for (std::uint32_t i = 1; i < depth; ++i) ::pthread_mutex_unlock(s.mutex.native());
       s.depth.store(0, relaxed);
       s.owner_tid.store(0, relaxed);

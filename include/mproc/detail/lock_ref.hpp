@@ -21,6 +21,7 @@
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/fork_safe_mutex.hpp>
+#include <mproc/detail/pid.hpp>
 #include <mproc/detail/shared_heap.hpp>
 #include <mproc/detail/sync_state.hpp>
 
@@ -62,9 +63,9 @@ class LockRef {
       forget(object.get());
       const pid_t holder = object->mutex.holder();
       if (holder == 0) return;  // free, or its holder died: no list here names it
-      if (holder == ::gettid()) {
+      if (holder == current_tid()) {
         abandon(*object);
-      } else if (::syscall(SYS_tgkill, ::getpid(), holder, 0) == 0) {
+      } else if (::syscall(SYS_tgkill, current_pid(), holder, 0) == 0) {
         keep_mapped(std::move(object));
       }
     }

@@ -8,6 +8,7 @@
 #include <mproc/detail/crash_safety.hpp>  // fault_point
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/futex.hpp>
+#include <mproc/detail/pid.hpp>
 #include <mproc/errors.hpp>
 
 #include <linux/futex.h>  // FUTEX_TID_MASK, FUTEX_OWNER_DIED
@@ -96,7 +97,7 @@ class RobustMutex {
   /// thread id in its futex word); 0 if it is free or its holder died with it.
   pid_t holder() noexcept { return static_cast<pid_t>(word() & FUTEX_TID_MASK); }
   /// Whether the calling thread holds it.
-  bool held_by_caller() noexcept { return holder() == ::gettid(); }
+  bool held_by_caller() noexcept { return holder() == current_tid(); }
   /// Whether a holder died with it and nobody has taken it over yet.
   bool abandoned() noexcept { return (word() & FUTEX_OWNER_DIED) != 0; }
   /// How many times it was taken over from a dead holder.

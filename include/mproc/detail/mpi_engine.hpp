@@ -110,8 +110,7 @@ class MpiEngine final : public Engine {
     int rank = 0;
     bool answered = false;  // said ready, or that its initializer failed
     bool ready = false;
-    std::deque<Chunk> held;  // in the order sent; the rank answers in that order
-    std::size_t held_items = 0;
+    HeldChunks held;  // in the order sent; the rank answers in that order
     std::int64_t last_answer_ns = 0;
     std::deque<Outgoing> out;  // cut, not yet sent
   };
@@ -146,12 +145,10 @@ class MpiEngine final : public Engine {
     for (bool progress = true; progress;) {
       progress = false;
       for (Rank& r : ranks_) {
-        if (!r.ready || !wants_more_locked(r.held.size(), r.held_items, r.last_answer_ns)) continue;
         auto chunk = cut_chunk_locked();
         if (!chunk) return;
         const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
         r.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes});
-        r.held_items += chunk->count;
         r.held.push_back(std::move(*chunk));
         progress = true;
       }
@@ -274,7 +271,6 @@ class MpiEngine final : public Engine {
     }
     Chunk c = std::move(r.held.front());
     r.held.pop_front();
-    r.held_items -= c.count;
     r.last_answer_ns = monotonic_ns();
     complete(c, outcome);
   }

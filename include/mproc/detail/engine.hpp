@@ -252,7 +252,10 @@ class Engine {
       std::lock_guard lock(mutex_);
       cancelled = c.job->cancelled;
       c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
-      if (is_single_item(*c.job)) single_item_timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+      if (is_single_item(*c.job)) {
+        if (!single_item_series_answered_) single_item_timing_ = RecentItemTime{};  // the series' own, from here
+        single_item_timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+      }
       returned(c, true);
     }
     const bool stopped_early = outcome.stopped_early() && outcome.header.count < c.count;
@@ -359,22 +362,28 @@ class Engine {
   /// Whether a worker holding `held`, whose last outcome came at `last_answer_ns`
   /// (monotonic_ns), should get another chunk (mutex held).
   ///
-  /// Yes while it holds fewer than two: one to run, one to start right after it, so
-  /// it never waits for the pool between chunks. Beyond that (never past
+  /// Yes while it holds nothing. A second chunk, to start right after the first so
+  /// that it never waits for the pool between chunks, unless the first is a probe: a
+  /// chunk of a job not measured yet (two chunks of unknown length on one worker may
+  /// leave another idle while both wait). Beyond two (never past
   /// max_held_chunks) only tiny tasks travel in batches: while every chunk it holds had
-  /// a prediction of its cost when it was cut, together under max_held_seconds, and
-  /// it answered within that time. So long tasks are not hoarded by one worker (which
-  /// may be stuck on one while others could run what waits behind it).
+  /// a prediction, together under max_held_seconds, and it answered within that time.
+  /// So long tasks are not hoarded by one worker (which may be stuck on one while
+  /// others could run what waits behind it).
   ///
   /// A prediction comes from the chunk's own job (the call it belongs to): a job not
   /// yet measured has none, so a new call starts with probes, whatever the previous
   /// one cost. A stream of fresh one-item jobs (apply_async) is never measured before
-  /// its items go out: those take the recent cost of one-item jobs (they all run the
-  /// pool's one F), but only once a one-item job of the same series answered: a
-  /// series starts when none is out, so quick calls before a pause say nothing about
-  /// slow ones after it.
+  /// its items go out: those take the recent cost of the one-item jobs of their
+  /// series (they all run the pool's one F), once one has answered. A series starts
+  /// when none is out, so quick calls before a pause say nothing about slow ones
+  /// after it, nor slow ones about quick ones.
   bool wants_more_locked(const HeldChunks& held, std::int64_t last_answer_ns) const {
-    if (held.size() < 2) return true;
+    if (held.empty()) return true;
+    if (held.size() == 1) {
+      const Chunk& c = held.front();
+      return c.predicted_seconds >= 0 || c.job->chunking.item_seconds().has_value();
+    }
     if (held.size() >= max_held_chunks) return false;
     constexpr auto window_ns = static_cast<std::int64_t>(max_held_seconds * 1e9);
     if (pass_ns_ - last_answer_ns >= window_ns) return false;

@@ -145,6 +145,7 @@ class MpiEngine final : public Engine {
     for (bool progress = true; progress;) {
       progress = false;
       for (Rank& r : ranks_) {
+        if (!r.ready || !wants_more_locked(r.held, r.last_answer_ns)) continue;
         auto chunk = cut_chunk_locked();
         if (!chunk) return;
         const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);

@@ -1,7 +1,8 @@
 // Messages between two processes: a Queue from a producer to a consumer and a Pipe
 // ping-pong. Each workload has a twin of the same name in
-// bench/python/bench_channels.py; bench/compare.py holds the ping-pong against raw
-// pipe round trips timed in the same rounds, with the same child.
+// bench/python/bench_channels.py; bench/compare.py holds the ping-pong against the best
+// raw round trip of bench_limits.cpp, and against raw pipe round trips timed in the
+// same rounds, with the same child.
 #include "bench_support.hpp"
 #include "baselines.hpp"
 

@@ -1,6 +1,6 @@
 // The machine's own limits, measured in the same run as mproc so the table can say
-// what share of the possible each workload reaches: a raw pipe round trip and raw
-// pipe bandwidth between two processes, memcpy bandwidth, and a process-shared
+// what share of the possible each workload reaches: a raw round trip between two
+// processes (by pipes, sockets, eventfds or futexes), raw pipe bandwidth, memcpy bandwidth, and a process-shared
 // robust mutex, alone and contended by two processes. No mproc layer is involved
 // beyond the RAII owners of fds, children and mappings.
 #include "bench_support.hpp"
@@ -21,16 +21,21 @@ using mproc_bench::read_exact;
 using mproc_bench::SharedGuarded;
 
 // A message goes to a child and comes back, one at a time: the latency floor of any
-// request/response between processes (Pool::apply, a Pipe round trip).
-void pipe_round_trip(benchmark::State& state) {
-  mproc_bench::RawEcho echo;
+// request/response between processes (Pool::apply, a Pipe round trip), by each way the
+// machine offers; bench/compare.py takes the best of them as the limit.
+void raw_round_trip(benchmark::State& state, mproc_bench::RawWay way) {
+  mproc_bench::RawEcho echo(way);
   std::uint64_t sent = 0;
   for (auto _ : state) {
     if (!mproc_bench::check(state, echo.round_trip(++sent), "the child echoed the message")) break;
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(pipe_round_trip)->UseRealTime();
+BENCHMARK_CAPTURE(raw_round_trip, pipes, mproc_bench::RawWay::pipes)->UseRealTime();
+BENCHMARK_CAPTURE(raw_round_trip, stream_socket, mproc_bench::RawWay::stream_socket)->UseRealTime();
+BENCHMARK_CAPTURE(raw_round_trip, seqpacket_socket, mproc_bench::RawWay::seqpacket_socket)->UseRealTime();
+BENCHMARK_CAPTURE(raw_round_trip, eventfd_shm, mproc_bench::RawWay::eventfd_shm)->UseRealTime();
+BENCHMARK_CAPTURE(raw_round_trip, futex_shm, mproc_bench::RawWay::futex_shm)->UseRealTime();
 
 // One process streams bytes to another through a pipe (1 MiB writes and reads), with
 // the kernel's default pipe buffer and with a 1 MiB one (mproc's worker pipes).

@@ -5,6 +5,7 @@
 
 #include <mproc/detail/fd.hpp>
 #include <mproc/detail/shared_mapping.hpp>
+#include <mproc/imap.hpp>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +22,9 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <utility>
+#include <variant>
+#include <vector>
 
 namespace mproc_test {
 
@@ -128,6 +132,22 @@ inline bool was_reaped(pid_t pid) {
 
 /// True when no process with this pid exists.
 inline bool is_gone(pid_t pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+
+/// Each item's outcome from an imap, in the order it yields them: the value, or the
+/// exception its next() threw; then the end.
+template <class R>
+std::vector<std::variant<R, std::exception_ptr>> imap_outcomes(mproc::IMap<R> results) {
+  std::vector<std::variant<R, std::exception_ptr>> out;
+  for (;;) {
+    try {
+      auto r = results.next();
+      if (!r) return out;
+      out.emplace_back(std::move(*r));
+    } catch (...) {
+      out.emplace_back(std::current_exception());
+    }
+  }
+}
 
 /// Dies by signal sig in the calling process (a worker). The default action is
 /// restored first: the test runner's crash handlers, inherited through fork, would

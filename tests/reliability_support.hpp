@@ -37,6 +37,16 @@
 #include <string>
 #include <vector>
 
+// MPROC_TEST_ASAN: defined in an AddressSanitizer build, where resident memory and
+// address-space limits mean nothing (its quarantine and shadow memory).
+#if defined(__SANITIZE_ADDRESS__)
+#define MPROC_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MPROC_TEST_ASAN 1
+#endif
+#endif
+
 namespace mproc_test {
 
 /// 0, 1, ..., n - 1.

@@ -357,10 +357,11 @@ TEST_CASE("retries are counted per task: a task that always kills its worker fai
 
 namespace {
 
-/// Makes the data pages of every shared-memory lane this worker maps read-only (the
-/// lanes are the mappings of exactly their size). Its next outcome big enough for a
-/// lane then faults (SIGSEGV) while being copied there: after its chunk ran, before
-/// the pool has its result, with no item running.
+/// Makes the header page of every shared-memory lane this worker maps read-only (the
+/// mappings of exactly that size of the memfds named "mproc-lane"). Each lane's data
+/// is mapped as a longer copy of that mapping, with its protection, so the worker's
+/// next outcome big enough for a lane faults (SIGSEGV) while being copied there:
+/// after its chunk ran, before the pool has its result, with no item running.
 void poison_lanes() {
   using mproc::detail::Lane;
   std::ifstream maps("/proc/self/maps");
@@ -368,9 +369,9 @@ void poison_lanes() {
   while (std::getline(maps, line)) {
     std::uintptr_t start = 0, end = 0;
     if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2) continue;
-    if (end - start != Lane::header_bytes + Lane::capacity) continue;
+    if (end - start != Lane::header_bytes || line.find("/memfd:mproc-lane") == std::string::npos) continue;
     // (In the worker: no Catch here. A failure aborts, which the test sees.)
-    if (::mprotect(reinterpret_cast<void*>(start + Lane::header_bytes), Lane::capacity, PROT_READ) != 0) std::abort();
+    if (::mprotect(reinterpret_cast<void*>(start), Lane::header_bytes, PROT_READ) != 0) std::abort();
   }
 }
 

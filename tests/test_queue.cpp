@@ -631,3 +631,103 @@ TEST_CASE("a consumer waiting for the rest of a giant item learns that its produ
   q.put({6});
   CHECK(q.get() == std::vector<std::int64_t>{6});
 }
+
+namespace {
+/// Runs put in a process of its own and returns how it ended: "Full", "put", or
+/// "hung" if it had not returned within a limit that only turns a hang into a failure.
+template <class Put>
+std::string put_in_child(Put put) {
+  mproc::Queue<std::string> out;
+  mproc::Process p([out, put] {
+    try {
+      put();
+      out.put("put");
+    } catch (const mproc::Full&) {
+      out.put("Full");
+    }
+  });
+  p.start();
+  std::string outcome = "hung";
+  try {
+    outcome = out.get(60s);
+  } catch (const mproc::Empty&) {
+    p.kill();
+  }
+  p.join();
+  return outcome;
+}
+}  // namespace
+
+TEST_CASE("put_nowait of an item bigger than the ring, with no reader, throws Full at once and changes nothing") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  CHECK(put_in_child([&] { q.put_nowait(giant.item); }) == "Full");
+  CHECK(q.empty());
+  CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  q.put({1});
+  CHECK_THROWS_AS(q.put_nowait(giant.item), mproc::Full);  // a queue with items, too
+  CHECK(q.size() == 1);
+  CHECK(q.get() == std::vector<std::int64_t>{1});
+}
+
+TEST_CASE("put(timeout) of an item bigger than the ring, with no reader, throws Full after the timeout and changes nothing") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  CHECK(put_in_child([&] { q.put(giant.item, 50ms); }) == "Full");
+  CHECK(q.empty());
+  CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  // A reader that comes now sees the next item, not a part of the withdrawn one.
+  mproc::Queue<std::vector<std::int64_t>> got;
+  mproc::Process consumer([q, got] { got.put(q.get()); });
+  consumer.start();
+  q.put({2});
+  CHECK(got.get() == std::vector<std::int64_t>{2});
+  consumer.join();
+  CHECK(q.empty());
+  CHECK(put_in_child([&] { q.put(giant.item, 0s); }) == "Full");
+  q.put_nowait({3});
+  CHECK(q.get_nowait() == std::vector<std::int64_t>{3});
+}
+
+TEST_CASE("put(timeout) of an item bigger than the ring goes through while a reader takes it") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Queue<int> verdict;
+  mproc::Process consumer([q, verdict, &giant] { verdict.put(q.get() == giant.item ? 1 : 0); });
+  consumer.start();
+  wait_until_blocked(consumer.pid());
+  CHECK(put_in_child([&] { q.put(giant.item, 60s); }) == "put");
+  CHECK(verdict.get() == 1);
+  consumer.join();
+  CHECK(q.empty());
+}
+
+TEST_CASE("a consumer in the middle of an item whose put(timeout) ran out drops it and gets the next one") {
+  const GiantItem giant;
+  const Int64Queue& q = giant.q;
+  mproc::Queue<std::string> out;
+  mproc::Process producer([q, out, &giant] {
+    try {
+      q.put(giant.item, 3s);
+      out.put("put");
+    } catch (const mproc::Full&) {
+      out.put("Full");
+    }
+  });
+  producer.start();
+  wait_until_blocked(producer.pid());  // mid-item, the ring full, nobody reads
+  ::kill(producer.pid(), SIGSTOP);     // so the consumer below must wait mid-item
+  mproc::Process consumer([q, out, &giant] { out.put(q.get() == giant.item ? "giant" : "next"); });
+  consumer.start();
+  wait_until_blocked(consumer.pid());  // took what was there, waits for more
+  ::kill(consumer.pid(), SIGSTOP);     // and holds on to the item while the put runs out
+  ::kill(producer.pid(), SIGCONT);
+  CHECK(out.get() == "Full");
+  producer.join();
+  ::kill(consumer.pid(), SIGCONT);
+  q.put({9});
+  CHECK(out.get() == "next");
+  consumer.join();
+  CHECK(consumer.exitcode() == 0);
+  CHECK(q.empty());
+}

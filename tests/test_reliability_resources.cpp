@@ -16,14 +16,6 @@
 #include <cstdio>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define MPROC_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MPROC_TEST_ASAN 1
-#endif
-#endif
-
 namespace {
 
 using mproc_test::iota_vector;

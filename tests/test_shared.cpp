@@ -15,14 +15,19 @@
 
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <mutex>
 #include <numeric>
+#include <set>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -261,6 +266,60 @@ TEST_CASE("Values and Arrays can be Pool task arguments, even for a Pool started
   pool.starmap(tasks);
   CHECK(total.load() == 99 * 100 / 2);
   CHECK(std::accumulate(seen.begin(), seen.end(), 0L) == 100);
+}
+
+namespace {
+/// The inodes of the memfds named "mproc" (the segments) that process pid holds a
+/// descriptor of, or maps.
+std::set<ino_t> segment_inodes(pid_t pid) {
+  std::set<ino_t> inodes;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  for (const auto& fd : mproc_test::directory_entries((proc + "/fd").c_str())) {
+    char target[256] = {};
+    const std::string link = proc + "/fd/" + fd;
+    struct stat st{};
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 && std::string(target).rfind("/memfd:mproc (", 0) == 0 &&
+        ::stat(link.c_str(), &st) == 0) {
+      inodes.insert(st.st_ino);
+    }
+  }
+  std::ifstream maps(proc + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms, offset, device, path;
+    ino_t inode = 0;
+    if (fields >> range >> perms >> offset >> device >> inode >> path && path == "/memfd:mproc") inodes.insert(inode);
+  }
+  return inodes;
+}
+
+pid_t worker_pid_seeing(mproc::Array<char> a, char expected) { return a[a.size() - 1] == expected ? ::getpid() : -1; }
+}  // namespace
+
+TEST_CASE("A large Array dropped after being sent to a pool task goes back to the system while the pool lives") {
+  mproc::Pool pool(worker_pid_seeing, {.processes = 1});
+  const mproc::Array<char> small(10, 'd');  // the arena of the small parts is made now
+  std::set<ino_t> dropped;
+  pid_t worker = 0;
+  for (char c : {'a', 'b', 'c'}) {  // each a segment of its own (256 KiB or more)
+    const auto before = segment_inodes(::getpid());
+    mproc::Array<char> big(std::size_t{1} << 20, c);
+    const auto after = segment_inodes(::getpid());
+    REQUIRE(after.size() == before.size() + 1);
+    for (ino_t inode : after) {
+      if (before.count(inode) == 0) dropped.insert(inode);
+    }
+    worker = pool.apply(big, c);
+    REQUIRE(worker > 0);
+  }
+  CHECK(pool.apply(small, 'd') == worker);  // the worker has run on since
+  const auto held_here = segment_inodes(::getpid());
+  const auto held_by_worker = segment_inodes(worker);
+  for (ino_t inode : dropped) {
+    INFO("segment inode " << inode);
+    CHECK(held_here.count(inode) == 0);
+    CHECK(held_by_worker.count(inode) == 0);  // so no process holds it: its memory is freed
+  }
 }
 
 TEST_CASE("A handle whose every holder is gone cannot be decoded: SharedMemoryGone") {

@@ -12,11 +12,18 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <semaphore>
 #include <set>
 #include <thread>
@@ -659,6 +666,271 @@ TEST_CASE("Huge timeouts wait as long as it takes instead of overflowing into th
   step.release();
   CHECK(sem.try_acquire_for(std::chrono::hours::max()));
   CHECK(exit_code(helper) == 0);
+}
+
+// The memory of a lock that a thread holds is in glibc's list of that thread's robust
+// mutexes. These tests drop the last handle of a held lock in a child, where it is the
+// only object of its arena (made right after the cached arenas were let go), so that its
+// memory is unmapped there at once; the child then takes another robust mutex from the
+// same thread, which writes to the list's head.
+void lock_another_robust_mutex() {
+  mproc::detail::RobustMutex other;
+  (void)other.lock();
+  other.unlock();
+}
+
+// A child takes *handle's lock with take(), drops its only handle of it and lets its
+// arena go, then takes another robust mutex; the child's exit code.
+template <class Handle, class Take>
+int drop_while_held_in_child(std::unique_ptr<Handle>& handle, Take take) {
+  auto child = spawn([&] {
+    take(*handle);
+    handle.reset();
+    mproc_test::drop_cached_segments();
+    lock_another_robust_mutex();
+    return 0;
+  });
+  return exit_code_within(child);
+}
+
+TEST_CASE("Dropping the last handle of a lock this thread holds abandons it: the thread locks on, the next locker sees owner_died()") {
+  // Python: `lock.acquire(); del lock`. Before, the thread's next lock crashed in glibc.
+  mproc_test::drop_cached_segments();  // what is made next gets an arena of its own
+  const auto taken_over = [](auto& lock) {
+    REQUIRE(lock.try_lock_for(10s));  // bounded: a lock left held would hang here
+    CHECK(lock.owner_died());
+    CHECK(lock.owner_deaths() == 1);
+    lock.unlock();
+    CHECK(lock.try_lock());  // every level was released
+    CHECK_FALSE(lock.owner_died());
+    lock.unlock();
+  };
+  SECTION("Lock") {
+    auto lock = std::make_unique<mproc::Lock>();
+    REQUIRE(drop_while_held_in_child(lock, [](mproc::Lock& l) { l.acquire(); }) == 0);
+    taken_over(*lock);
+  }
+  SECTION("RLock, held at two levels") {
+    auto rlock = std::make_unique<mproc::RLock>();
+    REQUIRE(drop_while_held_in_child(rlock, [](mproc::RLock& l) {
+              l.acquire();
+              l.acquire();
+            }) == 0);
+    taken_over(*rlock);
+  }
+  SECTION("a Value's get_lock()") {
+    auto value = std::make_unique<mproc::Value<int>>(7);
+    REQUIRE(drop_while_held_in_child(value, [](mproc::Value<int>& v) {
+              v.get_lock().acquire();
+              v.value() = 8;
+            }) == 0);
+    taken_over(value->get_lock());
+    CHECK(value->load() == 8);
+  }
+  SECTION("an Array's get_lock()") {
+    auto array = std::make_unique<mproc::Array<int>>(4);
+    REQUIRE(drop_while_held_in_child(array, [](mproc::Array<int>& a) { a.get_lock().acquire(); }) == 0);
+    taken_over(array->get_lock());
+  }
+  SECTION("a Condition's own RLock") {
+    auto cond = std::make_unique<mproc::Condition>();
+    REQUIRE(drop_while_held_in_child(cond, [](mproc::Condition& c) { c.acquire(); }) == 0);
+    cond->acquire();
+    CHECK(cond->owner_died());
+    cond->release();
+  }
+  SECTION("a Semaphore (acquiring one holds no mutex)") {
+    auto sem = std::make_unique<mproc::Semaphore>(1);
+    REQUIRE(drop_while_held_in_child(sem, [](mproc::Semaphore& s) { s.acquire(); }) == 0);
+    CHECK(sem->get_value() == 0);  // as in Python, the unit taken is not given back
+  }
+}
+
+TEST_CASE("Dropping the last handle of a lock another thread holds keeps its memory: that thread locks on, its end hands the lock on") {
+  // That thread can never release it (a bug of the program), but glibc's list of its
+  // robust mutexes must stay sound; when it ends, the kernel marks the lock as a dead
+  // holder's, for the next locker in another process.
+  mproc_test::drop_cached_segments();
+  auto lock = std::make_unique<mproc::Lock>();
+  auto child = spawn([&] {
+    std::binary_semaphore held(0), dropped(0);
+    std::thread holder([&, &l = *lock] {
+      l.acquire();
+      held.release();
+      dropped.acquire();  // l is gone
+      lock_another_robust_mutex();
+    });
+    held.acquire();
+    lock.reset();
+    mproc_test::drop_cached_segments();
+    dropped.release();
+    holder.join();
+    return 0;
+  });
+  REQUIRE(exit_code_within(child) == 0);
+  REQUIRE(lock->try_lock_for(10s));
+  CHECK(lock->owner_died());
+  lock->unlock();
+}
+
+// The SIGUSR1 handler of the children below counts, in shared memory, the signals it ran for.
+int* handled_signals = nullptr;
+void count_signal(int) { std::atomic_ref<int>(*handled_signals).fetch_add(1); }
+void count_sigusr1() {
+  struct sigaction sa {};
+  sa.sa_handler = count_signal;  // no SA_RESTART: an interrupted wait gets EINTR
+  ::sigaction(SIGUSR1, &sa, nullptr);
+}
+
+// Interrupts the child's wait with SIGUSR1 three times, each once the child sleeps in
+// it and has handled the signal before; then waits until it sleeps again. False if the
+// child ended meanwhile.
+bool interrupt_three_times(mproc::detail::Child& child, mproc::Value<int>& handled) {
+  const std::string task = "/proc/" + std::to_string(child.pid());
+  bool ended = false;
+  const auto asleep = [&] {
+    while (!mproc_test::blocked_in(task, {SYS_futex}, ended)) {
+      if (ended) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  };
+  for (int k = 1; k <= 3; ++k) {
+    if (!asleep()) return false;
+    ::kill(child.pid(), SIGUSR1);
+    while (handled.load() < k) {
+      (void)mproc_test::blocked_in(task, {}, ended);
+      if (ended) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  return asleep();
+}
+
+// A wait in a child, interrupted by three signals: with a timeout of 1 s and nothing to
+// end it, it returns false; untimed, or with a timeout of 60 s, it returns true, and
+// only once the parent has woken it with wake(). wait(timeout) waits (untimed without
+// one) and says whether it got what it waited for; before() readies each wait.
+template <class Wait, class Wake, class Before>
+void check_waits_through_signals(Wait wait, Wake wake, Before before) {
+  mproc::Value<int> handled(0), woken(0);
+  handled_signals = &handled.value();
+  using Timeout = std::optional<std::chrono::seconds>;
+  for (const Timeout timeout : {Timeout(1s), Timeout(), Timeout(60s)}) {
+    handled.store(0);
+    woken.store(0);
+    before();
+    auto child = spawn([&] {
+      count_sigusr1();
+      const bool got = wait(timeout);
+      return got == (woken.load() == 1) ? 0 : 1;
+    });
+    const bool interrupted = interrupt_three_times(child, handled);
+    if (timeout != Timeout(1s)) {
+      REQUIRE(interrupted);
+      woken.store(1);
+      wake();
+    }  // else the 1 s may pass before the signals on a loaded machine
+    CHECK(exit_code_within(child, 60s) == 0);
+  }
+}
+
+TEST_CASE("A signal handled during a wait does not end it: the wait goes on to its wake-up or its deadline") {
+  // Python's waits retry after EINTR with the time left (PEP 475): Condition.wait(2)
+  // returns False after 2 s whatever signals come. Before, Condition's waits returned
+  // at the first signal, wait_for() with true.
+  using Timeout = std::optional<std::chrono::seconds>;
+  const auto nothing = [] {};
+  SECTION("Condition::wait, Condition::wait_for") {
+    mproc::Condition cond;
+    check_waits_through_signals(
+        [&](Timeout timeout) {
+          std::unique_lock guard(cond);
+          if (timeout) return cond.wait_for(*timeout);
+          cond.wait();
+          return true;
+        },
+        [&] {
+          std::lock_guard guard(cond);
+          cond.notify();
+        },
+        nothing);
+  }
+  SECTION("Event::wait, Event::wait_for") {
+    mproc::Event event;
+    check_waits_through_signals(
+        [&](Timeout timeout) {
+          if (timeout) return event.wait_for(*timeout);
+          event.wait();
+          return true;
+        },
+        [&] { event.set(); }, [&] { event.clear(); });
+  }
+  SECTION("Semaphore::acquire, with and without a timeout") {
+    mproc::Semaphore sem(0);
+    check_waits_through_signals([&](Timeout timeout) { return timeout ? sem.acquire(*timeout) : sem.acquire(); },
+                                [&] { sem.release(); }, nothing);
+  }
+  SECTION("Barrier::wait, with and without a timeout") {
+    mproc::Barrier barrier(2);
+    check_waits_through_signals(
+        [&](Timeout timeout) {
+          try {
+            (void)(timeout ? barrier.wait(*timeout) : barrier.wait());
+            return true;
+          } catch (const mproc::BrokenBarrierError&) {
+            return false;
+          }
+        },
+        [&] { (void)barrier.wait(); }, [&] { barrier.reset(); });  // a timeout breaks it
+  }
+  SECTION("Lock::lock, Lock::try_lock_for") {
+    mproc::Lock lock;
+    check_waits_through_signals(
+        [&](Timeout timeout) {
+          if (!timeout) lock.lock();
+          else if (!lock.try_lock_for(*timeout)) return false;
+          lock.unlock();
+          return true;
+        },
+        [&] { lock.unlock(); }, [&] { (void)lock.try_lock(); });  // the parent holds it in each wait
+  }
+}
+
+// Stops the child (SIGSTOP) and waits until it is stopped.
+void stop(mproc::detail::Child& child) {
+  child.kill(SIGSTOP);
+  siginfo_t info{};
+  REQUIRE(::waitid(P_PID, static_cast<id_t>(child.pid()), &info, WSTOPPED | WNOWAIT) == 0);
+}
+
+TEST_CASE("Barrier: whichever call takes its lock over from a dead holder breaks it, broken() and n_waiting() too") {
+  // wait() did; broken() and n_waiting() took the lock over and left the barrier whole.
+  mproc::Barrier barrier(2);
+  auto waiter = spawn([&] { return barrier.wait() == 0 ? 0 : 1; });
+  mproc_test::wait_until_blocked(waiter.pid());
+  stop(waiter);  // stopped, it cannot be the one that takes the lock over
+  mproc::Value<int> reached(0);
+  reached_death_point = &reached;
+  death_point = "condition.notify";  // the last party dies holding the lock, the round done but not announced
+  auto last = spawn([&] {
+    mproc_test::FaultHook die_first(first_one_dies);
+    (void)barrier.wait();
+    return 0;
+  });
+  REQUIRE(exit_code(last) == -SIGKILL);
+  SECTION("broken()") { CHECK(barrier.broken()); }
+  SECTION("n_waiting()") {
+    CHECK(barrier.n_waiting() == 0);
+    CHECK(barrier.broken());
+  }
+  SECTION("wait()") {
+    CHECK_THROWS_AS(barrier.wait(), mproc::BrokenBarrierError);
+    CHECK(barrier.broken());
+  }
+  CHECK(barrier.n_waiting() == 0);
+  waiter.kill(SIGCONT);
+  CHECK(exit_code_within(waiter) == 0);  // its round was complete
 }
 
 }  // namespace

@@ -26,7 +26,9 @@
 // few bytes of a container's own header are returned when the segment goes.
 //
 // Full segment: the segment starts at ManagerOptions::initial_size and grows by
-// itself, up to ManagerOptions::max_size (only address space is reserved up front).
+// itself, up to ManagerOptions::max_size (only address space is reserved up front:
+// 1 GiB by default, or an eighth of the address-space limit `ulimit -v` if one is set
+// and that is less).
 // An operation that needs more throws SharedMemoryFull, saying how big the segment
 // may get and how to raise it; the operation has then changed nothing, and the
 // container stays usable.
@@ -40,6 +42,7 @@
 #include <mproc/detail/container.hpp>
 #include <mproc/detail/dict_store.hpp>
 #include <mproc/detail/list_store.hpp>
+#include <mproc/detail/memfd.hpp>
 #include <mproc/detail/segment.hpp>
 #include <mproc/detail/segment_allocator.hpp>
 #include <mproc/detail/shared_heap.hpp>
@@ -298,8 +301,17 @@ struct ManagerOptions {
   /// Bytes of memory the segment starts with.
   std::size_t initial_size = std::size_t{1} << 20;
   /// The most the segment may grow to; an operation that needs more throws
-  /// SharedMemoryFull. Only address space is reserved for it up front.
-  std::size_t max_size = std::size_t{1} << 30;
+  /// SharedMemoryFull. Only address space is reserved for it up front, in every
+  /// process that uses the Manager. 0: 1 GiB, or an eighth of the address-space limit
+  /// (RLIMIT_AS, `ulimit -v`) if one is set and that is less.
+  std::size_t max_size = 0;
+
+  /// What max_size = 0 stands for in this process.
+  static std::size_t default_max_size() noexcept {
+    const std::size_t most = std::size_t{1} << 30;
+    const auto limit = detail::address_space_limit();
+    return limit ? std::min(most, *limit / 8) : most;
+  }
 };
 
 /// Owns a shared-memory segment and makes lists and dicts in it (Python's
@@ -308,8 +320,10 @@ struct ManagerOptions {
 /// containers in it too.
 class Manager {
  public:
-  /// Makes the segment.
+  /// Makes the segment. Throws SharedMemoryFull if the system has no memory for
+  /// initial_size, or this process no address space for max_size.
   explicit Manager(ManagerOptions options = {}) {
+    if (options.max_size == 0) options.max_size = ManagerOptions::default_max_size();
     if (options.max_size < options.initial_size) options.max_size = options.initial_size;
     const std::size_t floor = detail::heap_begin + 4096;
     seg_ = detail::Segment::create(detail::SegmentKind::manager, std::max(options.initial_size, floor),

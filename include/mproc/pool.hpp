@@ -12,6 +12,7 @@
 #include <mproc/cpu_count.hpp>
 #include <mproc/detail/jobs.hpp>
 #include <mproc/detail/local_engine.hpp>
+#include <mproc/detail/pid.hpp>
 #include <mproc/detail/signature.hpp>
 #include <mproc/detail/task.hpp>
 #include <mproc/detail/worker.hpp>
@@ -229,7 +230,7 @@ class Pool {
   result_type apply(Xs&&... args) {
     static_assert(sizeof...(Xs) == arity, "mproc: Pool::apply takes exactly F's arguments");
     if constexpr (sizeof...(Xs) == arity) {
-      return apply_async(std::forward<Xs>(args)...).get();
+      return submit_apply(true, std::forward<Xs>(args)...).get();
     } else {
       std::terminate();  // not reached: the static_assert above has failed
     }
@@ -239,26 +240,7 @@ class Pool {
   /// be nullptr), run in the parent (on the pool's thread) when the result arrives.
   template <class... Xs>
   AsyncResult<result_type> apply_async(Xs&&... xs) {
-    require_apply_arguments<Xs...>();
-    if constexpr (apply_ok<Xs...>()) {
-      auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);
-      auto state = [&]<std::size_t... J>(std::index_sequence<J...>) {
-        return make_state(callback_options<result_type>(std::get<arity + J>(all)...));
-      }(std::make_index_sequence<sizeof...(Xs) - arity>{});
-      auto job = std::make_shared<detail::ApplyJob<result_type>>(item_size, state);
-      Bytes bytes;
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        detail::Writer w(bytes);
-        encode_args(w, std::get<I>(std::move(all))...);
-      }(std::make_index_sequence<arity>{});
-      job->input.append(std::move(bytes), {0}, 1);
-      job->input_closed = true;
-      job->expected_total = 1;
-      submit(std::move(job));
-      return AsyncResult<result_type>(std::move(state));
-    } else {
-      return {};  // not reached: a static_assert above has failed
-    }
+    return submit_apply(false, std::forward<Xs>(xs)...);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -299,7 +281,7 @@ class Pool {
     PoolOptions options;
     bool serial;
     bool closed = false;  // serial mode's own close flag
-    pid_t owner = ::getpid();
+    pid_t owner = detail::current_pid();
     std::shared_ptr<detail::Engine> core;  // runs the tasks; null: they run here (serial)
     /// Non-empty: this process takes no tasks (an MPI serving rank); map, apply and
     /// the rest throw ValueError with this text.
@@ -355,7 +337,7 @@ class Pool {
   /// The state, if this process may use it (the one that made the pool).
   static State& usable(const std::shared_ptr<State>& state) {
     if (!state) throw ValueError("mproc: this Pool was moved from");
-    if (::getpid() != state->owner) {
+    if (detail::current_pid() != state->owner) {
       throw ValueError("mproc: a Pool can only be used by the process that created it");
     }
     return *state;
@@ -634,9 +616,40 @@ class Pool {
     return AsyncResult<std::vector<result_type>>(std::move(result));
   }
 
+  /// apply_async; awaited: the caller waits for the result at once (apply), which
+  /// lets the engine run the round trip on the caller's thread.
+  template <class... Xs>
+  AsyncResult<result_type> submit_apply(bool awaited, Xs&&... xs) {
+    require_apply_arguments<Xs...>();
+    if constexpr (apply_ok<Xs...>()) {
+      auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);
+      auto state = [&]<std::size_t... J>(std::index_sequence<J...>) {
+        return make_state(callback_options<result_type>(std::get<arity + J>(all)...));
+      }(std::make_index_sequence<sizeof...(Xs) - arity>{});
+      auto job = std::make_shared<detail::ApplyJob<result_type>>(item_size, state);
+      Bytes bytes;
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        detail::Writer w(bytes);
+        encode_args(w, std::get<I>(std::move(all))...);
+      }(std::make_index_sequence<arity>{});
+      job->input.append(std::move(bytes), {0}, 1);
+      job->input_closed = true;
+      job->expected_total = 1;
+      submit(std::move(job), awaited);
+      return AsyncResult<result_type>(std::move(state));
+    } else {
+      return {};  // not reached: a static_assert above has failed
+    }
+  }
+
   /// Queues a job whose input is complete. A job with no items finishes at once.
-  void submit(std::shared_ptr<detail::Job> job) {
+  /// awaited: its caller waits for it at once (see Engine::submit_awaited).
+  void submit(std::shared_ptr<detail::Job> job, bool awaited = false) {
     State& s = submitter();
+    if (s.core && awaited && job->input.size() != 0) {
+      s.core->submit_awaited(std::move(job));
+      return;
+    }
     if (s.core) {
       std::lock_guard lock(s.core->mutex());
       if (job->input.size() != 0) {

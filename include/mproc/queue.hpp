@@ -14,12 +14,19 @@
 // inside put() or get() does not hang the others. Any thread of any of these
 // processes may put and get.
 //
-// The ring reserves 1 GiB of address space; memory is used as items are queued and
-// given back when the queue empties (or, bounded, has room to spare). Only an
-// unbounded queue that never empties keeps the pages it swept, up to the ring's size;
-// Queue(0, ring_bytes) bounds that. An unbounded queue holds up to the ring's size
-// of encoded items before put() waits for readers (and put_nowait() throws Full); a
-// single item bigger than the ring streams through it while a reader takes it.
+// The ring starts at 1 MiB and grows fourfold (or at once to what an item needs)
+// whenever a put finds it full, up to ring_bytes (1 GiB by default). It takes twice
+// its size in address space (what `ulimit -v` limits): 2 MiB at first, 2 GiB at the
+// most (while it grows, the region it grows from stays mapped until the readers have
+// left it). Memory is used as items are queued and given back when the queue
+// empties (or, bounded, has room to spare). Only an unbounded queue that never
+// empties keeps the pages it swept, up to the ring's size; Queue(0, ring_bytes)
+// bounds that. An unbounded queue holds up to ring_bytes of encoded items (less if
+// the ring cannot be mapped that big) before put() waits for readers (and
+// put_nowait() throws Full). A single item bigger than that streams through the
+// ring while a reader takes it: put() waits for one; put_nowait() throws Full at
+// once, and put(item, timeout) throws Full if the item is not through in time (the
+// queue is then as before: a consumer that had started taking it drops it).
 //
 // A consumer killed while it takes an item (decoding it, say) leaves the item to the
 // next consumer, unless it was bigger than the ring: its bytes are gone, and it is
@@ -44,8 +51,8 @@ class Queue {
  public:
   /// An unbounded queue.
   Queue() : Queue(0) {}
-  /// A queue that holds at most maxsize items (0: unbounded). ring_bytes sizes the
-  /// shared ring (reserved address space; memory is used only as items are queued).
+  /// A queue that holds at most maxsize items (0: unbounded). ring_bytes is the most
+  /// the shared ring grows to (memory is used only as items are queued).
   explicit Queue(std::size_t maxsize, std::size_t ring_bytes = detail::SharedRing::default_capacity)
       : state_(std::make_shared<State>(maxsize, ring_bytes)) {
     require_sendable<T>();
@@ -61,13 +68,15 @@ class Queue {
   /// Adds item, waiting while the queue is full.
   void put(const T& item) const { put_with(item, detail::WaitSpec::forever(), "put"); }
   /// Adds item, waiting at most timeout for room (a negative one is zero, one too
-  /// long for the clock is forever); throws Full if there was none.
+  /// long for the clock is forever); throws Full if there was none. An item bigger
+  /// than the ring must also have been taken by a reader within timeout.
   template <class Rep, class Period>
   void put(const T& item, std::chrono::duration<Rep, Period> timeout) const {
     put_with(item, detail::WaitSpec::within(timeout), "put");
   }
-  /// Adds item if there is room now; throws Full otherwise. Never waits for a
-  /// reader (it may wait out another producer's copy of an item into the ring).
+  /// Adds item if there is room now; throws Full otherwise (always for an item bigger
+  /// than the ring). Never waits for a reader (it may wait out another producer's
+  /// copy of an item into the ring).
   void put_nowait(const T& item) const { put_with(item, detail::WaitSpec::no_wait(), "put_nowait"); }
 
   /// Removes and returns the oldest item, waiting for one.

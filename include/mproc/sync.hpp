@@ -16,16 +16,20 @@
 // holding a Lock (or the internal lock of a semaphore, event, barrier or Manager
 // container), the next locker does not hang: it gets the lock, and
 // Lock::owner_died() tells it that the data the lock guards may be half updated.
-// owner_deaths() counts such take-overs over the object's life.
+// owner_deaths() counts such take-overs over the object's life. A thread that drops
+// the last handle in its process of a Lock or RLock it holds abandons it the same way
+// (detail/lock_ref.hpp).
 //
 // Every timed wait blocks with a deadline on CLOCK_MONOTONIC. A wait also wakes every
 // 100 ms (detail::wait_slice) to look again, since between processes a wake-up can be
 // lost for good (a waker or a woken waiter killed at the wrong instant): no process
-// sleeps longer than that on a free lock or on a notify that was already given.
+// sleeps longer than that on a free lock or on a notify that was already given. A
+// signal handled meanwhile does not end a wait: it goes on to its deadline.
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/handle_codec.hpp>
+#include <mproc/detail/lock_ref.hpp>
 #include <mproc/detail/shared_heap.hpp>
 #include <mproc/detail/sync_state.hpp>
 #include <mproc/errors.hpp>
@@ -115,8 +119,9 @@ class LockBase {
   void release() { unlock(); }
 
   /// True when the current holder took the lock over from a process (or thread)
-  /// that died holding it: what it guards may be half updated. Meaningful to the
-  /// holder only; reset by the next normal acquisition.
+  /// that died holding it, or whose process dropped its last handle of the lock while
+  /// holding it: what it guards may be half updated. Meaningful to the holder only;
+  /// reset by the next normal acquisition.
   bool owner_died() const noexcept { return state_->owner_died.load(relaxed); }
   /// How many times, over the lock's life, a holder died with it and it was taken over.
   std::uint64_t owner_deaths() const noexcept { return state_->deaths.load(std::memory_order_relaxed); }
@@ -125,8 +130,8 @@ class LockBase {
   friend bool operator==(const LockBase& a, const LockBase& b) noexcept { return a.state_ == b.state_; }
 
  protected:
-  explicit LockBase(bool recursive) : state_(SharedObject<LockState>::make(0, recursive)) {}
-  LockBase(SharedObject<LockState> state, bool recursive) : state_(std::move(state)) {
+  explicit LockBase(bool recursive) : state_(LockRef::make(recursive)) {}
+  LockBase(LockRef state, bool recursive) : state_(std::move(state)) {
     if (state_->recursive != recursive) {
       throw ProtocolError(recursive ? "mproc: a Lock handle was decoded as an RLock"
                                     : "mproc: an RLock handle was decoded as a Lock");
@@ -179,18 +184,23 @@ class LockBase {
   // Bookkeeping right after the mutex was taken.
   void acquired(LockResult r) {
     LockState& s = *state_;
-    if (r == LockResult::owner_died) {
-      s.deaths.fetch_add(1, relaxed);
-      s.owner_died.store(true, relaxed);
-      s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level
-    } else if (s.recursive && s.depth.load(relaxed) > 0) {
+    if (r == LockResult::acquired && s.recursive && s.depth.load(relaxed) > 0) {  // the holder again
       s.depth.store(s.depth.load(relaxed) + 1, relaxed);
       return;
-    } else {
-      s.owner_died.store(false, relaxed);
-      s.depth.store(1, relaxed);
     }
+    note_takeover(s, r == LockResult::owner_died);
+    s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level too
     if (s.recursive) s.owner_tid.store(::gettid(), relaxed);
+  }
+  // Records whether the lock, just taken, was taken over from a holder that died or
+  // that dropped its last handle while holding it (see detail/lock_ref.hpp).
+  static void note_takeover(LockState& s, bool owner_died) {
+    if (s.dropped_while_held.load(relaxed)) {
+      s.dropped_while_held.store(false, relaxed);
+      owner_died = true;
+    }
+    if (owner_died) s.deaths.fetch_add(1, relaxed);
+    s.owner_died.store(owner_died, relaxed);
   }
   static ValueError not_held(const char* what) {
     return ValueError(std::string("mproc: ") + what + " of a lock this thread does not hold");
@@ -232,12 +242,11 @@ class LockBase {
       if (e.error_code() == EPERM) throw not_held("Condition wait");  // a Lock this thread did not hold
       throw;
     }
-    if (r.owner_died) s.deaths.fetch_add(1, relaxed);
-    s.owner_died.store(r.owner_died, relaxed);
+    note_takeover(s, r.owner_died);
     return r;
   }
 
-  SharedObject<LockState> state_;
+  LockRef state_;
 };
 
 /// Holds lock for a scope unless this thread already holds it (see
@@ -269,7 +278,7 @@ class Lock : public detail::LockBase {
  private:
   static constexpr const char* type_label = "mproc::Lock";  // for error messages
   friend struct detail::ObjectHandleCodec<Lock>;
-  explicit Lock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), false) {}
+  explicit Lock(detail::LockRef state) : LockBase(std::move(state), false) {}
 };
 
 /// Python's multiprocessing.RLock: a lock its holder may take again; it is free once
@@ -281,7 +290,7 @@ class RLock : public detail::LockBase {
  private:
   static constexpr const char* type_label = "mproc::RLock";  // for error messages
   friend struct detail::ObjectHandleCodec<RLock>;
-  explicit RLock(detail::SharedObject<detail::LockState> state) : LockBase(std::move(state), true) {}
+  explicit RLock(detail::LockRef state) : LockBase(std::move(state), true) {}
 };
 
 /// Python's multiprocessing.Semaphore: a counter that acquire() decrements, waiting
@@ -561,8 +570,9 @@ class Condition {
 ///
 /// A party that times out breaks the barrier: the others get BrokenBarrierError, as
 /// in Python, until reset(). A process that dies while holding the barrier's internal
-/// lock breaks it too (the others learn of it instead of waiting forever); one that
-/// dies while waiting is not noticed, so give wait() a timeout when parties may die.
+/// lock breaks it too (the others learn of it instead of waiting forever), whichever
+/// call takes the lock over (broken() then says true); one that dies while waiting is
+/// not noticed, so give wait() a timeout when parties may die.
 class Barrier {
  public:
   /// A barrier for parties (at least 1) processes or threads.
@@ -582,7 +592,7 @@ class Barrier {
   /// Returns the barrier to its initial state; parties waiting now get BrokenBarrierError.
   void reset() {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     ++s.resets;
     s.waiting = 0;
     s.broken = false;
@@ -592,7 +602,7 @@ class Barrier {
   /// until reset().
   void abort() {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     break_locked(s);
   }
   /// The number of parties.
@@ -600,13 +610,13 @@ class Barrier {
   /// How many parties are waiting now.
   std::size_t n_waiting() const {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     return static_cast<std::size_t>(s.waiting);
   }
   /// True if the barrier is broken.
   bool broken() const {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    Guard guard(s);
     return s.broken;
   }
 
@@ -620,10 +630,30 @@ class Barrier {
     s.changed.notify_all();
   }
 
+  // The barrier's internal lock for a scope. A holder that died with it may have left
+  // a round half counted, so taking it over breaks the barrier, in every call.
+  class Guard : public detail::RecoveringGuard {
+   public:
+    explicit Guard(detail::BarrierState& s) : RecoveringGuard(s.mutex, s.deaths), s_(s) { break_if_recovered(); }
+    bool wait_until(detail::SharedCondition& c, detail::steady_clock::time_point deadline) {
+      const bool woken = RecoveringGuard::wait_until(c, deadline);
+      break_if_recovered();
+      return woken;
+    }
+
+   private:
+    void break_if_recovered() {
+      if (!recovered() || broke_) return;
+      broke_ = true;
+      break_locked(s_);
+    }
+    detail::BarrierState& s_;
+    bool broke_ = false;
+  };
+
   std::size_t wait_steady(detail::steady_clock::time_point deadline) {
     detail::BarrierState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
-    if (guard.recovered()) break_locked(s);
+    Guard guard(s);
     if (s.broken) throw BrokenBarrierError("mproc::Barrier is broken");
     const std::uint64_t generation = s.generation;
     const std::uint64_t resets = s.resets;
@@ -636,7 +666,6 @@ class Barrier {
     }
     for (;;) {
       const bool woken = guard.wait_until(s.changed, deadline);
-      if (guard.recovered()) break_locked(s);
       if (s.generation != generation) return static_cast<std::size_t>(index);
       if (s.resets != resets) throw BrokenBarrierError("mproc::Barrier was reset while waiting");
       if (!woken) break_locked(s);

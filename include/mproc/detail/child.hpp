@@ -179,23 +179,23 @@ template <class Body>
 Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork flush = FlushBeforeFork::all_streams) {
   if (flush == FlushBeforeFork::all_streams) flush_std_streams();
   else flush_c_streams();
-  // A child that someone else may reap the moment it exits (SIGCHLD ignored, or a
-  // handler that reaps) waits until its pidfd is open: there is none for a pid
-  // already reaped. Otherwise nobody but its Child reaps it, and it need not wait.
-  struct sigaction sigchld {};
-  ::sigaction(SIGCHLD, nullptr, &sigchld);
-  PipeEnds go;
-  if (sigchld.sa_handler != SIG_DFL || (sigchld.sa_flags & SA_NOCLDWAIT) != 0) go = make_private_pipe();
+  // The child waits for a go from the parent until its pidfd is open: a child that
+  // someone else may reap the moment it exits (SIGCHLD ignored, or a handler that
+  // reaps) has no pidfd to open once reaped, and a parent that can't open one (out of
+  // descriptors) kills the child before it ran anything. The go pipe's two
+  // descriptors also make a program at its open-file limit fail here, before a fork.
+  PipeEnds go = make_private_pipe();
   const pid_t pid = ::fork();  // pthread_atfork takes PrivateFds::hold_forks() around it
   if (pid < 0) throw limit_error("fork", errno);
   if (pid == 0) {
     int code = 1;
     try {
-      if (go.read) {
+      {
         ::close(go.write.release());  // no lock: this child may come from a program with other threads
         char byte;
         while (::read(go.read.get(), &byte, 1) < 0 && errno == EINTR) {
-          // a byte, or end of file if the parent is gone
+          // a byte, or end of file if the parent is gone (a parent that gave up killed
+          // this child first: SIGKILL is taken before the read returns to user code)
         }
       }
       PrivateFds::close_all_except(keep);
@@ -220,13 +220,13 @@ Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork f
     pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))).make_private();
     err = errno;
   }
-  if (go.write) (void)write_all(go.write.get(), "g", 1);
   if (!pidfd) {
-    ::kill(pid, SIGKILL);
+    ::kill(pid, SIGKILL);  // before the go pipe closes: the child runs nothing of body()
     siginfo_t info{};
     ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED);
     throw limit_error("pidfd_open", err);
   }
+  (void)write_all(go.write.get(), "g", 1);
   return Child(pid, std::move(pidfd));
 }
 

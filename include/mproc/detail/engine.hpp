@@ -8,6 +8,7 @@
 
 #include <mproc/async_result.hpp>
 #include <mproc/detail/chunker.hpp>
+#include <mproc/detail/fd.hpp>  // limit_error
 #include <mproc/detail/job.hpp>
 #include <mproc/detail/worker_slots.hpp>  // monotonic_ns
 #include <mproc/errors.hpp>
@@ -24,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -100,9 +102,17 @@ class Engine {
   /// terminate(), or the error that broke the pool.
   void submit_locked(std::shared_ptr<Job> job) {
     check_open_locked();
-    live_.emplace(job.get(), job);
-    pending_.push_back(std::move(job));
+    queue_locked(std::move(job));
     wake_locked();
+  }
+  /// Queues a job whose caller waits for it at once (Pool::apply). A transport may
+  /// hand it out and wait for its outcome on the caller's thread while the pool's
+  /// thread sleeps (one wake-up less each way); this one queues it for the pool's
+  /// thread. Returns once the job is finished or left to the pool's thread: either
+  /// way the caller then waits on its result as usual. Mutex not held.
+  virtual void submit_awaited(std::shared_ptr<Job> job) {
+    std::lock_guard lock(mutex_);
+    submit_locked(std::move(job));
   }
   /// Throws if the pool takes no more work. Call with mutex() held.
   void check_open_locked() const {
@@ -176,6 +186,9 @@ class Engine {
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     try {
       thread_ = std::thread([this] { run(); });
+    } catch (const std::system_error& e) {  // EAGAIN: RLIMIT_NPROC counts threads too
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      throw limit_error("mproc: the pool could not start its thread: pthread_create", e.code().value());
     } catch (...) {
       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
       throw;
@@ -331,7 +344,10 @@ class Engine {
         again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned});
       }
       --c.job->in_flight;
-      returned(c, false);
+      {
+        std::lock_guard lock(mutex_);
+        returned(c, false);
+      }
     }
     held.clear();
     requeue(std::move(again));  // every job held is touched: requeued here or settled above
@@ -352,6 +368,33 @@ class Engine {
         "mproc: " + what + " while running task " + std::to_string(index) +
             (retries_ > 0 ? " (attempt " + std::to_string(attempts + 1) + ")" : ""),
         signal, exit_code));
+  }
+
+  /// Queues a job without waking the pool's thread (submit_awaited). Mutex held.
+  void queue_locked(std::shared_ptr<Job> job) {
+    live_.emplace(job.get(), job);
+    pending_.push_back(std::move(job));
+  }
+  /// For submit_awaited, on the caller's thread: if the job is finished, takes it off
+  /// the live jobs (unless the pool's thread already retired or abandoned it) and
+  /// returns true; the caller then runs its finish(). Mutex held.
+  bool retire_awaited_locked(const std::shared_ptr<Job>& job) {
+    if (!finished(*job) || live_.erase(job.get()) == 0) return false;
+    std::erase(touched_, job);  // its settle() put it there: the pool's thread need not look
+    if (closed_) wake_locked();  // join() may be waiting for the last job
+    return true;
+  }
+  /// Whether items wait to be handed out (mutex held).
+  bool has_queued_work_locked() const {
+    return !requeue_.empty() ||
+           std::any_of(pending_.begin(), pending_.end(), [](const auto& job) { return job->has_undispatched(); });
+  }
+  /// Wakes the pool's thread if it sleeps. Mutex held.
+  void wake_locked() {
+    if (sleeping_) {
+      wake();
+      sleeping_ = false;
+    }
   }
 
   /// How many chunks a worker may hold at most.
@@ -434,13 +477,6 @@ class Engine {
     if (thread_.joinable()) thread_.join();
   }
 
-  void wake_locked() {
-    if (sleeping_) {
-      wake();
-      sleeping_ = false;
-    }
-  }
-
   void run() {
     on_pool_thread = true;
     bool killing = false;
@@ -496,12 +532,16 @@ class Engine {
     touched_.push_back(job);
   }
 
+  static bool finished(const Job& job) noexcept {
+    return job.input_closed && job.settled == job.input.size() && job.in_flight == 0;
+  }
+
   /// Retires the jobs touched since the last pass that are now finished (or
   /// cancelled and drained); their finish() runs later without the mutex, since it
   /// runs user callbacks.
   void retire_finished_jobs_locked() {
     for (const auto& job : touched_) {
-      const bool done = job->input_closed && job->settled == job->input.size() && job->in_flight == 0;
+      const bool done = finished(*job);
       const bool dropped = job->cancelled && job->in_flight == 0;
       if (!(done || dropped) || live_.erase(job.get()) == 0) continue;
       if (!job->cancelled) deferred_.push_back([job] { job->finish(); });
@@ -526,7 +566,7 @@ class Engine {
   /// What `count` items of `job`, about to be cut, should cost, or -1 if that is not
   /// known: the job's own mean once one of its chunks came back; before that, for a
   /// one-item job, the recent cost of the one-item jobs of its series (see
-  /// wants_more_locked). Mutex held, pool's thread.
+  /// wants_more_locked). Mutex held.
   double predict_locked(const Job& job, std::size_t count) {
     std::optional<double> per_item = job.chunking.item_seconds();
     if (!per_item && is_single_item(job)) {
@@ -536,7 +576,7 @@ class Engine {
     if (is_single_item(job)) ++single_items_out_;
     return per_item ? *per_item * static_cast<double>(count) : -1;
   }
-  /// A chunk handed out earlier came back, or its worker is gone (pool's thread).
+  /// A chunk handed out earlier came back, or its worker is gone (mutex held).
   void returned(const Chunk& c, bool answered) {
     if (!is_single_item(*c.job)) return;
     --single_items_out_;
@@ -569,7 +609,6 @@ class Engine {
   std::exception_ptr broken_;
   RecentItemTime single_item_timing_;  // item durations of one-item jobs (apply, apply_async)
   std::int64_t pass_ns_ = 0;           // when the current hand-out pass began (monotonic_ns)
-  // The pool's thread only.
   std::size_t single_items_out_ = 0;   // chunks of one-item jobs handed out and not back
   bool single_item_series_answered_ = false;  // one of them came back since none was out
   std::uint64_t next_chunk_id_ = 1;

@@ -10,6 +10,14 @@
 // of the front chunk it is running. When a worker dies, that one item fails (or is
 // retried) and everything else it held goes back to the front of the queue.
 //
+// Who does the I/O: the pool's thread, which holds io_mutex_ whenever it is not asleep
+// in poll(). While it sleeps, a thread calling Pool::apply may take io_mutex_ and do
+// what the pool's thread would (hand its task to an idle worker, read the outcome),
+// so that one call wakes two threads (the worker, then the caller), not four (the
+// pool's thread and the worker, then the pool's thread and the caller). The worker is
+// lent to that caller meanwhile: the pool's thread neither polls it nor gives it work,
+// and takes it back (and its chunk, as from any worker) if it dies. See submit_awaited.
+//
 // A worker leaves when told to by a stop frame (maxtasksperchild, the pool closing),
 // not only at end of file on its task pipe: a process forked outside mproc may hold a
 // copy of that pipe, and the end of file would then never come.
@@ -119,6 +127,8 @@ class LocalEngine final : public Engine {
     bool ready = false;           // its initializer finished
     bool retiring = false;        // takes no more work (maxtasksperchild, memory)
     bool stop_queued = false;     // a stop frame is in out (or written)
+    bool lent = false;            // a caller of submit_awaited does its I/O (see there)
+    bool gone = false;            // it exited and the pool forgot it
     /// The running word it was killed for by the task timeout (0: it held work and
     /// started none of it in time).
     std::optional<std::uint64_t> timed_out;
@@ -130,6 +140,7 @@ class LocalEngine final : public Engine {
   // ------------------------------------------------------------------ Engine steps
 
   void start() override {
+    io_lock_ = std::unique_lock(io_mutex_);  // released only while asleep in poll(), and at the end of stop()
     struct Started {  // worker_pids() waits for this, however start() ends
       LocalEngine& engine;
       ~Started() { engine.first_workers_started(); }
@@ -158,29 +169,116 @@ class LocalEngine final : public Engine {
     (void)!::write(wake_fd_.get(), &one, sizeof one);
   }
 
+  /// While the pool's thread sleeps in poll() (io_mutex_ is free) and a worker is
+  /// idle, the caller hands the job's chunk to that worker itself and waits for the
+  /// outcome on the worker's pipe: the pool's thread is not woken at all. Otherwise
+  /// (the pool's thread is awake, no worker is idle, a task timeout must be timed by
+  /// the pool's thread, or this is the pool's thread) the job is queued as usual.
+  void submit_awaited(std::shared_ptr<Job> job) override {
+    std::shared_ptr<Worker> lent;
+    {
+      std::unique_lock io(io_mutex_, std::defer_lock);
+      if (!on_pool_thread && !slots_.timed()) (void)io.try_lock();
+      std::lock_guard lock(mutex());
+      Worker* idle = nullptr;
+      if (io.owns_lock()) {
+        for (auto& w : workers_) {
+          if (!w->lent && w->held.empty() && w->out.empty() && has_room(*w)) idle = w.get();
+        }
+      }
+      if (idle == nullptr) {
+        submit_locked(std::move(job));
+        return;
+      }
+      check_open_locked();
+      queue_locked(job);
+      // What the pool's thread would do on waking: the idle worker gets the next
+      // chunk (this job's, unless items a lost worker held come first).
+      const bool given = give_chunk_locked(*idle);
+      try {
+        if (given) flush_writes(*idle);
+      } catch (const OSError&) {
+        // The pool's thread meets the same error and breaks the pool.
+      }
+      if (!given || idle->held.size() != 1 || idle->held.front().job != job || !idle->out.empty()) {
+        wake_locked();  // the pool's thread does the rest, and watches the worker
+        return;
+      }
+      idle->lent = true;
+      for (auto& w : workers_) {
+        if (w.get() == idle) lent = w;
+      }
+    }
+    await_outcome(lent, job);
+  }
+
+  /// submit_awaited, after the chunk went to worker w: waits for its outcome on w's
+  /// pipe and reads it (as the pool's thread would), or for w to exit. The worker goes
+  /// back to the pool's thread either way; if the job is not finished then (w died, or
+  /// gave items back), the pool's thread sees to it.
+  void await_outcome(const std::shared_ptr<Worker>& w, const std::shared_ptr<Job>& job) {
+    bool finished = false;
+    std::exception_ptr failure;
+    for (bool back = false; !back;) {
+      pollfd fds[2] = {{w->result_r.get(), POLLIN, 0}, {w->pidfd.get(), POLLIN, 0}};
+      try {
+        poll_fds(fds, 2, std::chrono::nanoseconds(-1));
+      } catch (const std::exception& e) {
+        failure = std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what()));
+      }
+      std::lock_guard io(io_mutex_);
+      if (w->gone) return;  // it died and the pool's thread took back what it held
+      try {
+        if (fds[0].revents != 0) read_results(*w);
+      } catch (const std::exception& e) {
+        failure = std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what()));
+      }
+      back = failure || w->held.empty() || w->result_eof || fds[1].revents != 0;
+      if (back) {
+        w->lent = false;
+        std::lock_guard lock(mutex());
+        finished = !failure && retire_awaited_locked(job);
+        // Items to run again, a worker to watch or replace, or work queued meanwhile
+        // that this worker may take: the pool's thread sees to it.
+        if (!finished || has_queued_work_locked()) wake_locked();
+      }
+    }
+    if (failure) {
+      break_pool(failure);  // as the pool's thread does when its own I/O fails
+      std::lock_guard lock(mutex());
+      wake_locked();
+    }
+    if (finished) job->finish();
+  }
+
   /// One chunk to each worker with room per round, so work spreads evenly.
   void hand_out_locked() override {
     for (bool progress = true; progress;) {
       progress = false;
       for (auto& wp : workers_) {
         Worker& w = *wp;
-        if (!has_room(w)) continue;
-        const std::size_t budget =
-            config_.maxtasksperchild == 0 ? SIZE_MAX : config_.maxtasksperchild - w.assigned;
-        auto chunk = cut_chunk_locked(budget);
-        if (!chunk) return;
-        const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
-        if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
-        w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
-        w.assigned += chunk->count;
-        w.held.push_back(std::move(*chunk));
-        if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) {
-          w.retiring = true;
-          queue_stop(w);  // right behind its last chunk
-        }
+        if (w.lent || !has_room(w)) continue;
+        if (!give_chunk_locked(w)) return;
         progress = true;
       }
     }
+  }
+
+  /// Gives worker w the next chunk, if there is one (mutex and io_mutex_ held).
+  bool give_chunk_locked(Worker& w) {
+    const std::size_t budget = config_.maxtasksperchild == 0 ? SIZE_MAX : config_.maxtasksperchild - w.assigned;
+    auto chunk = cut_chunk_locked(budget);
+    if (!chunk) return false;
+    const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
+    if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
+    w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
+    w.assigned += chunk->count;
+    w.held.push_back(std::move(*chunk));
+    if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) {
+      w.retiring = true;
+      queue_stop(w);  // right behind its last chunk
+    }
+    return true;
   }
 
   void wait_and_handle() override {
@@ -190,11 +288,23 @@ class LocalEngine final : public Engine {
     fds_.push_back({wake_fd_.get(), POLLIN, 0});
     fds_.push_back({server_->fd(), POLLIN, 0});
     for (auto& w : workers_) {
-      fds_.push_back({w->result_eof ? -1 : w->result_r.get(), POLLIN, 0});
+      // A ready worker that holds nothing has nothing to say (its exit comes from the
+      // fork server), and a lent one is watched by its borrower: neither is polled, so
+      // lending one (submit_awaited) needs no new poll here.
+      const bool quiet = w->result_eof || w->lent || (w->ready && w->held.empty());
+      fds_.push_back({quiet ? -1 : w->result_r.get(), POLLIN, 0});
       fds_.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
     }
     // Exits queued by an earlier spawn() leave the socket quiet: don't sleep on them.
-    poll_fds(fds_.data(), fds_.size(), server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_wait());
+    const auto wait = server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_wait();
+    io_lock_.unlock();  // submit_awaited may do the I/O meanwhile
+    try {
+      poll_fds(fds_.data(), fds_.size(), wait);
+    } catch (...) {
+      io_lock_.lock();
+      throw;
+    }
+    io_lock_.lock();
     if (fds_[0].revents != 0) {
       std::uint64_t count;
       (void)!::read(wake_fd_.get(), &count, sizeof count);
@@ -207,6 +317,12 @@ class LocalEngine final : public Engine {
   }
 
   void stop(bool now) override {
+    struct ReleaseIo {  // however stop() ends: no pool thread is left to do I/O
+      std::unique_lock<std::mutex>& lock;
+      ~ReleaseIo() {
+        if (lock.owns_lock()) lock.unlock();
+      }
+    } release_io{io_lock_};
     if (server_) {
       stopping_hard_ = now;
       for (auto& w : workers_) {
@@ -306,7 +422,7 @@ class LocalEngine final : public Engine {
 
   /// Takes over a worker the server started for slot.
   void add_worker(std::size_t slot, SpawnedWorker spawned) {
-    auto w = std::make_unique<Worker>();
+    auto w = std::make_shared<Worker>();
     w->slot = slot;
     w->pid = spawned.pid;
     w->pidfd = std::move(spawned.pidfd);
@@ -423,6 +539,7 @@ class LocalEngine final : public Engine {
 
   /// Drops a worker that has exited.
   void forget(Worker& w) {
+    w.gone = true;  // for a borrower that holds it (submit_awaited)
     {
       std::lock_guard lock(pids_mutex_);
       std::erase(pids_, w.pid);
@@ -458,6 +575,9 @@ class LocalEngine final : public Engine {
         return;
       }
       w.in.release();
+      // A worker that holds nothing sends nothing more until it gets work (its exit
+      // comes from the fork server): no read just to hear EAGAIN.
+      if (w.ready && w.held.empty() && w.in.unread() == 0) return;
     }
   }
 
@@ -606,6 +726,11 @@ class LocalEngine final : public Engine {
   std::vector<std::unique_ptr<Lane>> task_lanes_;    // per slot, parent -> worker
   std::vector<std::unique_ptr<Lane>> result_lanes_;  // per slot, worker -> parent
   Fd wake_fd_;
+  /// Held by whoever does the workers' I/O (reads, writes, the Worker fields): the
+  /// pool's thread, but while it sleeps in poll() a submit_awaited caller. Taken
+  /// before mutex().
+  std::mutex io_mutex_;
+  std::unique_lock<std::mutex> io_lock_;  // the pool's thread's hold on io_mutex_
   mutable std::mutex pids_mutex_;
   mutable std::condition_variable pids_cv_;
   std::vector<pid_t> pids_;
@@ -613,7 +738,7 @@ class LocalEngine final : public Engine {
 
   // The pool's thread only.
   std::optional<ForkServer> server_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::shared_ptr<Worker>> workers_;  // shared with a borrower (submit_awaited)
   std::vector<pollfd> fds_;
   static constexpr int max_failed_starts = 3;
   static constexpr int max_killed_starts = 10;

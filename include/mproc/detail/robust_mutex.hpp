@@ -92,9 +92,11 @@ class RobustMutex {
 
   pthread_mutex_t* native() noexcept { return &m_; }
 
-  /// Whether the calling thread holds it, in any process: a robust mutex keeps its
-  /// holder's thread id in its futex word.
-  bool held_by_caller() noexcept { return (word() & FUTEX_TID_MASK) == static_cast<unsigned>(::gettid()); }
+  /// The thread that holds it, in any process (a robust mutex keeps its holder's
+  /// thread id in its futex word); 0 if it is free or its holder died with it.
+  pid_t holder() noexcept { return static_cast<pid_t>(word() & FUTEX_TID_MASK); }
+  /// Whether the calling thread holds it.
+  bool held_by_caller() noexcept { return holder() == ::gettid(); }
   /// Whether a holder died with it and nobody has taken it over yet.
   bool abandoned() noexcept { return (word() & FUTEX_OWNER_DIED) != 0; }
   /// How many times it was taken over from a dead holder.

@@ -18,12 +18,12 @@
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/fd.hpp>
 #include <mproc/detail/fork_safe_mutex.hpp>
+#include <mproc/detail/memfd.hpp>
 #include <mproc/errors.hpp>
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,38 +57,23 @@ struct SegmentHeader {
   std::atomic<std::uint64_t> cursor;      // arenas: the next free offset
   std::int32_t creator_pid;
   std::int32_t creator_fd;
-  std::uint64_t spare;
+  std::uint64_t flags;                    // segment_flag_*
 };
 static_assert(sizeof(SegmentHeader) == 64);
 inline constexpr std::size_t segment_header_size = sizeof(SegmentHeader);
 
-/// The error for a descriptor that `call` could not get because a limit on open
-/// files was reached (EMFILE, ENFILE): it names the limit and how to raise it.
-inline OSError descriptor_limit_error(const char* call, int err) {
-  std::string what = "mproc: no descriptor left for a shared-memory segment: ";
-  if (err == EMFILE) {
-    rlimit limit{};
-    (void)::getrlimit(RLIMIT_NOFILE, &limit);
-    what += "this process has reached its limit of " + std::to_string(limit.rlim_cur) +
-            " open files (RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
-            "setrlimit(RLIMIT_NOFILE) in it)";
-  } else {
-    what += "the system-wide limit of open files is reached (fs.file-max)";
-  }
-  return OSError(what + ". " + call, err);
-}
-
-inline std::size_t page_round_up(std::size_t n) {
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
-}
+/// SegmentHeader::flags: the segment holds one object of its own (see SharedHeap),
+/// whose memory must go back once the last handle anywhere is dropped.
+inline constexpr std::uint64_t segment_flag_own_object = 1;
 
 class Segment;
 
 /// Every segment this process maps, by id, so that a handle decoded here reuses the
 /// mapping it inherited or decoded before. It also keeps the last few segments
 /// reached through /proc mapped, so that a Pool worker handed the same container in
-/// task after task opens it once, not per task.
+/// task after task opens it once, not per task; but never a segment of one object
+/// of its own: kept here, a big Array dropped everywhere else would keep its memory
+/// for as long as the worker lives (opening it again costs little next to its size).
 class SegmentRegistry {
  public:
   static constexpr std::size_t recent_capacity = 8;
@@ -123,20 +108,9 @@ class SegmentRegistry {
     if (it != map_.end() && it->second.expired()) map_.erase(it);
   }
 
-  /// Keeps s mapped for a while (until recent_capacity newer ones have come).
-  void keep_recent(std::shared_ptr<Segment> s) {
-    std::shared_ptr<Segment> evicted;
-    {
-      std::lock_guard lock(mutex());
-      for (const auto& r : recent_) {
-        if (r == s) return;
-      }
-      evicted = std::exchange(recent_[next_], std::move(s));
-      next_ = (next_ + 1) % recent_capacity;
-    }
-    // evicted may be the last reference: its destructor takes the mutex, so it runs
-    // only now, outside the lock.
-  }
+  /// Keeps s mapped for a while (until recent_capacity newer ones have come), unless
+  /// it holds one object of its own.
+  void keep_recent(std::shared_ptr<Segment> s);
 
   /// Drops the kept segments (tests use it to check that nothing else holds one).
   void drop_recent() {
@@ -161,13 +135,13 @@ class SegmentRegistry {
 class Segment {
  public:
   /// Makes a new segment of `committed` bytes (memory reserved now) that may grow to
-  /// `reserved` bytes. Throws SharedMemoryFull if the system has no memory for it.
-  static std::shared_ptr<Segment> create(SegmentKind kind, std::size_t committed, std::size_t reserved) {
+  /// `reserved` bytes. Throws SharedMemoryFull if the system has no memory for it, or
+  /// this process no address space.
+  static std::shared_ptr<Segment> create(SegmentKind kind, std::size_t committed, std::size_t reserved,
+                                         std::uint64_t flags = 0) {
     committed = page_round_up(std::max(committed, segment_header_size));
     reserved = page_round_up(std::max(reserved, committed));
-    Fd fd(::memfd_create("mproc", MFD_CLOEXEC));
-    if (!fd && (errno == EMFILE || errno == ENFILE)) throw descriptor_limit_error("memfd_create", errno);
-    if (!fd) throw OSError("memfd_create", errno);
+    Fd fd = make_memfd("mproc", 0);
     if (!allocate_file(fd.get(), committed)) {
       throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
                              std::to_string(committed) + " bytes");
@@ -184,6 +158,7 @@ class Segment {
     h->cursor.store(segment_header_size, std::memory_order_relaxed);
     h->creator_pid = static_cast<std::int32_t>(::getpid());
     h->creator_fd = fd_number;
+    h->flags = flags;
     return SegmentRegistry::instance().add(std::move(s), id);
   }
 
@@ -279,9 +254,10 @@ class Segment {
   }
 
   static void* map(int fd, std::size_t reserved) {
-    void* p = ::mmap(nullptr, reserved, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-    if (p == MAP_FAILED) throw OSError("mmap(memfd)", errno);
-    return p;
+    if (std::byte* p = map_memfd(fd, 0, reserved)) return p;
+    throw SharedMemoryFull("mproc: no address space left to map a shared segment of " + std::to_string(reserved) +
+                           " bytes (the address-space limit, RLIMIT_AS or `ulimit -v`, " +
+                           address_space_limit_text() + ")");
   }
 
   static std::uint64_t random_id() {
@@ -329,5 +305,20 @@ class Segment {
   void* base_;
   std::size_t reserved_;
 };
+
+inline void SegmentRegistry::keep_recent(std::shared_ptr<Segment> s) {
+  if ((s->header().flags & segment_flag_own_object) != 0) return;
+  std::shared_ptr<Segment> evicted;
+  {
+    std::lock_guard lock(mutex());
+    for (const auto& r : recent_) {
+      if (r == s) return;
+    }
+    evicted = std::exchange(recent_[next_], std::move(s));
+    next_ = (next_ + 1) % recent_capacity;
+  }
+  // evicted may be the last reference: its destructor takes the mutex, so it runs
+  // only now, outside the lock.
+}
 
 }  // namespace mproc::detail

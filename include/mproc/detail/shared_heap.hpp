@@ -13,7 +13,8 @@
 // as objects are carved from it, with the same reserve-then-fallocate growth as a
 // Manager's segment. Two thousand 24 KB Arrays take ten descriptors, not two
 // thousand. Objects of 256 KiB or more get a segment of their own, whose memory goes
-// back to the system as soon as the object is dropped; the bytes of a smaller object
+// back to the system as soon as the object is dropped in every process (no process
+// keeps such a segment mapped for reuse, see SegmentRegistry); the bytes of a smaller object
 // that was dropped stay in its arena until the whole arena is unmapped. (The
 // threshold keeps that waste small next to what lives: a program that makes and drops
 // big scratch Arrays beside long-lived Values would otherwise pin arena after arena.)
@@ -107,7 +108,7 @@ class SharedHeap {
     if (align < alignof(ObjectHeader)) align = alignof(ObjectHeader);
     const std::size_t footprint = segment_header_size + max_align + sizeof(ObjectHeader) + size;
     if (size >= own_segment_size) {
-      auto own = Segment::create(SegmentKind::arena, footprint, 0);
+      auto own = Segment::create(SegmentKind::arena, footprint, 0, segment_flag_own_object);
       std::byte* p = carve(*own, tag, size, align);
       return {std::move(own), p};
     }

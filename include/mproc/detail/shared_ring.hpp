@@ -1,7 +1,8 @@
 #pragma once
 // SharedRing: the byte-level engine under mproc::Queue. A ring buffer in shared
-// memory (MirrorMapping) that carries frames (a 24-byte FrameHeader and a payload)
-// between any number of writer and reader processes forked after it was made.
+// memory (a memfd mapped twice, see mirror_mapping.hpp) that carries frames (a
+// 24-byte FrameHeader and a payload) between any number of writer and reader
+// processes forked after it was made.
 //
 // - One writer at a time holds put_lock while it copies one frame in; one reader at
 //   a time holds get_lock while it takes one frame out. Both are robust mutexes: a
@@ -20,23 +21,35 @@
 //   wakes when a piece comes or when the writer dies (and then drops the item).
 // - head and tail are byte positions that only grow; a frame is published by one
 //   store to tail after its bytes are in place, so readers never see half a frame.
-// - The ring is reserved, not committed (1 GiB by default): pages cost memory once
-//   written. To keep that to what is really in use, a writer that finds the queue
-//   empty past the first 256 KiB of the lap jumps back to its start (a padding frame
-//   that it consumes itself) and returns the pages beyond to the system. A queue
-//   that never empties keeps the pages it has swept (up to the ring's size) unless
-//   it is bounded, when the jump is also taken whenever maxsize items still fit.
+// - The ring grows: it starts small (1 MiB) and, when a writer finds it full, goes on
+//   in a region four times the size (or as big as the item needs), up to its
+//   capacity (1 GiB by default). Each region is a part of one memfd, mapped twice
+//   (so that records have no seam); a region begins at a position, published by one
+//   store (of the region count) under put_lock before any frame is written there, and
+//   the positions before it stay in the regions before, which the readers finish
+//   first. Each process maps a region when it first needs it and unmaps it once the
+//   readers have left it (whose pages they give back then): so a queue costs little
+//   address space (what `ulimit -v` limits) unless many bytes wait in it. A writer
+//   that cannot map a bigger region waits for readers, as at full capacity.
+// - Pages cost memory once written. To keep that to what is really in use, a writer
+//   that finds the queue empty past the first 256 KiB of the lap jumps back to its
+//   start (a padding frame that it consumes itself) and returns the pages beyond to
+//   the system. A queue that never empties keeps the pages it has swept (up to the
+//   region's size) unless it is bounded, when the jump is also taken whenever
+//   maxsize items still fit.
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/futex.hpp>
+#include <mproc/detail/memfd.hpp>
 #include <mproc/detail/mirror_mapping.hpp>
 #include <mproc/detail/robust_mutex.hpp>
 #include <mproc/detail/shared_mapping.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -47,6 +60,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <string>
 #include <utility>
 
 namespace mproc::detail {
@@ -94,42 +108,54 @@ class RingLock {
 
 class SharedRing {
  public:
-  /// Reserved ring size when none is given; physical memory follows actual use.
+  /// The most a ring grows to when no capacity is given; memory follows actual use.
   static constexpr std::size_t default_capacity = std::size_t{1} << 30;
+  /// The size a ring starts with (its whole capacity if that is smaller).
+  static constexpr std::size_t initial_capacity = std::size_t{1} << 20;
 
-  /// maxsize bounds the number of items (0: unbounded); capacity is the ring's size
-  /// in bytes, rounded up to a power of two of at least one page.
+  /// maxsize bounds the number of items (0: unbounded); capacity is the most the
+  /// ring grows to in bytes, rounded up to a power of two of at least one page.
   SharedRing(std::size_t maxsize, std::size_t capacity)
       : control_(sizeof(Control)),
         c_(new (control_.data()) Control(maxsize, ring_size(capacity))),
-        ring_(c_->capacity) {}
+        file_(make_memfd("mproc-ring", c_->file_bytes())) {
+    (void)view(0);  // here, so that every process forked from now on has it mapped
+  }
   SharedRing(const SharedRing&) = delete;
   SharedRing& operator=(const SharedRing&) = delete;
+  ~SharedRing() {
+    for (u32 r = 0; r < c_->region_count; ++r) unmap_mirrored(views_[r].load(), c_->region_size[r]);
+  }
 
   /// Copies one item in. Returns false if wait ran out first (no room: maxsize items
-  /// queued, or the ring full). An item larger than the whole ring streams through
-  /// it once the ring is empty and then waits for readers regardless of wait. Without
-  /// wait, it still waits for the lock while another writer copies an item in (never
-  /// for readers).
+  /// queued, or the ring full at its capacity, or at the most this process can map).
+  /// An item bigger than that streams through the ring once it is empty, while
+  /// readers take it: without wait it is refused at once, and if wait runs out
+  /// midway it is withdrawn (a reader taking it drops it). Without wait, it still
+  /// waits for the lock while another writer copies an item in (never for readers).
   bool put(std::span<const std::byte> payload, const WaitSpec& wait) {
-    const std::uint64_t record = record_size(payload.size());
-    const std::uint64_t room = std::min<std::uint64_t>(record, c_->capacity);
-    const auto has_room = [&] { return room_for(room); };
+    forget_left_regions();
+    const u64 record = record_size(payload.size());
+    if (!wait.block && record > c_->region_size[c_->region_count - 1]) return false;
+    const auto has_room = [&] { return ready_for(record); };
     RingLock lock;
+    Placement placement = Placement::none;
     for (;;) {
       // A writer that died in a giant item leaves the ring full: taking the lock
       // repairs that (recover_writer), so a streaming writer is a reason to try too.
-      if (has_room() || c_->put_streaming.load() != 0) {
+      if (has_room() || c_->put_streaming.load() != 0 || can_grow()) {
         lock = lock_writer(wait);
         if (!lock) return false;
-        if (has_room()) break;
+        placement = place(record);
+        if (placement == Placement::stream && !wait.block) return false;
+        if (placement != Placement::none) break;
         lock.unlock();
       }
       if (!wait.block) return false;
       if (!wait_for(c_->get_seq, c_->put_waiters, has_room, wait.deadline)) return false;
     }
-    if (record <= c_->capacity) write_record(payload, record);
-    else stream_record(payload, record);
+    if (placement == Placement::stream) return stream_record(payload, record, wait.deadline);
+    write_record(payload, record);
     return true;
   }
 
@@ -140,6 +166,7 @@ class SharedRing {
   /// one (an item bigger than the ring, whose bytes are gone, is dropped).
   template <class Consume>
   bool get(const WaitSpec& wait, Consume&& consume) {
+    forget_left_regions();
     std::optional<Taken> taken = take(wait);
     if (!taken) return false;
     struct Finish {
@@ -158,7 +185,8 @@ class SharedRing {
     return put > got ? static_cast<std::size_t>(put - got) : 0;
   }
   std::size_t maxsize() const noexcept { return static_cast<std::size_t>(c_->maxsize); }
-  std::size_t capacity() const noexcept { return static_cast<std::size_t>(c_->capacity); }
+  /// The most the ring grows to.
+  std::size_t capacity() const noexcept { return static_cast<std::size_t>(c_->region_size[c_->region_count - 1]); }
 
  private:
   using u64 = std::uint64_t;
@@ -171,15 +199,38 @@ class SharedRing {
   // Pages past the jump point are returned once at least this much can go.
   static constexpr u64 release_bytes = u64{1} << 20;
   static constexpr u32 no_stream_lock = 3;
+  // Regions grow fourfold from initial_capacity (or less) up to at most 2^46 bytes.
+  static constexpr u32 max_regions = 16;
 
   struct Control {
-    Control(std::size_t max, u64 cap) : capacity(cap), maxsize(max) {}
+    Control(std::size_t max, u64 cap) : maxsize(max) {
+      u64 size = std::min<u64>(cap, initial_capacity);
+      u64 offset = 0;
+      for (;;) {
+        region_size[region_count] = size;
+        region_offset[region_count] = offset;
+        ++region_count;
+        if (size == cap) break;
+        offset += size;
+        size = std::min(4 * size, cap);
+      }
+    }
+    u64 file_bytes() const noexcept { return region_offset[region_count - 1] + region_size[region_count - 1]; }
+
     RobustMutex put_lock;
     RobustMutex get_lock;
     // The writer of a streamed item holds stream_lock[stream_current] throughout.
     RobustMutex stream_lock[3];
-    const u64 capacity;
     const u64 maxsize;
+    // Region r: bytes [region_offset[r], + region_size[r]) of the memfd.
+    u32 region_count = 0;
+    u64 region_size[max_regions] = {};
+    u64 region_offset[max_regions] = {};
+    // Regions begun: the writers' is the last. Bumped (under put_lock) after
+    // region_start is set for the new ones.
+    std::atomic<u32> regions{1};
+    std::atomic<u64> region_start[max_regions] = {};  // the position where each begins
+    std::atomic<u32> head_region{0};  // the readers' region, as they last saw: the ones before are left
 
     // Writer side.
     alignas(64) std::atomic<u64> tail{0};  // bytes published
@@ -226,11 +277,112 @@ class SharedRing {
   static constexpr u64 record_size(std::size_t payload) noexcept {
     return (frame_header_size + payload + 7) / 8 * 8;
   }
-  std::byte* at(u64 position) const noexcept { return ring_.data() + (position & (c_->capacity - 1)); }
 
+  // ---------------------------------------------------------------- regions
+
+  /// The writers' region.
+  u32 current() const noexcept { return c_->regions.load() - 1; }
+  /// The region that holds position pos (one not before the readers').
+  u32 region_of(u64 pos) const noexcept {
+    u32 r = current();
+    while (r > 0 && pos < c_->region_start[r].load()) --r;
+    return r;
+  }
+  /// Where position pos lies in region r, mapped here (view(r) was called).
+  std::byte* at(u32 r, u64 pos) const noexcept {
+    return views_[r].load(std::memory_order_relaxed) + ((pos - c_->region_start[r].load()) & (c_->region_size[r] - 1));
+  }
+  /// Region r mapped in this process, or nullptr if it has no address space left.
+  std::byte* try_view(u32 r) {
+    if (std::byte* p = views_[r].load(std::memory_order_acquire)) return p;
+    std::byte* p = map_mirrored(file_.get(), c_->region_offset[r], c_->region_size[r]);
+    if (p == nullptr) return nullptr;
+    std::byte* mapped = nullptr;
+    if (views_[r].compare_exchange_strong(mapped, p)) return p;
+    unmap_mirrored(p, c_->region_size[r]);  // another thread of this process mapped it first
+    return mapped;
+  }
+  /// Region r mapped in this process; SharedMemoryFull if it has no address space left.
+  std::byte* view(u32 r) {
+    if (std::byte* p = try_view(r)) return p;
+    throw SharedMemoryFull("mproc: no address space left to map a Queue's ring of " +
+                           std::to_string(2 * c_->region_size[r]) + " bytes (the address-space limit, RLIMIT_AS or "
+                           "`ulimit -v`, " + address_space_limit_text() + ")");
+  }
+  /// Unmaps the regions the readers have left. Nothing in this process uses them:
+  /// writers are in the last region, readers (one at a time) at or past head_region.
+  void forget_left_regions() noexcept {
+    const u32 left = c_->head_region.load();
+    for (u32 r = unmapped_below_.load(); r < left; r = unmapped_below_.load()) {
+      if (unmapped_below_.compare_exchange_strong(r, r + 1)) {
+        unmap_mirrored(views_[r].exchange(nullptr), c_->region_size[r]);
+      }
+    }
+  }
+
+  bool at_maxsize() const noexcept {
+    return c_->maxsize != 0 && c_->put_count.load() - c_->get_count.load() >= c_->maxsize;
+  }
+  /// Whether bytes more fit in the writers' region now.
   bool room_for(u64 bytes) const noexcept {
-    if (c_->maxsize != 0 && c_->put_count.load() - c_->get_count.load() >= c_->maxsize) return false;
-    return c_->capacity - (c_->tail.load() - c_->head.load()) >= bytes;
+    if (at_maxsize()) return false;
+    const u32 r = current();
+    const u64 tail = c_->tail.load();
+    const u64 from = std::max(c_->head.load(), c_->region_start[r].load());
+    const u64 used = tail > from ? tail - from : 0;  // without the locks, a hint
+    return c_->region_size[r] - std::min(used, c_->region_size[r]) >= bytes;
+  }
+  bool can_grow() const noexcept { return current() + 1 < c_->region_count && !at_maxsize(); }
+  /// Whether a record can go in without growing the ring: it fits in the writers'
+  /// region, or it is bigger and the queue is empty, to stream it through (a streamed
+  /// item is alone in the ring: see abandon and recover_writer).
+  bool ready_for(u64 record) const noexcept {
+    if (record <= c_->region_size[current()]) return room_for(record);
+    return !at_maxsize() && c_->head.load() == c_->tail.load();
+  }
+
+  enum class Placement { none, in_place, stream };
+
+  /// Under put_lock: where a record goes now. In the writers' region if it fits; else
+  /// in a bigger region if the ring may grow and this process can map it; else
+  /// streamed through the writers' region if it is bigger than that and the queue is
+  /// empty; else nowhere yet.
+  Placement place(u64 record) {
+    const u32 r = current();
+    (void)view(r);
+    const bool fits = record <= c_->region_size[r];
+    if (fits && room_for(record)) return Placement::in_place;
+    if (grow(record)) return Placement::in_place;
+    return !fits && ready_for(record) ? Placement::stream : Placement::none;
+  }
+
+  /// Under put_lock: makes the writers go on in a bigger region (four times the size,
+  /// or the first that holds record), at the tail. False if the ring is at its
+  /// capacity (or maxsize), or this process has no address space for the region.
+  bool grow(u64 record) {
+    if (at_maxsize()) return false;
+    const u32 from = current();
+    u32 to = from + 1;
+    while (to < c_->region_count && c_->region_size[to] < record) ++to;
+    if (to >= c_->region_count || try_view(to) == nullptr) return false;
+    const u64 tail = c_->tail.load(std::memory_order_relaxed);
+    for (u32 r = from + 1; r <= to; ++r) c_->region_start[r].store(tail);  // skipped ones stay empty
+    c_->high_water = 0;
+    c_->regions.store(to + 1);
+    notify(c_->get_seq, c_->put_waiters);  // writers waiting for room, in another process maybe
+    return true;
+  }
+
+  /// Reader, get_lock held, at head: the region of head, mapped here. Regions the
+  /// readers have just left are empty: their pages go back to the system.
+  u32 enter_region(u64 head) {
+    const u32 r = region_of(head);
+    if (const u32 left = c_->head_region.load(); r > left) {
+      for (u32 k = left; k < r; ++k) punch_hole(file_.get(), c_->region_offset[k], c_->region_size[k]);
+      c_->head_region.store(r);  // a reader killed before this leaves it to the next
+    }
+    (void)view(r);
+    return r;
   }
 
   /// Sleeps on seq (counted in waiters) until ready() or the deadline.
@@ -282,9 +434,9 @@ class SharedRing {
 
   // ---------------------------------------------------------------- writing
 
-  void write_header(u64 position, FrameKind kind, u64 id, u64 size) const noexcept {
+  void write_header(u32 r, u64 position, FrameKind kind, u64 id, u64 size) const noexcept {
     const FrameHeader h = make_frame_header(kind, id, size);
-    std::memcpy(at(position), &h, frame_header_size);
+    std::memcpy(at(r, position), &h, frame_header_size);
   }
 
   /// Records the publish about to happen, so that a writer dying in it can be repaired.
@@ -306,22 +458,23 @@ class SharedRing {
   /// bytes before offset and the record must both fit before it. Only a bounded
   /// queue jumps while items are queued, and only if maxsize items of the largest
   /// size seen still fit before the readers' position.
-  bool should_jump(u64 offset, u64 used, u64 record) const noexcept {
-    const u64 cap = c_->capacity;
+  bool should_jump(u64 cap, u64 offset, u64 used, u64 record) const noexcept {
     if (cap < 4 * hot_bytes || offset < hot_bytes || cap - offset < frame_header_size) return false;
     if (used == 0) return offset >= record;
     return c_->maxsize != 0 && offset >= 2 * used && offset - used >= record &&
            (offset - used - record) / c_->maxsize >= c_->max_record;
   }
 
-  /// Writes a padding frame from tail to the lap's end and returns the lap's start.
-  /// When the queue is empty and no reader is busy, moves the readers past it too.
-  u64 jump(u64 tail, u64 offset) {
-    const u64 cap = c_->capacity;
+  /// Writes a padding frame from tail to the lap's end of region r and returns the
+  /// lap's start. When the queue is empty and no reader is busy, moves the readers
+  /// past it too.
+  u64 jump(u32 r, u64 tail, u64 offset) {
+    const u64 cap = c_->region_size[r];
     const u64 next = tail + (cap - offset);
-    write_header(tail, FrameKind::padding, 0, cap - offset - frame_header_size);
+    write_header(r, tail, FrameKind::padding, 0, cap - offset - frame_header_size);
     if (c_->high_water >= offset + frame_header_size + release_bytes) {
-      ring_.release(offset + frame_header_size, c_->high_water - offset - frame_header_size);
+      punch_hole(file_.get(), c_->region_offset[r] + offset + frame_header_size,
+                 c_->high_water - offset - frame_header_size);
     }
     c_->high_water = offset + frame_header_size;
     if (c_->head.load() == tail) {
@@ -341,15 +494,18 @@ class SharedRing {
   }
 
   void write_record(std::span<const std::byte> payload, u64 record) {
-    const u64 cap = c_->capacity;
+    const u32 r = current();
+    const u64 cap = c_->region_size[r];
+    const u64 region_start = c_->region_start[r].load(std::memory_order_relaxed);
     const u64 tail = c_->tail.load(std::memory_order_relaxed);  // only the lock holder moves it
-    const u64 offset = tail & (cap - 1);
-    const u64 start = should_jump(offset, tail - c_->head.load(), record) ? jump(tail, offset) : tail;
+    const u64 offset = (tail - region_start) & (cap - 1);
+    const u64 used = tail - std::max(c_->head.load(), region_start);
+    const u64 start = should_jump(cap, offset, used, record) ? jump(r, tail, offset) : tail;
     c_->max_record = std::max(c_->max_record, record);
     const u64 index = c_->put_count.load(std::memory_order_relaxed);
-    write_header(start, FrameKind::message, index, payload.size());
-    if (!payload.empty()) std::memcpy(at(start) + frame_header_size, payload.data(), payload.size());
-    c_->high_water = std::max(c_->high_water, std::min(cap, (start & (cap - 1)) + record));
+    write_header(r, start, FrameKind::message, index, payload.size());
+    if (!payload.empty()) std::memcpy(at(r, start) + frame_header_size, payload.data(), payload.size());
+    c_->high_water = std::max(c_->high_water, std::min(cap, ((start - region_start) & (cap - 1)) + record));
     const u64 published = c_->tail.load(std::memory_order_relaxed);  // past the padding if jump() consumed it
     begin_publish(published, start + record, index);
     c_->tail.store(start + record);
@@ -361,11 +517,12 @@ class SharedRing {
     if (c_->get_waiters.load() != 0 && c_->head.load() == published) futex_wake(c_->put_seq);
   }
 
-  /// Streams an item bigger than the whole ring through it, piece by piece as the
-  /// reader makes room. No deadline: once part of an item is visible, the rest must
-  /// follow.
-  void stream_record(std::span<const std::byte> payload, u64 record) {
-    const u64 cap = c_->capacity;
+  /// Streams an item bigger than the writers' region through it, piece by piece as
+  /// the reader makes room. Once part of an item is visible, the rest must follow: if
+  /// the deadline comes first, the item is withdrawn (false).
+  bool stream_record(std::span<const std::byte> payload, u64 record, std::optional<time_point> deadline) {
+    const u32 r = current();
+    const u64 cap = c_->region_size[r];
     c_->put_streaming.store(1);
     take_stream_lock(no_stream_lock);  // before the first byte shows
     const u64 start = c_->tail.load(std::memory_order_relaxed);
@@ -373,14 +530,18 @@ class SharedRing {
     const FrameHeader h = make_frame_header(FrameKind::message, index, payload.size());
     begin_publish(start, start + record, index);
     c_->high_water = cap;
-    // The ring is empty here (room_for(capacity)), so the first piece holds the header.
+    // The queue is empty here (ready_for), so the first piece holds the header and the
+    // readers' head is this item's.
     for (u64 done = 0; done < record;) {
       const u64 tail = start + done;
       // Wait for a good share of the ring, not every free byte, to keep wake-ups few.
       const u64 want = std::min(record - done, cap / 2);
-      wait_for(c_->get_seq, c_->put_waiters, [&] { return cap - (tail - c_->head.load()) >= want; }, std::nullopt);
+      if (!wait_for(c_->get_seq, c_->put_waiters, [&] { return cap - (tail - c_->head.load()) >= want; }, deadline)) {
+        withdraw();
+        return false;
+      }
       const u64 n = std::min(record - done, cap - (tail - c_->head.load()));
-      std::byte* dst = at(tail);
+      std::byte* dst = at(r, tail);
       for (u64 i = 0; i < n;) {  // header, then payload, then zero padding
         const u64 pos = done + i;
         u64 take;
@@ -404,6 +565,16 @@ class SharedRing {
     end_publish();
     c_->put_streaming.store(0);
     c_->stream_lock[c_->stream_current.load(std::memory_order_relaxed)].unlock();
+    return true;
+  }
+
+  /// Gives up the item being streamed as if its writer had died: its stream lock goes
+  /// free with no new byte, which tells a reader in the middle of it to drop it; with
+  /// no reader at it, it is dropped here. Only if a reader holds get_lock now is it
+  /// left half done, to that reader and the next writer (recover_writer).
+  void withdraw() {
+    c_->stream_lock[c_->stream_current.load(std::memory_order_relaxed)].unlock();
+    (void)recover_writer(WaitSpec::no_wait());
   }
 
   /// Takes a stream lock that is neither held (the writer's) nor the one a reader
@@ -484,7 +655,8 @@ class SharedRing {
     for (;;) {
       const u64 head = c_->head.load(std::memory_order_relaxed);
       if (head == c_->tail.load()) return std::nullopt;
-      const FrameHeader h = parse_frame_header({at(head), frame_header_size});
+      const u32 r = enter_region(head);
+      const FrameHeader h = parse_frame_header({at(r, head), frame_header_size});
       if (h.kind == FrameKind::padding) {
         advance(head + frame_header_size + h.size, std::nullopt);
         continue;
@@ -496,14 +668,14 @@ class SharedRing {
       Taken t;
       t.index = h.id;
       t.end = head + record;
-      if (record > c_->capacity) {
-        std::optional<Bytes> copy = read_streamed(head, h);
+      if (record > c_->region_size[r]) {
+        std::optional<Bytes> copy = read_streamed(r, head, h);
         if (!copy) continue;  // its writer died in it
         t.copy = std::move(*copy);
         t.payload = t.copy.span();
         t.consumed = true;
       } else {
-        t.payload = {at(head) + frame_header_size, static_cast<std::size_t>(h.size)};
+        t.payload = {at(r, head) + frame_header_size, static_cast<std::size_t>(h.size)};
       }
       return t;
     }
@@ -511,7 +683,7 @@ class SharedRing {
 
   /// Copies a streamed item out as its writer puts it in, freeing ring space as it
   /// goes; nothing if its writer died in it (the item is dropped).
-  std::optional<Bytes> read_streamed(u64 head, const FrameHeader& h) {
+  std::optional<Bytes> read_streamed(u32 r, u64 head, const FrameHeader& h) {
     c_->skip_index = h.id;
     c_->skip_end = head + record_size(static_cast<std::size_t>(h.size));
     Bytes out(static_cast<std::size_t>(h.size));
@@ -520,7 +692,7 @@ class SharedRing {
     const auto copy = [&](u64 from, u64 to) {  // ring positions; the header and padding stay behind
       const u64 a = std::max(from, payload_start);
       const u64 b = std::min(to, payload_end);
-      if (a < b) std::memcpy(out.data() + (a - payload_start), at(a), b - a);
+      if (a < b) std::memcpy(out.data() + (a - payload_start), at(r, a), b - a);
     };
     // Its bytes are being taken: the rest must follow, whatever the caller's deadline.
     if (drain_stream(copy, std::nullopt) != Drained::done) return std::nullopt;
@@ -605,7 +777,10 @@ class SharedRing {
 
   SharedMapping control_;
   Control* c_;
-  MirrorMapping ring_;
+  Fd file_;  // the regions; inherited by every process forked while the queue lives
+  // This process's mappings of the regions, and how many of the first ones it unmapped.
+  std::array<std::atomic<std::byte*>, max_regions> views_{};
+  std::atomic<u32> unmapped_below_{0};
 };
 
 }  // namespace mproc::detail

@@ -61,6 +61,9 @@ struct LockState {
   std::atomic<std::uint32_t> depth{0};    // how many times the holder has it (RLock)
   std::atomic<std::int32_t> owner_tid{0}; // the holder's thread (RLock)
   std::atomic<bool> owner_died{false};    // the holder took it over from a dead one
+  // Its last handle in the holder's process went while held (detail/lock_ref.hpp):
+  // the next locker takes it over as from a dead holder.
+  std::atomic<bool> dropped_while_held{false};
   std::atomic<std::uint64_t> deaths{0};
 };
 

@@ -4,6 +4,8 @@
 // (bench_limits.cpp). Pools use one worker per core, as Python's Pool() does.
 #include "baselines.hpp"
 #include "bench_support.hpp"
+#include "rounds.hpp"
+#include "sequences.hpp"
 #include "workloads.hpp"
 
 #include <mproc/cpu_count.hpp>
@@ -219,50 +221,9 @@ BENCHMARK(cpu_job)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------------ chunking
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
-/// The automatic chunking against fixed chunksizes, on the same pool and input. One
-/// iteration is a round: map(xs) once with the automatic chunking and once with
-/// each chunksize of the sweep, the order rotating from round to round, so every
-/// variant meets the same machine load. Every result must equal expected. Counters (median rate over the rounds):
-/// auto, best (the best fixed chunksize), best_chunksize, and "chunksize:N" for each.
-/// `round` outlives the call: a round of long tasks takes seconds, so each
-/// repetition may be a single iteration, and the order must still rotate.
-template <class P, class R>
-void chunking_rounds(benchmark::State& state, P& pool, const std::vector<int>& xs, const std::vector<R>& expected,
-                     const std::vector<std::size_t>& sweep, std::size_t& round) {
-  const std::size_t variants = sweep.size() + 1;  // [0]: automatic
-  std::vector<std::vector<double>> rates(variants);
-  bool ok = true;
-  for (auto _ : state) {
-    for (std::size_t k = 0; k < variants; ++k) {
-      const std::size_t v = (k + round) % variants;
-      const auto start = std::chrono::steady_clock::now();
-      const auto out = pool.map(xs, v == 0 ? 0 : sweep[v - 1]);
-      rates[v].push_back(static_cast<double>(xs.size()) / seconds_since(start));
-      ok = ok && out == expected;
-    }
-    ++round;
-  }
-  if (!check(state, ok, "map returned the right results with every chunksize")) return;
-  state.counters["auto"] = median(rates[0]);
-  double best = 0, best_chunksize = 0;
-  for (std::size_t v = 1; v < variants; ++v) {
-    const double rate = median(rates[v]);
-    state.counters["chunksize:" + std::to_string(sweep[v - 1])] = rate;
-    if (rate > best) {
-      best = rate;
-      best_chunksize = static_cast<double>(sweep[v - 1]);
-    }
-  }
-  state.counters["best"] = best;
-  state.counters["best_chunksize"] = best_chunksize;
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * variants * xs.size()));
-}
+// The automatic chunking against fixed chunksizes, on the same pool and input, in
+// rounds (rounds.hpp): counters auto, best (the best fixed chunksize), best_chunksize,
+// and "chunksize:N" for each.
 
 // 10^6 tiny tasks (square): map_ints/1000000 against chunksizes 64 to 524288 (one
 // chunk per worker on 2 cores).
@@ -272,7 +233,7 @@ void tiny_chunking(benchmark::State& state) {
   const std::vector<long> squares = pool.map(xs);  // warm-up
   check(state, all_squares(squares, xs.size()), "map returned every square in order");
   static std::size_t round = 0;
-  chunking_rounds(state, pool, xs, squares, {64, 256, 1024, 4096, 16384, 65536, 262144, 524288}, round);
+  mproc_bench::chunking_rounds(state, pool, xs, squares, {64, 256, 1024, 4096, 16384, 65536, 262144, 524288}, round);
 }
 BENCHMARK(tiny_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -287,9 +248,38 @@ void uneven_chunking(benchmark::State& state) {
   });
   pool.map(std::vector<int>{0, 1, 2, 3});  // warm-up (short: a round takes seconds)
   static std::size_t round = 0;
-  chunking_rounds(state, pool, xs, xs, {1, 2, 4, 8, 16, 32}, round);
+  mproc_bench::chunking_rounds(state, pool, xs, xs, {1, 2, 4, 8, 16, 32}, round);
 }
 BENCHMARK(uneven_chunking)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ------------------------------------------------------------------- call sequences
+
+// One call's timing must not carry into the next (sequences.hpp): slow tasks right
+// after a quick call, quick tasks right after a slow one, and quick calls around a
+// map of slow tasks, each against the best fixed chunksize for it in the same rounds.
+void after_quick(benchmark::State& state) {
+  mproc::Pool pool(mproc_bench::nap);
+  pool.apply(0);  // warm-up
+  static std::size_t round = 0;
+  mproc_bench::after_quick(state, mproc_bench::Naps(pool, [](int ms) { return ms; }), round);
+}
+BENCHMARK(after_quick)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void after_slow(benchmark::State& state) {
+  mproc::Pool pool(mproc_bench::nap);
+  pool.apply(0);  // warm-up
+  static std::size_t round = 0;
+  mproc_bench::after_slow(state, mproc_bench::Naps(pool, [](int ms) { return ms; }), round);
+}
+BENCHMARK(after_slow)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void interleaved(benchmark::State& state) {
+  mproc::Pool pool(mproc_bench::nap);
+  pool.apply(0);  // warm-up
+  static std::size_t round = 0;
+  mproc_bench::interleaved(state, mproc_bench::Naps(pool, [](int ms) { return ms; }), round);
+}
+BENCHMARK(interleaved)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -162,6 +162,23 @@ ROWS = [
         limit="uneven_chunking:best", own_best=True, targets=(share_at_least(0.9),)),
     Row("300 uneven tasks, best fixed chunksize", "uneven_chunking:best", "tasks/s",
         label="uneven_chunking:best_chunksize"),
+    # bench/sequences.hpp: each call right after calls of another kind (what one call
+    # measured must not carry into the next), against the best fixed chunksize for it in
+    # the same rounds; the tasks sleep (0 or 20 ms). The MPI pool's twins are printed by
+    # bench/mpi_scaling.py.
+    Section("Call sequences (limit: the best fixed chunksize for the call, same rounds, same side)"),
+    Row("40 x 20 ms right after quick calls: map, chunksize 1", "after_quick:chunksize:1", "tasks/s",
+        limit="after_quick:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("  the same, automatic chunking", "after_quick:auto", "tasks/s",
+        limit="after_quick:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("  the same, 40 apply_async then get each", "after_quick:apply_async", "tasks/s",
+        limit="after_quick:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("10^6 quick right after a slow apply: map, automatic chunking", "after_slow:auto", "items/s",
+        limit="after_slow:best", own_best=True, targets=(share_at_least(0.9),)),
+    Row("10^4 quick apply_async after a slow apply (limit: after a quick one)", "after_slow:apply_async", "tasks/s",
+        limit="after_slow:apply_async_after_quick", own_best=True, targets=(share_at_least(0.9),)),
+    Row("quick apply_async around a map of 40 x 20 ms, automatic chunking", "interleaved:auto", "tasks/s",
+        limit="interleaved:best", own_best=True, targets=(share_at_least(0.9),)),
     # bench_boost.cpp: the same jobs done with Boost.Interprocess in a managed_shared_memory
     # segment, timed in the same iterations; its robust-mutex setup is the one that does not
     # hang when a process dies holding a lock (tests/test_boost_kill_safety.cpp).
@@ -199,8 +216,9 @@ class Results:
         self.by_name = by_name
 
     def get(self, spec):
-        """(value, label) for "<workload>:<metric>"; label names the winner of a sweep."""
-        name, metric = spec.rsplit(":", 1)
+        """(value, label) for "<workload>:<metric>"; label names the winner of a sweep. A
+        metric may hold a colon (a counter "chunksize:4"), a workload's name never does."""
+        name, metric = spec.split(":", 1)
         if not name.endswith("*"):
             value = self.by_name.get(name, {}).get(metric)
             return value, ""

@@ -4,9 +4,11 @@
 
 #include <time.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace mproc_bench {
@@ -34,6 +36,13 @@ inline std::uint64_t cube(std::uint64_t n) {
   std::uint64_t total = 0;
   for (std::uint64_t i = 0; i < n; ++i) total = (total + i * i % prime * i) % prime;
   return total;
+}
+
+/// The sequences' task (bench/sequences.hpp): sleeps ms milliseconds (0: returns at
+/// once) and returns ms.
+inline int nap(int ms) {
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
 }
 
 /// CPU time this thread has used, in nanoseconds.

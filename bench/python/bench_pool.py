@@ -147,24 +147,45 @@ def cpu_job(ctx):
             "pool_speedup": statistics.median(speedups)}
 
 
-def chunking_rounds(ctx, p, fn, xs, expected, sweep):
-    """The default chunksize against fixed ones, as in bench_pool.cpp: rounds of
-    p.map(fn, xs) once with the default and once with each chunksize of the sweep,
-    the order rotating, ctx.reps rounds; counters are the medians of each variant."""
-    variants = [None] + sweep
+def timed_rounds(ctx, variants):
+    """Variants of one workload timed in rounds, as bench/rounds.hpp: each round runs
+    every variant once (its `before` untimed first), the order rotating, ctx.reps
+    rounds. variants: (counter name, items, timed call returning whether its results
+    were right, before or None). Returns each counter's median rate."""
     rates = [[] for _ in variants]
     for r in range(ctx.reps):
         for k in range(len(variants)):
             v = (k + r) % len(variants)
+            name, items, timed, before = variants[v]
+            if before:
+                before()
             start = time.perf_counter()
-            out = p.map(fn, xs, variants[v])
-            rates[v].append(len(xs) / (time.perf_counter() - start))
-            check(out == expected, "map returned the right results with every chunksize")
-    medians = [statistics.median(r) for r in rates]
-    best = max(range(1, len(variants)), key=lambda v: medians[v])
-    counters = {"auto": medians[0], "best": medians[best], "best_chunksize": variants[best]}
-    counters.update({f"chunksize:{cs}": m for cs, m in zip(sweep, medians[1:])})
+            ok = timed()
+            rates[v].append(items / (time.perf_counter() - start))
+            check(ok, "every variant returned the right results")
+    return {v[0]: statistics.median(r) for v, r in zip(variants, rates)}
+
+
+def chunksize_name(chunksize):
+    return "auto" if chunksize is None else f"chunksize:{chunksize}"
+
+
+def map_variants(p, fn, xs, expected, sweep, before=None):
+    """p.map(fn, xs) with the default chunksize ("auto") and each of the sweep."""
+    return [(chunksize_name(cs), len(xs), lambda cs=cs: p.map(fn, xs, cs) == expected, before)
+            for cs in [None] + sweep]
+
+
+def with_best(counters, sweep):
+    """Adds "best" and "best_chunksize": the best of the sweep's "chunksize:N"."""
+    best = max(sweep, key=lambda cs: counters[chunksize_name(cs)])
+    counters.update(best=counters[chunksize_name(best)], best_chunksize=best)
     return counters
+
+
+def chunking_rounds(ctx, p, fn, xs, expected, sweep):
+    """The default chunksize against fixed ones, as in bench_pool.cpp."""
+    return with_best(timed_rounds(ctx, map_variants(p, fn, xs, expected, sweep)), sweep)
 
 
 @workload("tiny_chunking")
@@ -183,6 +204,71 @@ def uneven_chunking(ctx):
     with Pool(WORKERS) as p:
         p.map(task, range(4))  # warm-up (short: a round takes seconds)
         return chunking_rounds(ctx, p, task, range(n), list(range(n)), UNEVEN_CHUNKSIZES)
+
+
+# Call sequences (bench/sequences.hpp): each call right after others of a different
+# kind, against the best fixed chunksize for it in the same rounds; the tasks nap.
+SLOW_MS = 20
+SLOW_TASKS = 40
+QUICK_TASKS = 1_000_000
+QUICK_CALLS = 10_000
+INTERLEAVED_QUICK_TASKS = 100
+SLOW_CHUNKSIZES = [1, 2, 4, 10, 20]
+QUICK_CHUNKSIZES = [4096, 16384, 65536, 262144, 500000]
+
+
+def quick_calls(p):
+    return lambda: [p.apply(w.nap, (0,)) for _ in range(100)]
+
+
+def nap_once(p, ms):
+    return lambda: p.apply(w.nap, (ms,))
+
+
+def apply_async_each(p, n, ms):
+    results = [p.apply_async(w.nap, (ms,)) for _ in range(n)]
+    return all([r.get() == ms for r in results])
+
+
+@workload("after_quick")
+def after_quick(ctx):
+    n = ctx.scaled(SLOW_TASKS)
+    xs, expected = [SLOW_MS] * n, [SLOW_MS] * n
+    with Pool(WORKERS) as p:
+        p.apply(w.nap, (0,))  # warm-up
+        variants = map_variants(p, w.nap, xs, expected, SLOW_CHUNKSIZES, quick_calls(p))
+        variants.append(("apply_async", n, lambda: apply_async_each(p, n, SLOW_MS), quick_calls(p)))
+        return with_best(timed_rounds(ctx, variants), SLOW_CHUNKSIZES)
+
+
+@workload("after_slow")
+def after_slow(ctx):
+    n, m = ctx.scaled(QUICK_TASKS), ctx.scaled(QUICK_CALLS)
+    xs, expected = [0] * n, [0] * n
+    with Pool(WORKERS) as p:
+        p.apply(w.nap, (0,))  # warm-up
+        variants = map_variants(p, w.nap, xs, expected, QUICK_CHUNKSIZES, nap_once(p, SLOW_MS))
+        variants.append(("apply_async", m, lambda: apply_async_each(p, m, 0), nap_once(p, SLOW_MS)))
+        variants.append(("apply_async_after_quick", m, lambda: apply_async_each(p, m, 0), nap_once(p, 0)))
+        for v in variants:  # a fresh pool's first calls would weigh on whichever comes first
+            v[2]()
+        return with_best(timed_rounds(ctx, variants), QUICK_CHUNKSIZES)
+
+
+@workload("interleaved")
+def interleaved(ctx):
+    n, m = ctx.scaled(SLOW_TASKS), ctx.scaled(INTERLEAVED_QUICK_TASKS)
+    xs, expected = [SLOW_MS] * n, [SLOW_MS] * n
+    with Pool(WORKERS) as p:
+        p.apply(w.nap, (0,))  # warm-up
+
+        def calls(cs):
+            quick = [p.apply_async(w.nap, (0,)) for _ in range(m)]
+            slow = p.map_async(w.nap, xs, cs)
+            quick += [p.apply_async(w.nap, (0,)) for _ in range(m)]
+            return slow.get() == expected and all([r.get() == 0 for r in quick])
+        variants = [(chunksize_name(cs), n + 2 * m, lambda cs=cs: calls(cs), None) for cs in [None] + SLOW_CHUNKSIZES]
+        return with_best(timed_rounds(ctx, variants), SLOW_CHUNKSIZES)
 
 
 if __name__ == "__main__":

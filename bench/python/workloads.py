@@ -29,6 +29,13 @@ def cube(n):
     return total
 
 
+def nap(ms):
+    """The sequences' task: sleeps ms milliseconds (0: returns at once) and returns ms."""
+    if ms > 0:
+        time.sleep(ms / 1000)
+    return ms
+
+
 def burn_cpu(ns):
     """Keeps this thread busy for ns nanoseconds of CPU time (not wall time)."""
     end = time.thread_time_ns() + ns

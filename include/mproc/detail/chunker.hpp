@@ -7,8 +7,9 @@
 //     chunks shrink as the work runs out, as in guided self-scheduling);
 //   - never longer than max_chunk_seconds (progress, imap latency, retry cost);
 //   - never shorter than min_chunk_seconds (so per-chunk overhead stays ~1%).
-// Until a measurement exists the first chunks hold a single item (a probe), at most
-// one per worker.
+// Measurements belong to the job (the call) they were made on: until one exists the
+// first chunks hold a single item (a probe), at most one per worker, whatever the
+// pool's previous calls cost.
 
 #include <algorithm>
 #include <cmath>
@@ -81,14 +82,17 @@ class ChunkPolicy {
   double ns_ = 0;
 };
 
-/// The recent cost of an item over all of a pool's jobs: an exponentially weighted
-/// mean per chunk, so it follows a workload that changes from tiny to long tasks.
+/// The recent cost of an item over a series of jobs (a pool's one-item jobs, which are
+/// never measured before they go out). It follows a workload that changes from tiny
+/// to long tasks at once (a longer item is the new cost: batching long tasks on one
+/// worker is the costly mistake), and from long to tiny as an exponentially weighted
+/// mean per chunk.
 class RecentItemTime {
  public:
   void record(std::size_t count, std::int64_t elapsed_ns) noexcept {
     if (count == 0) return;
     const double sample = std::max(static_cast<double>(elapsed_ns) / static_cast<double>(count), 1.0) * 1e-9;
-    seconds_ = seconds_ ? *seconds_ + weight * (sample - *seconds_) : sample;
+    seconds_ = seconds_ && sample < *seconds_ ? *seconds_ + weight * (sample - *seconds_) : sample;
   }
   std::optional<double> item_seconds() const noexcept { return seconds_; }
 

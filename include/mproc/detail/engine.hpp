@@ -40,6 +40,50 @@ struct Chunk {
   std::size_t count;
   std::uint32_t attempts;  // how many times a worker died running these items
   std::uint32_t orphaned;  // how many times they were requeued after a death that blamed no item
+  double predicted_seconds = -1;  // what its items were measured to cost when it was cut (< 0: unknown)
+};
+
+/// The chunks a worker holds, in the order it got them (it runs and answers them in
+/// that order), and what they were predicted to cost: the deque's interface, plus
+/// predicted_seconds() in constant time.
+class HeldChunks {
+ public:
+  using const_iterator = std::deque<Chunk>::const_iterator;
+
+  void push_back(Chunk c) {
+    if (c.predicted_seconds >= 0) predicted_ += c.predicted_seconds;
+    else ++unknown_;
+    chunks_.push_back(std::move(c));
+  }
+  void pop_front() {
+    const Chunk& c = chunks_.front();
+    if (c.predicted_seconds >= 0) predicted_ -= c.predicted_seconds;
+    else --unknown_;
+    chunks_.pop_front();
+    if (chunks_.empty()) predicted_ = 0;  // no rounding error carried on
+  }
+  void clear() noexcept {
+    chunks_.clear();
+    predicted_ = 0;
+    unknown_ = 0;
+  }
+  Chunk& front() { return chunks_.front(); }  // a chunk moved out of it still pops right
+  const Chunk& front() const { return chunks_.front(); }
+  bool empty() const noexcept { return chunks_.empty(); }
+  std::size_t size() const noexcept { return chunks_.size(); }
+  const_iterator begin() const noexcept { return chunks_.begin(); }
+  const_iterator end() const noexcept { return chunks_.end(); }
+
+  /// The seconds of work held, if every chunk held had a prediction.
+  std::optional<double> predicted_seconds() const noexcept {
+    if (unknown_ != 0) return std::nullopt;
+    return predicted_;
+  }
+
+ private:
+  std::deque<Chunk> chunks_;
+  double predicted_ = 0;
+  std::size_t unknown_ = 0;
 };
 
 class Engine {
@@ -183,7 +227,7 @@ class Engine {
         continue;
       }
       const std::size_t n = std::min({r.count, r.job->chunking.next(r.count, workers_), budget});
-      Chunk c{next_chunk_id_++, r.job, r.first, n, r.attempts, r.orphaned};
+      Chunk c{next_chunk_id_++, r.job, r.first, n, r.attempts, r.orphaned, predict_locked(*r.job, n)};
       r.first += n;
       r.count -= n;
       if (r.count == 0) requeue_.pop_front();
@@ -203,7 +247,7 @@ class Engine {
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
       const std::size_t n = std::min({job->chunking.next(remaining, workers_),
                                       job->input.contiguous_from(job->dispatched), budget});
-      Chunk c{next_chunk_id_++, job, job->dispatched, n, 0, 0};
+      Chunk c{next_chunk_id_++, job, job->dispatched, n, 0, 0, predict_locked(*job, n)};
       job->dispatched += n;
       ++job->in_flight;
       return c;
@@ -221,7 +265,11 @@ class Engine {
       std::lock_guard lock(mutex_);
       cancelled = c.job->cancelled;
       c.job->chunking.record(outcome.header.count, outcome.header.elapsed_ns);
-      timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+      if (is_single_item(*c.job)) {
+        if (!single_item_series_answered_) single_item_timing_ = RecentItemTime{};  // the series' own, from here
+        single_item_timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+      }
+      returned(c, true);
     }
     const bool stopped_early = outcome.stopped_early() && outcome.header.count < c.count;
     const std::size_t done = stopped_early ? outcome.header.count : c.count;
@@ -260,13 +308,13 @@ class Engine {
   /// go back one by one, each charged, so that a later such death falls on the single
   /// item at fault; an item charged retries + 1 times fails with WorkerLost, as a
   /// worker that always dies there would otherwise make the pool run it forever.
-  void lost(std::deque<Chunk>& held, const std::optional<RunningItem>& running, const std::optional<Death>& death) {
+  void lost(HeldChunks& held, const std::optional<RunningItem>& running, const std::optional<Death>& death) {
     const auto is_running = [&](const Chunk& c) {
       return running && running->chunk_id == c.id && running->item < c.count;
     };
     const bool blamed = std::any_of(held.begin(), held.end(), is_running);
     std::vector<Chunk> again;
-    for (Chunk& c : held) {
+    for (const Chunk& c : held) {
       if (is_running(c)) {
         const std::size_t k = running->item;
         const std::size_t index = c.first + k;
@@ -296,6 +344,10 @@ class Engine {
         again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned});
       }
       --c.job->in_flight;
+      {
+        std::lock_guard lock(mutex_);
+        returned(c, false);
+      }
     }
     held.clear();
     requeue(std::move(again));  // every job held is touched: requeued here or settled above
@@ -345,21 +397,41 @@ class Engine {
     }
   }
 
-  /// The recent cost of an item over all jobs (mutex held).
-  std::optional<double> item_seconds_locked() const { return timing_.item_seconds(); }
+  /// How many chunks a worker may hold at most.
+  static constexpr std::size_t max_held_chunks = 256;
+  /// How much measured work a worker may hold beyond two chunks.
+  static constexpr double max_held_seconds = 0.001;
 
-  /// Whether a worker holding `chunks` chunks of `items` items in all, whose last
-  /// outcome came at `last_answer_ns` (monotonic_ns), should get another (mutex held).
-  /// Yes while it holds fewer than two; beyond that only while what it holds is
-  /// measured to be under a millisecond of work and it answered within the last
-  /// millisecond (tiny tasks travel in batches; long ones are not hoarded by a
-  /// worker that may be stuck on one), and never past 256 chunks.
-  bool wants_more_locked(std::size_t chunks, std::size_t items, std::int64_t last_answer_ns) const {
-    if (chunks < 2) return true;
-    if (chunks >= 256) return false;
-    const auto per_item = item_seconds_locked();
-    return per_item && *per_item * static_cast<double>(items) < 0.001 &&
-           monotonic_ns() - last_answer_ns < 1'000'000;
+  /// Whether a worker holding `held`, whose last outcome came at `last_answer_ns`
+  /// (monotonic_ns), should get another chunk (mutex held).
+  ///
+  /// Yes while it holds nothing. A second chunk, to start right after the first so
+  /// that it never waits for the pool between chunks, unless the first is a probe: a
+  /// chunk of a job not measured yet (two chunks of unknown length on one worker may
+  /// leave another idle while both wait). Beyond two (never past
+  /// max_held_chunks) only tiny tasks travel in batches: while every chunk it holds had
+  /// a prediction, together under max_held_seconds, and it answered within that time.
+  /// So long tasks are not hoarded by one worker (which may be stuck on one while
+  /// others could run what waits behind it).
+  ///
+  /// A prediction comes from the chunk's own job (the call it belongs to): a job not
+  /// yet measured has none, so a new call starts with probes, whatever the previous
+  /// one cost. A stream of fresh one-item jobs (apply_async) is never measured before
+  /// its items go out: those take the recent cost of the one-item jobs of their
+  /// series (they all run the pool's one F), once one has answered. A series starts
+  /// when none is out, so quick calls before a pause say nothing about slow ones
+  /// after it, nor slow ones about quick ones.
+  bool wants_more_locked(const HeldChunks& held, std::int64_t last_answer_ns) const {
+    if (held.empty()) return true;
+    if (held.size() == 1) {
+      const Chunk& c = held.front();
+      return c.predicted_seconds >= 0 || c.job->chunking.item_seconds().has_value();
+    }
+    if (held.size() >= max_held_chunks) return false;
+    constexpr auto window_ns = static_cast<std::int64_t>(max_held_seconds * 1e9);
+    if (pass_ns_ - last_answer_ns >= window_ns) return false;
+    const auto seconds = held.predicted_seconds();
+    return seconds && *seconds < max_held_seconds;
   }
 
   /// The pool can't go on (an initializer failed, the machinery did): every task
@@ -424,6 +496,7 @@ class Engine {
             killing = true;
             break;
           }
+          pass_ns_ = monotonic_ns();
           hand_out_locked();
           if (closed_ && live_.empty()) break;
           sleeping_ = true;
@@ -488,6 +561,28 @@ class Engine {
   }
 
  private:
+  static bool is_single_item(const Job& job) noexcept { return job.expected_total == std::size_t{1}; }
+
+  /// What `count` items of `job`, about to be cut, should cost, or -1 if that is not
+  /// known: the job's own mean once one of its chunks came back; before that, for a
+  /// one-item job, the recent cost of the one-item jobs of its series (see
+  /// wants_more_locked). Mutex held.
+  double predict_locked(const Job& job, std::size_t count) {
+    std::optional<double> per_item = job.chunking.item_seconds();
+    if (!per_item && is_single_item(job)) {
+      if (single_items_out_ == 0) single_item_series_answered_ = false;  // a new series
+      if (single_item_series_answered_) per_item = single_item_timing_.item_seconds();
+    }
+    if (is_single_item(job)) ++single_items_out_;
+    return per_item ? *per_item * static_cast<double>(count) : -1;
+  }
+  /// A chunk handed out earlier came back, or its worker is gone (mutex held).
+  void returned(const Chunk& c, bool answered) {
+    if (!is_single_item(*c.job)) return;
+    --single_items_out_;
+    if (answered) single_item_series_answered_ = true;
+  }
+
   void abandon_all_locked(std::exception_ptr error) {
     for (auto& [ptr, job] : live_) deferred_.push_back([job = job, error] { job->abandon(error); });
     live_.clear();
@@ -512,7 +607,10 @@ class Engine {
   bool terminating_ = false;
   bool sleeping_ = false;
   std::exception_ptr broken_;
-  RecentItemTime timing_;  // item durations over all jobs
+  RecentItemTime single_item_timing_;  // item durations of one-item jobs (apply, apply_async)
+  std::int64_t pass_ns_ = 0;           // when the current hand-out pass began (monotonic_ns)
+  std::size_t single_items_out_ = 0;   // chunks of one-item jobs handed out and not back
+  bool single_item_series_answered_ = false;  // one of them came back since none was out
   std::uint64_t next_chunk_id_ = 1;
 };
 

@@ -116,11 +116,10 @@ class LocalEngine final : public Engine {
     Fd result_r;
     bool result_eof = false;
     FrameAssembler in;
-    std::deque<Chunk> held;
+    HeldChunks held;
     std::deque<Outgoing> out;
     std::size_t out_written = 0;  // bytes of out.front() already written
     std::size_t assigned = 0;     // items ever handed to this worker
-    std::size_t held_items = 0;   // items in held
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     /// With a task timeout: when it last sent or took bytes, or was given work while
     /// it held none (a worker that runs no item is timed from there).
@@ -274,7 +273,6 @@ class LocalEngine final : public Engine {
     if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
     w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
     w.assigned += chunk->count;
-    w.held_items += chunk->count;
     w.held.push_back(std::move(*chunk));
     if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) {
       w.retiring = true;
@@ -549,16 +547,10 @@ class LocalEngine final : public Engine {
     std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
   }
 
-  /// A worker gets another chunk while it holds fewer than two, or while what it
-  /// holds is measured to be under a millisecond of work (tiny tasks travel in
-  /// batches that way, while long ones are not hoarded by one worker). The measure
-  /// is pool-wide (all jobs run the same F), so a stream of fresh one-item jobs such
-  /// as apply_async calls is batched too. A worker that has not answered for a
-  /// millisecond gets no more than two: it may be stuck on a long task, and what it
-  /// holds would wait behind that task while others could run it.
+  /// A worker with work to take gets as much as Engine::wants_more_locked allows.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
-    return wants_more_locked(w.held.size(), w.held_items, w.last_answer_ns);
+    return wants_more_locked(w.held, w.last_answer_ns);
   }
 
   // ------------------------------------------------------------------ I/O
@@ -620,7 +612,6 @@ class LocalEngine final : public Engine {
     if (outcome.header.count > w.held.front().count) throw ProtocolError("mproc: a worker returned too many outcomes");
     Chunk c = std::move(w.held.front());
     w.held.pop_front();
-    w.held_items -= c.count;
     w.last_answer_ns = monotonic_ns();
     if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit: it leaves
     complete(c, outcome);

@@ -5,11 +5,10 @@
 // blocking; outcomes come back as result frames and go to Engine::complete().
 //
 // Waiting: while a rank holds work (or has not said it is ready) the pool's thread
-// waits inside MPI for any message, and user threads wake it with an empty message
-// to the master itself (mpi_tag_wake), which needs MPI_THREAD_MULTIPLE. While no
-// rank holds anything no message can come, so it sleeps on an eventfd instead
-// (which every wake also signals): an idle pool costs no CPU on the master, whereas
-// Open MPI spins inside its blocking calls.
+// tests for a message without spinning (mpi_wait.hpp): at full speed for a moment,
+// then sleeping between tests on the eventfd user threads wake it with, so a wake-up
+// ends the wait at once. While no rank holds anything no message can come, and it
+// sleeps on the eventfd alone: an idle pool costs no CPU on the master.
 //
 // A rank that dies is not survived: Open MPI's mpirun ends the whole job.
 
@@ -19,6 +18,7 @@
 #include <mproc/detail/mpi_env.hpp>
 #include <mproc/detail/mpi_frames.hpp>
 #include <mproc/detail/mpi_serve.hpp>
+#include <mproc/detail/mpi_wait.hpp>
 #include <mproc/errors.hpp>
 
 #include <poll.h>
@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -110,8 +111,7 @@ class MpiEngine final : public Engine {
     int rank = 0;
     bool answered = false;  // said ready, or that its initializer failed
     bool ready = false;
-    std::deque<Chunk> held;  // in the order sent; the rank answers in that order
-    std::size_t held_items = 0;
+    HeldChunks held;  // in the order sent; the rank answers in that order
     std::int64_t last_answer_ns = 0;
     std::deque<Outgoing> out;  // cut, not yet sent
   };
@@ -132,13 +132,9 @@ class MpiEngine final : public Engine {
   void start() override {}
 
   void wake() override {
+    woken_.store(true, std::memory_order_release);  // seen by a wait that is not asleep yet
     const std::uint64_t one = 1;
     (void)!::write(wake_fd_.get(), &one, sizeof one);
-    // A send to ourselves completes at once; the request frees itself.
-    MPI_Request request;
-    if (MPI_Isend(nullptr, 0, MPI_BYTE, mpi_master, mpi_tag_wake, comm_.get(), &request) == MPI_SUCCESS) {
-      MPI_Request_free(&request);
-    }
   }
 
   /// One chunk to each ready rank with room per round, so work spreads evenly.
@@ -146,12 +142,11 @@ class MpiEngine final : public Engine {
     for (bool progress = true; progress;) {
       progress = false;
       for (Rank& r : ranks_) {
-        if (!r.ready || !wants_more_locked(r.held.size(), r.held_items, r.last_answer_ns)) continue;
+        if (!r.ready || !wants_more_locked(r.held, r.last_answer_ns)) continue;
         auto chunk = cut_chunk_locked();
         if (!chunk) return;
         const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
         r.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes});
-        r.held_items += chunk->count;
         r.held.push_back(std::move(*chunk));
         progress = true;
       }
@@ -162,25 +157,56 @@ class MpiEngine final : public Engine {
     send_queued();
     reap_sends();
     if (expecting_messages()) {
-      MPI_Message message;
-      MPI_Status status;
-      check_mpi(MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &message, &status), "MPI_Mprobe");
-      handle(message, status);
+      wait_for_message();
     } else {
       pollfd p{wake_fd_.get(), POLLIN, 0};
       poll_fds(&p, 1, std::chrono::nanoseconds(-1));
-      std::uint64_t count;
-      (void)!::read(wake_fd_.get(), &count, sizeof count);
+      take_wake();
     }
     // Whatever else has arrived, a bounded number so the chunks get handed out too.
-    for (int i = 0; i < 64; ++i) {
-      MPI_Message message;
-      MPI_Status status;
-      int found = 0;
-      check_mpi(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &found, &message, &status), "MPI_Improbe");
-      if (found == 0) break;
-      handle(message, status);
+    for (int i = 0; i < 64 && handle_next(); ++i) {
     }
+  }
+
+  /// Handles the next message if one has arrived; returns whether one had.
+  bool handle_next() {
+    MPI_Message message;
+    MPI_Status status;
+    int found = 0;
+    check_mpi(MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &found, &message, &status), "MPI_Improbe");
+    if (found != 0) handle(message, status);
+    return found != 0;
+  }
+
+  /// Until a message comes (handled) or a user thread wakes the pool's thread. It
+  /// spins longer while a rank runs a chunk predicted to be short: its answer is due.
+  void wait_for_message() {
+    MpiBackoff backoff(answer_due() ? MpiBackoff::long_spin : MpiBackoff::short_spin);
+    for (;;) {
+      if (handle_next()) return;
+      if (woken_.load(std::memory_order_acquire)) return take_wake();
+      // Sends still under way need this thread's calls into MPI to move on (over TCP
+      // a big one moves only then): shorter pauses while there are any.
+      const auto pause = backoff.next(sending_.empty() ? MpiBackoff::max_sleep : sending_pause);
+      if (pause.count() == 0) continue;
+      if (pause_unless_readable(wake_fd_.get(), pause)) return take_wake();
+      reap_sends();
+    }
+  }
+
+  /// Whether a rank runs a chunk predicted to take less than MpiBackoff::long_spin.
+  bool answer_due() const {
+    constexpr double due = std::chrono::duration<double>(MpiBackoff::long_spin).count();
+    return std::any_of(ranks_.begin(), ranks_.end(), [](const Rank& r) {
+      return !r.held.empty() && r.held.front().predicted_seconds >= 0 && r.held.front().predicted_seconds < due;
+    });
+  }
+
+  /// Consumes a wake-up (the flag, and the eventfd's count if already written).
+  void take_wake() {
+    woken_.store(false, std::memory_order_relaxed);
+    std::uint64_t count;
+    (void)!::read(wake_fd_.get(), &count, sizeof count);
   }
 
   /// Tells every rank to stop (`now`: drop what it has not started) and waits for
@@ -193,11 +219,7 @@ class MpiEngine final : public Engine {
     for (std::size_t left = ranks_.size(); left > 0;) {
       MPI_Message message;
       MPI_Status status;
-      check_mpi(MPI_Mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &message, &status), "MPI_Mprobe");
-      if (status.MPI_TAG == mpi_tag_wake) {
-        discard_wake(message);
-        continue;
-      }
+      mpi_mprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), message, status);
       Rank& r = sender(status);
       if (receive_frame(comm_.get(), message, status, inbox_).header.kind == FrameKind::stop &&
           !stopped[static_cast<std::size_t>(r.rank - 1)]) {
@@ -205,19 +227,8 @@ class MpiEngine final : public Engine {
         --left;
       }
     }
-    for (Sending& s : sending_) {
-      check_mpi(MPI_Waitall(static_cast<int>(s.requests.size()), s.requests.data(), MPI_STATUSES_IGNORE),
-                "MPI_Waitall");
-    }
+    for (Sending& s : sending_) mpi_wait_all(s.requests);
     sending_.clear();
-    for (;;) {  // wake-ups sent before the pool's thread stopped listening
-      MPI_Message message;
-      int found = 0;
-      check_mpi(MPI_Improbe(mpi_master, mpi_tag_wake, comm_.get(), &found, &message, MPI_STATUS_IGNORE),
-                "MPI_Improbe");
-      if (found == 0) break;
-      discard_wake(message);
-    }
     uncount();  // the ranks have left this pool
   }
 
@@ -240,12 +251,7 @@ class MpiEngine final : public Engine {
     return ranks_[static_cast<std::size_t>(status.MPI_SOURCE - 1)];
   }
 
-  void discard_wake(MPI_Message& message) {
-    check_mpi(MPI_Mrecv(nullptr, 0, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
-  }
-
   void handle(MPI_Message& message, const MPI_Status& status) {
-    if (status.MPI_TAG == mpi_tag_wake) return discard_wake(message);
     Rank& r = sender(status);
     const FrameView f = receive_frame(comm_.get(), message, status, inbox_);
     switch (f.header.kind) {
@@ -274,7 +280,6 @@ class MpiEngine final : public Engine {
     }
     Chunk c = std::move(r.held.front());
     r.held.pop_front();
-    r.held_items -= c.count;
     r.last_answer_ns = monotonic_ns();
     complete(c, outcome);
   }
@@ -305,8 +310,12 @@ class MpiEngine final : public Engine {
     }
   }
 
+  /// The longest pause between tests for a message while sends are under way.
+  static constexpr std::chrono::nanoseconds sending_pause = std::chrono::microseconds(100);
+
   Comm comm_;
   Fd wake_fd_;
+  std::atomic<bool> woken_{false};  // wake() was called: set before the eventfd is written
   std::atomic<bool> counted_{true};  // in busy_pools() and MasterPools
 
   // The pool's thread only (hand_out_locked also runs there, with the mutex).

@@ -8,6 +8,7 @@
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/mpi_env.hpp>
+#include <mproc/detail/mpi_wait.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -20,7 +21,6 @@ namespace mproc::detail {
 
 inline constexpr int mpi_tag_frame = 1;  // a frame, or its first piece
 inline constexpr int mpi_tag_piece = 2;  // the next piece of the frame before it
-inline constexpr int mpi_tag_wake = 3;   // empty, master to itself: the pool's thread has news
 /// The biggest MPI message a frame is sent in.
 inline constexpr std::size_t mpi_max_piece = std::size_t{1} << 30;
 static_assert(mpi_max_piece <= INT_MAX);
@@ -37,14 +37,6 @@ void for_each_piece(std::span<const std::byte> message, std::size_t piece, Send&
   } while (at < message.size());
 }
 
-/// Sends a frame and returns when its buffer may be reused.
-inline void send_frame(MPI_Comm comm, int dest, std::span<const std::byte> message,
-                       std::size_t piece = mpi_max_piece) {
-  for_each_piece(message, piece, [&](const std::byte* data, int n, int tag) {
-    check_mpi(MPI_Send(data, n, MPI_BYTE, dest, tag, comm), "MPI_Send");
-  });
-}
-
 /// Starts sending a frame; its requests are appended to `requests`, and `message`
 /// must stay alive and unchanged until they complete.
 inline void isend_frame(MPI_Comm comm, int dest, std::span<const std::byte> message,
@@ -53,6 +45,15 @@ inline void isend_frame(MPI_Comm comm, int dest, std::span<const std::byte> mess
     requests.emplace_back();
     check_mpi(MPI_Isend(data, n, MPI_BYTE, dest, tag, comm, &requests.back()), "MPI_Isend");
   });
+}
+
+/// Sends a frame and returns when its buffer may be reused (waiting for a big one to
+/// be taken without spinning: mpi_wait.hpp).
+inline void send_frame(MPI_Comm comm, int dest, std::span<const std::byte> message,
+                       std::size_t piece = mpi_max_piece) {
+  std::vector<MPI_Request> requests;
+  isend_frame(comm, dest, message, requests, piece);
+  mpi_wait_all(requests);
 }
 
 /// Receives the frame whose first piece a matched probe found (`message`, `status`)

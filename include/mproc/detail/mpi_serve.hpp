@@ -16,6 +16,7 @@
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/mpi_env.hpp>
 #include <mproc/detail/mpi_frames.hpp>
+#include <mproc/detail/mpi_wait.hpp>
 #include <mproc/detail/task.hpp>
 #include <mproc/errors.hpp>
 
@@ -40,13 +41,15 @@ struct MpiInbound {
   std::span<const std::byte> payload() const { return {bytes.data() + frame_header_size, header.size}; }
 };
 
-/// The next frame from the master: blocks until it comes, or with `wait` false
-/// returns nothing unless it is already here.
+/// The next frame from the master: waits until it comes, or with `wait` false
+/// returns nothing unless it is already here. A rank waits with nothing to run: it
+/// spins a while, for the next task of a caller that sends one at a time, then backs
+/// off (mpi_wait.hpp) and leaves its core to the others.
 inline std::optional<MpiInbound> receive_from_master(MPI_Comm comm, bool wait) {
   MPI_Message message;
   MPI_Status status;
   if (wait) {
-    check_mpi(MPI_Mprobe(mpi_master, mpi_tag_frame, comm, &message, &status), "MPI_Mprobe");
+    mpi_mprobe(mpi_master, mpi_tag_frame, comm, message, status, MpiBackoff::long_spin);
   } else {
     int found = 0;
     check_mpi(MPI_Improbe(mpi_master, mpi_tag_frame, comm, &found, &message, &status), "MPI_Improbe");

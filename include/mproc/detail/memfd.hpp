@@ -41,10 +41,10 @@ inline OSError descriptor_limit_error(const char* call, int err) {
     rlimit limit{};
     (void)::getrlimit(RLIMIT_NOFILE, &limit);
     what += "this process has reached its limit of " + std::to_string(limit.rlim_cur) +
-            " open files (RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
+            " open files (EMFILE, RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
             "setrlimit(RLIMIT_NOFILE) in it)";
   } else {
-    what += "the system-wide limit of open files is reached (fs.file-max)";
+    what += "the system-wide limit of open files is reached (ENFILE, fs.file-max)";
   }
   return OSError(what + ". " + call, err);
 }

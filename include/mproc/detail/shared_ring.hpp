@@ -252,7 +252,8 @@ class SharedRing {
     std::atomic<u32> get_seq{0};           // futex: bumped after head moves
     std::atomic<u32> put_waiters{0};       // sleepers on get_seq
     // Under get_lock: the streamed item being taken (or skipped after its reader died).
-    u64 skip_end = 0;  // where it ends; 0 when none
+    // Atomic: take() reads it without the lock, to see a half-taken item to settle.
+    std::atomic<u64> skip_end{0};  // where it ends; 0 when none
     u64 skip_index = 0;
     std::atomic<u32> stream_waiter{no_stream_lock};  // the stream lock its reader waits on
     std::atomic<u32> stream_abandoned{0};            // its writer died: it is being dropped
@@ -627,7 +628,11 @@ class SharedRing {
   bool readable() const noexcept { return c_->tail.load() != c_->head.load(); }
 
   std::optional<Taken> take(const WaitSpec& wait) {
-    const auto ready = [this] { return readable(); };
+    // A streamed item half taken by a reader also calls for the lock: if that reader
+    // died after taking every byte there was, and then the writer died too, no byte
+    // will ever come, and only a reader taking get_lock settles the item (drops it,
+    // counting it taken) so that size() agrees with the Empty this get may raise.
+    const auto ready = [this] { return readable() || c_->skip_end.load() != 0; };
     for (;;) {
       if (ready()) {
         RingLock l = lock_reader(wait);

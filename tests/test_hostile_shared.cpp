@@ -38,7 +38,7 @@
 //   - large Arrays made and dropped in turn under an address-space limit
 //   - a Manager that grows to its max_size under an address-space limit
 // Errors ("every exception derives from mproc::Error"; nothing kills the program)
-//   - RLIMIT_FSIZE (ulimit -f): a Queue, an Array, a Manager's growth
+//   - RLIMIT_FSIZE (ulimit -f): a Queue, an Array, a Manager's growth, Values, a Pool's payloads
 // A busy machine: Queue, Value::update and a Manager list used by several processes
 // while every core runs other work
 
@@ -1009,20 +1009,27 @@ TEST_CASE("a Manager grows to its max_size under an address-space limit, then ra
 // ---------------------------------------------------------------------------
 // RLIMIT_FSIZE (ulimit -f): shared memory is a file, and a file bigger than the limit
 // makes the kernel send SIGXFSZ, whose default action ends the program. Python's
-// Queue (a pipe) works there, and its Array raises OSError (EFBIG): mproc must raise
-// an mproc::Error or work, never die.
+// Queue (a pipe) and Pool work there, and its Array raises OSError (EFBIG): mproc must
+// work or raise OSError (EFBIG) naming RLIMIT_FSIZE, never die.
 
 TEST_CASE("RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc::Error or work, never kill the program") {
   struct Case {
     const char* name;
     int (*run)();
   };
+  using Bytes = std::vector<char>;
   const std::vector<Case> cases = {
       {"Queue",
        [] {
-         mproc::Queue<int> q;
-         q.put(1);
-         return q.get() == 1 ? 0 : 1;
+         mproc::Queue<Bytes> q;
+         q.put(Bytes{1});
+         if (q.get() != Bytes{1}) return 1;
+         const Bytes big(std::size_t{4} << 20, 'q');  // bigger than any ring under the limit
+         mproc::Process producer([q, big] { q.put(big); });
+         producer.start();
+         const bool same = q.get(mproc_test::hang_limit) == big;
+         producer.join();
+         return same && producer.exitcode() == 0 ? 0 : 2;
        }},
       {"Array of 4 MiB",
        [] {
@@ -1033,14 +1040,31 @@ TEST_CASE("RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc
        [] {
          mproc::Manager m;
          auto l = m.list<std::string>();
-         for (int i = 0; i < 400; ++i) l.append(std::string(10'000, 'x'));
-         return l.size() == 400 ? 0 : 1;
+         try {
+           for (int i = 0; i < 400; ++i) l.append(std::string(10'000, 'x'));
+         } catch (const mproc::OSError& e) {
+           std::fprintf(stderr, "Manager under RLIMIT_FSIZE: %s\n", e.what());
+           if (e.error_code() != EFBIG) return 2;
+         }
+         // Unchanged by the failed growth, and usable.
+         const std::size_t n = l.size();
+         l.append("small");
+         return l.size() == n + 1 && l.at(-1) == "small" && (n == 400 || l.at(0) == std::string(10'000, 'x')) ? 0 : 1;
        }},
       {"10,000 Values",
        [] {
          std::vector<mproc::Value<long>> vs;
          for (long i = 0; i < 10'000; ++i) vs.emplace_back(i);
          return vs.back().load() == 9'999 ? 0 : 1;
+       }},
+      {"Pool with payloads of 512 KiB and 4 MiB",
+       [] {
+         mproc::Pool pool(+[](Bytes b) { return b; }, {.processes = 1});
+         for (const std::size_t size : {std::size_t{512} << 10, std::size_t{4} << 20}) {
+           const Bytes payload(size, 'p');
+           if (pool.apply(payload) != payload) return 1;
+         }
+         return 0;
        }},
   };
   for (const auto& c : cases) {
@@ -1049,9 +1073,14 @@ TEST_CASE("RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc
         if (!mproc_test::set_soft_limit(RLIMIT_FSIZE, 1 << 20)) return int{mproc_test::limit_not_set};
         try {
           return c.run();
-        } catch (const mproc::Error& e) {
+        } catch (const mproc::OSError& e) {
+          // A clear error is what Python gives for its Array.
           std::fprintf(stderr, "%s under RLIMIT_FSIZE: %s\n", c.name, e.what());
-          return 0;  // a clear error is what Python gives for its Array
+          const bool named = e.error_code() == EFBIG && std::string(e.what()).find("RLIMIT_FSIZE") != std::string::npos;
+          return named ? 0 : int{mproc_test::limit_wrong_error};
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "%s under RLIMIT_FSIZE: not an OSError: %s\n", c.name, e.what());
+          return int{mproc_test::limit_wrong_error};
         } catch (...) {
           return int{mproc_test::limit_wrong_error};
         }

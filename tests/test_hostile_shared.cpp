@@ -948,6 +948,9 @@ TEST_CASE("a shared-object handle sent to a Pool worker that is at its open-file
             } catch (const mproc::Error& e) {
               (void)e.what();
             }
+            // What a worker reports when it cannot decode a task's arguments.
+            const mproc::ProtocolError undecodable("warm-up");
+            (void)undecodable.what();
           });
           hoard = new std::vector<int>;
           (void)mproc_test::set_soft_limit(RLIMIT_NOFILE, 256);

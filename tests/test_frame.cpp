@@ -182,6 +182,7 @@ TEST_CASE("FrameReader: a stream that ends inside a frame is a ProtocolError") {
   REQUIRE(first);
   CHECK(own(*first) == Frame{FrameKind::message, 1, "complete"});
   CHECK_THROWS_AS(reader.read(), mproc::ProtocolError);
+  CHECK_FALSE(reader.read());  // once: the cut frame's bytes are dropped, the end of file remains
 }
 
 TEST_CASE("write_frame sends a 64 MiB payload through a pipe intact") {

@@ -52,7 +52,9 @@ class Queue {
   /// An unbounded queue.
   Queue() : Queue(0) {}
   /// A queue that holds at most maxsize items (0: unbounded). ring_bytes is the most
-  /// the shared ring grows to (memory is used only as items are queued).
+  /// the shared ring grows to (memory is used only as items are queued); under a
+  /// file-size limit (RLIMIT_FSIZE, `ulimit -f`) at most what fits in it, since the
+  /// ring is a file.
   explicit Queue(std::size_t maxsize, std::size_t ring_bytes = detail::SharedRing::default_capacity)
       : state_(std::make_shared<State>(maxsize, ring_bytes)) {
     require_sendable<T>();

@@ -136,6 +136,12 @@ class FrameAssembler {
   }
   /// Bytes received that do not yet form a whole frame.
   std::size_t unread() const noexcept { return buf_.size() - start_; }
+  /// Drops the bytes of a frame that can never be whole (its stream ended).
+  void drop_unread() noexcept {
+    buf_.clear();
+    start_ = 0;
+    has_pending_ = false;
+  }
 
  private:
   static constexpr std::size_t max_prealloc = std::size_t{4} << 20;
@@ -154,7 +160,9 @@ class FrameReader {
   explicit FrameReader(int fd) noexcept : fd_(fd) {}
 
   /// The next frame, or nothing at end of file. A stream that ends inside a frame is a
-  /// ProtocolError. The view stays valid until the next call.
+  /// ProtocolError, once: its bytes are dropped, and the next call finds the end of
+  /// file (as Python's recv raises EOFError once no whole message remains). The view
+  /// stays valid until the next call.
   std::optional<FrameView> read() {
     assembler_.release();
     for (;;) {
@@ -162,7 +170,10 @@ class FrameReader {
       const auto space = assembler_.prepare();
       const ssize_t n = read_some(fd_, space.data(), space.size());
       if (n == 0) {
-        if (assembler_.unread() != 0) throw ProtocolError("mproc: stream ended inside a frame");
+        if (assembler_.unread() != 0) {
+          assembler_.drop_unread();
+          throw ProtocolError("mproc: stream ended inside a frame");
+        }
         return std::nullopt;
       }
       if (n < 0) throw OSError("read (descriptor is non-blocking)", EAGAIN);

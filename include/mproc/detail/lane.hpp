@@ -36,7 +36,8 @@ class Lane {
  public:
   /// Payloads from this size up go through the lane.
   static constexpr std::size_t min_payload = std::size_t{256} << 10;
-  /// The largest payload a lane carries; a bigger one goes through the pipe.
+  /// The largest payload a lane carries; a bigger one goes through the pipe. Under a
+  /// file-size limit (RLIMIT_FSIZE) a lane carries less: see capacity_.
   static constexpr std::size_t capacity = std::size_t{2} << 30;
   /// Memory and mapping kept after a payload is consumed, so that the next big one
   /// needs no page faults; beyond this they go back to the system. Under an
@@ -50,9 +51,20 @@ class Lane {
   static constexpr std::size_t header_bytes = 4096;  // keeps the data page-aligned
 
   Lane() {
+    // A memfd grown past the file-size limit would end the program (SIGXFSZ): under
+    // one, the lane holds what fits, and is left out if that is less than min_payload
+    // (every payload then goes through the pipe).
+    if (const auto limit = file_size_limit()) {
+      const std::size_t room = *limit > header_bytes ? (*limit - header_bytes) / page_size() * page_size() : 0;
+      capacity_ = std::min(capacity, room);
+      if (capacity_ < min_payload) {
+        capacity_ = 0;
+        return;
+      }
+    }
     // No fork while the descriptor is open: no child may hold a copy (see PrivateFds).
     const auto no_fork = PrivateFds::hold_forks();
-    const Fd file = make_memfd("mproc-lane", header_bytes + capacity);
+    const Fd file = make_memfd("mproc-lane", header_bytes + capacity_);
     header_.reset(map_memfd(file.get(), 0, header_bytes));
     if (!header_) throw OSError("mmap(memfd)", ENOMEM);
     new (header_.get()) Header();
@@ -64,7 +76,7 @@ class Lane {
   /// Sender: copies the payload into the lane if it is free, big enough to be worth
   /// it, and this process can map it; returns whether it did (if not, send it inline).
   bool try_put(std::span<const std::byte> payload) noexcept {
-    if (payload.size() < min_payload || payload.size() > capacity) return false;
+    if (payload.size() < min_payload || payload.size() > capacity_) return false;
     if (header().busy.load(std::memory_order_acquire) != 0) return false;
     if (!map_view(payload.size())) return false;
     std::memcpy(data(), payload.data(), payload.size());
@@ -77,9 +89,9 @@ class Lane {
   /// (reading it, or release() returning its pages, would reach past the lane).
   /// Throws SharedMemoryFull if this process has no address space left to map it.
   std::span<const std::byte> view(std::size_t size) {
-    if (size > capacity) {
+    if (size > capacity_ || !header_) {
       throw ProtocolError("mproc: a frame claims " + std::to_string(size) + " bytes in a shared-memory lane of " +
-                          std::to_string(capacity));
+                          std::to_string(capacity_));
     }
     (void)header().busy.load(std::memory_order_acquire);
     if (!map_view(size)) {
@@ -97,7 +109,9 @@ class Lane {
     header().busy.store(0, std::memory_order_release);
   }
   /// Forget a payload whose receiver died (a new worker takes the slot).
-  void reset() noexcept { header().busy.store(0, std::memory_order_release); }
+  void reset() noexcept {
+    if (header_) header().busy.store(0, std::memory_order_release);
+  }
 
  private:
   struct alignas(64) Header {
@@ -110,7 +124,7 @@ class Lane {
   /// process has no address space left for it.
   bool map_view(std::size_t size) noexcept {
     if (size <= view_bytes_) return true;
-    const std::size_t want = std::min((size + view_step - 1) / view_step * view_step, capacity);
+    const std::size_t want = std::min((size + view_step - 1) / view_step * view_step, capacity_);
     void* p = view_ == nullptr ? MAP_FAILED
                                : ::mremap(view_, header_bytes + view_bytes_, header_bytes + want, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
@@ -141,6 +155,9 @@ class Lane {
     return bytes;
   }
 
+  // The most this lane carries: capacity, or what fits under the file-size limit
+  // (0: no lane, and no header_). Set before the workers are forked: both sides see it.
+  std::size_t capacity_ = capacity;
   std::unique_ptr<std::byte, Unmap> header_{nullptr, Unmap{header_bytes}};  // inherited by the workers
   // This process's view of the lane, header included, and how much data it covers
   // (each side maps its own).

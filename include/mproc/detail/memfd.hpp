@@ -41,17 +41,41 @@ inline OSError descriptor_limit_error(const char* call, int err) {
     rlimit limit{};
     (void)::getrlimit(RLIMIT_NOFILE, &limit);
     what += "this process has reached its limit of " + std::to_string(limit.rlim_cur) +
-            " open files (RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
+            " open files (EMFILE, RLIMIT_NOFILE; raise it with `ulimit -n` before starting the program, or with "
             "setrlimit(RLIMIT_NOFILE) in it)";
   } else {
-    what += "the system-wide limit of open files is reached (fs.file-max)";
+    what += "the system-wide limit of open files is reached (ENFILE, fs.file-max)";
   }
   return OSError(what + ". " + call, err);
 }
 
+/// The file-size limit of this process (RLIMIT_FSIZE, `ulimit -f`) in bytes, if one is
+/// set. A memfd is a file: growing one past the limit (ftruncate, fallocate) makes the
+/// kernel send SIGXFSZ, whose default action ends the program, so every growth of a
+/// memfd is checked against it first (check_file_size).
+inline std::optional<std::size_t> file_size_limit() noexcept {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return std::nullopt;
+  return static_cast<std::size_t>(limit.rlim_cur);
+}
+
+/// Throws OSError (EFBIG, as Python's OSError for a file written past the limit)
+/// naming RLIMIT_FSIZE if `call` would make a memfd `bytes` long, past the file-size
+/// limit, instead of letting the kernel end the program with SIGXFSZ. `limit`: the
+/// file_size_limit() the caller read already.
+inline void check_file_size(const char* call, std::size_t bytes, std::optional<std::size_t> limit = file_size_limit()) {
+  if (!limit || bytes <= *limit) return;
+  throw OSError("mproc: shared memory of " + std::to_string(bytes) + " bytes is a file bigger than this process's "
+                "file-size limit of " + std::to_string(*limit) + " bytes (EFBIG, RLIMIT_FSIZE; raise it with "
+                "`ulimit -f` before starting the program, or with setrlimit(RLIMIT_FSIZE) in it). " + call,
+                EFBIG);
+}
+
 /// A new memfd of `size` bytes, all of it a hole (no memory yet). Close-on-exec, and
-/// inherited by every child forked while it is open.
+/// inherited by every child forked while it is open. OSError (EFBIG) if `size` is past
+/// the file-size limit (see check_file_size).
 inline Fd make_memfd(const char* name, std::size_t size) {
+  if (size != 0) check_file_size("ftruncate(memfd)", size);
   Fd fd(::memfd_create(name, MFD_CLOEXEC));
   if (!fd && (errno == EMFILE || errno == ENFILE)) throw descriptor_limit_error("memfd_create", errno);
   if (!fd) throw OSError("memfd_create", errno);

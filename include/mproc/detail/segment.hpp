@@ -141,6 +141,7 @@ class Segment {
                                          std::uint64_t flags = 0) {
     committed = page_round_up(std::max(committed, segment_header_size));
     reserved = page_round_up(std::max(reserved, committed));
+    check_file_size("fallocate(memfd)", committed);
     Fd fd = make_memfd("mproc", 0);
     if (!allocate_file(fd.get(), committed)) {
       throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
@@ -186,14 +187,27 @@ class Segment {
     return static_cast<std::uint64_t>(static_cast<const std::byte*>(p) - base());
   }
 
-  /// Backs the segment with memory up to `bytes` (at most reserved()). Returns false
-  /// if the system has no memory left. Processes may grow one segment at once (a
-  /// parent and a child carving from an arena both map): committed() only rises.
-  bool grow_to(std::size_t bytes) {
-    bytes = std::min(page_round_up(bytes), reserved_);
+  /// Backs the segment with memory up to `wanted` bytes, or if the system has no
+  /// memory (or the file-size limit no room) for that, up to `needed` (both at most
+  /// reserved()). Returns false if the system has no memory left for `needed`; throws
+  /// OSError (EFBIG) if `needed` is past the file-size limit (RLIMIT_FSIZE: growing
+  /// the file there would end the program with SIGXFSZ). Processes may grow one
+  /// segment at once (a parent and a child carving from an arena both map):
+  /// committed() only rises.
+  bool grow_to(std::size_t wanted, std::size_t needed) {
+    needed = std::min(page_round_up(needed), reserved_);
     std::uint64_t now = committed();
-    if (bytes <= now) return true;
-    if (!allocate_file(fd_.get(), bytes)) return false;  // extends the file to at least bytes
+    if (needed <= now) return true;
+    wanted = std::min(std::max(page_round_up(wanted), needed), reserved_);
+    const auto limit = file_size_limit();
+    check_file_size("fallocate(memfd)", needed, limit);
+    if (limit) wanted = std::max(needed, std::min(wanted, *limit / page_size() * page_size()));
+    // Each extends the file to at least its size.
+    std::size_t bytes = wanted;
+    if (!allocate_file(fd_.get(), bytes)) {
+      if (wanted == needed || !allocate_file(fd_.get(), needed)) return false;
+      bytes = needed;
+    }
     auto& committed_bytes = header().committed;
     while (now < bytes &&
            !committed_bytes.compare_exchange_weak(now, bytes, std::memory_order_release, std::memory_order_acquire)) {

@@ -222,8 +222,7 @@ class SegmentAllocator {
     const std::uint64_t block = state_.top;
     const std::uint64_t end = block + sizeof(BlockHeader) + need;
     if (end > seg_.reserved()) return 0;
-    if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed())) &&
-        !seg_.grow_to(end)) {
+    if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed()), end)) {
       system_full = true;
       return 0;
     }

@@ -24,12 +24,14 @@
 
 #include <mproc/detail/bytes.hpp>
 #include <mproc/detail/fork_safe_mutex.hpp>
+#include <mproc/detail/memfd.hpp>
 #include <mproc/detail/segment.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -121,6 +123,12 @@ class SharedHeap {
       reserve = std::max(next_size_, std::bit_ceil(footprint));
       next_size_ = std::min(2 * reserve, max_arena_size);
     }
+    // A memfd never grows past the file-size limit (RLIMIT_FSIZE): an arena reserves
+    // no more, so that a full one is followed by another (Segment::create raises
+    // OSError, EFBIG, if not even the object fits).
+    if (const auto limit = file_size_limit()) {
+      reserve = std::max(footprint, std::min(reserve, *limit / page_size() * page_size()));
+    }
     // Made without the heap's mutex: making (and dropping) a segment takes the
     // registry's, and the two must never nest (fork's handlers take both).
     std::shared_ptr<Segment> fresh = Segment::create(SegmentKind::arena, footprint, reserve);
@@ -156,11 +164,23 @@ class SharedHeap {
     } while (!cursor.compare_exchange_weak(at, start + size, std::memory_order_relaxed));
     std::uint64_t end = start + size;
     const std::uint64_t committed = seg.committed();
-    if (end > committed && !seg.grow_to(std::max(end, committed + std::min<std::uint64_t>(committed, grow_step))) &&
-        !seg.grow_to(end)) {
-      (void)cursor.compare_exchange_strong(end, at, std::memory_order_relaxed);  // unless someone carved since
-      throw SharedMemoryFull("mproc: the system has no memory left for a shared object of " +
-                             std::to_string(size) + " bytes");
+    if (end > committed) {
+      const auto give_back = [&] {
+        (void)cursor.compare_exchange_strong(end, at, std::memory_order_relaxed);  // unless someone carved since
+      };
+      bool grown = false;
+      try {
+        grown = seg.grow_to(std::max(end, committed + std::min<std::uint64_t>(committed, grow_step)), end);
+      } catch (const OSError& e) {
+        give_back();
+        if (e.error_code() != EFBIG) throw;
+        return nullptr;  // past the file-size limit (lowered since): a new arena, sized to it, takes the object
+      }
+      if (!grown) {
+        give_back();
+        throw SharedMemoryFull("mproc: the system has no memory left for a shared object of " +
+                               std::to_string(size) + " bytes");
+      }
     }
     auto* header = seg.at<ObjectHeader>(start - sizeof(ObjectHeader));
     header->tag = tag;

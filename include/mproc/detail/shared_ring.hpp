@@ -117,7 +117,7 @@ class SharedRing {
   /// ring grows to in bytes, rounded up to a power of two of at least one page.
   SharedRing(std::size_t maxsize, std::size_t capacity)
       : control_(sizeof(Control)),
-        c_(new (control_.data()) Control(maxsize, ring_size(capacity))),
+        c_(new (control_.data()) Control(maxsize, fit_file_size_limit(ring_size(capacity)))),
         file_(make_memfd("mproc-ring", c_->file_bytes())) {
     (void)view(0);  // here, so that every process forked from now on has it mapped
   }
@@ -204,16 +204,25 @@ class SharedRing {
 
   struct Control {
     Control(std::size_t max, u64 cap) : maxsize(max) {
-      u64 size = std::min<u64>(cap, initial_capacity);
-      u64 offset = 0;
-      for (;;) {
+      regions_of(cap, [this](u64 size, u64 offset) {
         region_size[region_count] = size;
         region_offset[region_count] = offset;
         ++region_count;
+      });
+    }
+    /// Calls f(size, offset in the memfd) for each region of a ring of capacity cap.
+    template <class F>
+    static void regions_of(u64 cap, F f) {
+      u64 size = std::min<u64>(cap, initial_capacity);
+      for (u64 offset = 0;; offset += size, size = std::min(4 * size, cap)) {
+        f(size, offset);
         if (size == cap) break;
-        offset += size;
-        size = std::min(4 * size, cap);
       }
+    }
+    static u64 file_bytes_of(u64 cap) {
+      u64 end = 0;
+      regions_of(cap, [&end](u64 size, u64 offset) { end = offset + size; });
+      return end;
     }
     u64 file_bytes() const noexcept { return region_offset[region_count - 1] + region_size[region_count - 1]; }
 
@@ -252,7 +261,8 @@ class SharedRing {
     std::atomic<u32> get_seq{0};           // futex: bumped after head moves
     std::atomic<u32> put_waiters{0};       // sleepers on get_seq
     // Under get_lock: the streamed item being taken (or skipped after its reader died).
-    u64 skip_end = 0;  // where it ends; 0 when none
+    // Atomic: take() reads it without the lock, to see a half-taken item to settle.
+    std::atomic<u64> skip_end{0};  // where it ends; 0 when none
     u64 skip_index = 0;
     std::atomic<u32> stream_waiter{no_stream_lock};  // the stream lock its reader waits on
     std::atomic<u32> stream_abandoned{0};            // its writer died: it is being dropped
@@ -273,6 +283,16 @@ class SharedRing {
     const u64 at_least = std::max<u64>(requested, page_size());
     if (at_least > (u64{1} << 46)) throw ValueError("mproc: Queue ring capacity too large");
     return std::bit_ceil(at_least);
+  }
+  /// cap, or under a file-size limit (RLIMIT_FSIZE) the largest power of two whose
+  /// regions all fit in it: the memfd grown past it would end the program (SIGXFSZ),
+  /// and an item bigger than the ring streams through it anyway. If not even a page
+  /// fits, making the memfd raises OSError (EFBIG).
+  static u64 fit_file_size_limit(u64 cap) {
+    const auto limit = file_size_limit();
+    if (!limit) return cap;
+    while (cap > page_size() && Control::file_bytes_of(cap) > *limit) cap /= 2;
+    return cap;
   }
   static constexpr u64 record_size(std::size_t payload) noexcept {
     return (frame_header_size + payload + 7) / 8 * 8;
@@ -627,7 +647,11 @@ class SharedRing {
   bool readable() const noexcept { return c_->tail.load() != c_->head.load(); }
 
   std::optional<Taken> take(const WaitSpec& wait) {
-    const auto ready = [this] { return readable(); };
+    // A streamed item half taken by a reader also calls for the lock: if that reader
+    // died after taking every byte there was, and then the writer died too, no byte
+    // will ever come, and only a reader taking get_lock settles the item (drops it,
+    // counting it taken) so that size() agrees with the Empty this get may raise.
+    const auto ready = [this] { return readable() || c_->skip_end.load() != 0; };
     for (;;) {
       if (ready()) {
         RingLock l = lock_reader(wait);

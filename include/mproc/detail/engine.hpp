@@ -40,6 +40,7 @@ struct Chunk {
   std::size_t count;
   std::uint32_t attempts;  // how many times a worker died running these items
   std::uint32_t orphaned;  // how many times they were requeued after a death that blamed no item
+  std::uint32_t sequence = 0;  // the transport's count of chunks sent to the worker, this one included
 };
 
 class Engine {
@@ -305,6 +306,17 @@ class Engine {
     std::lock_guard lock(mutex_);
     for (const Chunk& c : items) touched_.push_back(c.job);
     requeue_.insert(requeue_.begin(), items.begin(), items.end());
+  }
+  /// A worker holds chunks it has not started and will now never start (the
+  /// transport revoked them, for an idle worker): they go back to the front of the
+  /// queue, in order, ahead of everything else, as if they had never been handed out.
+  /// Mutex held.
+  void take_back_locked(std::vector<Chunk> chunks) {
+    for (const Chunk& c : chunks) {
+      --c.job->in_flight;
+      touched_.push_back(c.job);
+    }
+    requeue_.insert(requeue_.begin(), chunks.begin(), chunks.end());
   }
   /// The WorkerLost for an item whose worker died, or nothing (run it again) while
   /// it has retries left. `what` says who died and how, e.g. "worker process 12 was

@@ -10,6 +10,14 @@
 // of the front chunk it is running. When a worker dies, that one item fails (or is
 // retried) and everything else it held goes back to the front of the queue.
 //
+// A worker gets its next chunk before it finished the one it runs (a round trip saved
+// between chunks), but that prefetch is revocable: when nothing is left to hand out and
+// a worker holds nothing, the chunks another holds behind the one it runs, and has not
+// started, are taken back and handed to the idle one. The two sides agree on what the
+// worker started through its slot's claims word (WorkerSlot::claim, revoke), so a
+// chunk is run once, by one worker. A worker stuck in a long task thus keeps nothing
+// waiting behind it, as in Python, where a busy worker holds nothing else.
+//
 // Who does the I/O: the pool's thread, which holds io_mutex_ whenever it is not asleep
 // in poll(). While it sleeps, a thread calling Pool::apply may take io_mutex_ and do
 // what the pool's thread would (hand its task to an idle worker, read the outcome),
@@ -43,6 +51,7 @@
 #include <cstdio>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -121,6 +130,7 @@ class LocalEngine final : public Engine {
     std::size_t out_written = 0;  // bytes of out.front() already written
     std::size_t assigned = 0;     // items ever handed to this worker
     std::size_t held_items = 0;   // items in held
+    std::uint32_t sent = 0;       // the sequence of the last chunk sent (WorkerSlot::claims)
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     /// With a task timeout: when it last sent or took bytes, or was given work while
     /// it held none (a worker that runs no item is timed from there).
@@ -252,17 +262,107 @@ class LocalEngine final : public Engine {
     if (finished) job->finish();
   }
 
-  /// One chunk to each worker with room per round, so work spreads evenly.
+  /// Hands out what is queued; once nothing is, a worker that holds nothing takes over
+  /// what another holds and has not started (take_over_locked).
   void hand_out_locked() override {
+    if (!spread_locked()) return;
+    for (auto& wp : workers_) {
+      Worker& w = *wp;
+      if (w.lent || !w.held.empty() || !has_room(w)) continue;
+      if (!take_over_locked(w)) return;
+      while (has_room(w) && give_chunk_locked(w)) {
+      }
+      (void)spread_locked();  // what it does not take
+    }
+  }
+
+  /// One chunk to each worker with room per round, so work spreads evenly. Returns
+  /// whether nothing is left to hand out.
+  bool spread_locked() {
     for (bool progress = true; progress;) {
       progress = false;
       for (auto& wp : workers_) {
         Worker& w = *wp;
         if (w.lent || !has_room(w)) continue;
-        if (!give_chunk_locked(w)) return;
+        if (!give_chunk_locked(w)) return true;
         progress = true;
       }
     }
+    return false;
+  }
+
+  /// For worker `idle`, which holds nothing while nothing is queued: takes back from
+  /// the worker holding the most items it has not started, behind a chunk it did start
+  /// (a long task, say), all of those chunks, to the front of the queue. Returns
+  /// whether it took any. A worker that has not started the first chunk it holds (it
+  /// is between chunks, or was slow to begin) is asked to say when it starts one
+  /// (WorkerSlot::watch), so that the pool's thread looks again then.
+  bool take_over_locked(const Worker& idle) {
+    for (bool again = true; again;) {
+      again = false;
+      Worker* from = nullptr;
+      std::size_t most = 0;
+      for (auto& wp : workers_) {
+        Worker& w = *wp;
+        if (&w == &idle || w.lent || w.held.size() < 2) continue;
+        WorkerSlot& slot = slots_[w.slot];
+        const std::uint32_t claimed = slot.claimed();
+        if (sequence_after(w.held.front().sequence, claimed)) {
+          again = again || !slot.watch(claimed);  // it claimed one meanwhile: look again
+          continue;
+        }
+        const std::size_t items = unstarted_items(w, claimed);
+        if (items > most) {
+          most = items;
+          from = &w;
+        }
+      }
+      if (from != nullptr && revoke_unstarted_locked(*from)) return true;
+    }
+    return false;
+  }
+
+  /// The items worker w holds after chunk `claimed`, if it claimed one it holds
+  /// (else 0: see take_over_locked).
+  static std::size_t unstarted_items(const Worker& w, std::uint32_t claimed) {
+    if (sequence_after(w.held.front().sequence, claimed)) return 0;
+    std::size_t items = 0;
+    for (auto c = w.held.rbegin(); c != w.held.rend() && sequence_after(c->sequence, claimed); ++c) items += c->count;
+    return items;
+  }
+
+  /// Revokes every chunk worker w holds and has not started, behind one it did start
+  /// (WorkerSlot::revoke; if the worker claims another meanwhile, again from there),
+  /// and puts them back at the front of the queue. Their frames not yet written go
+  /// out empty: the worker drops a revoked chunk without reading its items. Returns
+  /// whether it revoked any.
+  bool revoke_unstarted_locked(Worker& w) {
+    WorkerSlot& slot = slots_[w.slot];
+    std::uint32_t claimed;
+    do {
+      claimed = slot.claimed();
+      if (unstarted_items(w, claimed) == 0) return false;
+    } while (!slot.revoke(claimed, w.sent));
+    auto first = w.held.end();
+    while (first != w.held.begin() && sequence_after(std::prev(first)->sequence, claimed)) --first;
+    std::vector<Chunk> back(std::make_move_iterator(first), std::make_move_iterator(w.held.end()));
+    w.held.erase(first, w.held.end());
+    for (const Chunk& c : back) {
+      w.held_items -= c.count;
+      if (!w.stop_queued) w.assigned -= c.count;  // it may run them under maxtasksperchild
+      for (std::size_t i = w.out_written == 0 ? 0 : 1; i < w.out.size(); ++i) {
+        Outgoing& o = w.out[i];
+        if (o.header.kind != FrameKind::task || o.header.id != c.id) continue;
+        if ((o.header.flags & frame_flag_in_lane) == 0) {  // one in the lane is discarded there
+          o.header.size = 0;
+          o.payload = {};
+          o.keep_alive.reset();
+        }
+        break;
+      }
+    }
+    take_back_locked(std::move(back));
+    return true;
   }
 
   /// Gives worker w the next chunk, if there is one (mutex and io_mutex_ held).
@@ -273,6 +373,7 @@ class LocalEngine final : public Engine {
     const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
     if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
     w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
+    chunk->sequence = ++w.sent;
     w.assigned += chunk->count;
     w.held_items += chunk->count;
     w.held.push_back(std::move(*chunk));
@@ -379,6 +480,7 @@ class LocalEngine final : public Engine {
       }
       const std::size_t slot = respawn_.front();
       slots_[slot].idle();
+      slots_[slot].reset_claims();
       task_lanes_[slot]->reset();
       result_lanes_[slot]->reset();
       SpawnAnswer answer = server_->spawn(slot, wake_fd_.get(), [this] {
@@ -598,6 +700,8 @@ class LocalEngine final : public Engine {
         return;
       case FrameKind::init_failed:
         break_pool(initializer_error(f.payload));
+        return;
+      case FrameKind::started:  // asked for by take_over_locked, which the next pass runs again
         return;
       case FrameKind::result:
         if ((f.header.flags & frame_flag_in_lane) != 0) {

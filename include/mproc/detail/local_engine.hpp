@@ -265,6 +265,7 @@ class LocalEngine final : public Engine {
   /// Hands out what is queued; once nothing is, a worker that holds nothing takes over
   /// what another holds and has not started (take_over_locked).
   void hand_out_locked() override {
+    take_over_due_ns_ = 0;
     if (!spread_locked()) return;
     for (auto& wp : workers_) {
       Worker& w = *wp;
@@ -291,13 +292,18 @@ class LocalEngine final : public Engine {
     return false;
   }
 
-  /// For worker `idle`, which holds nothing while nothing is queued: takes back from
-  /// the worker holding the most items it has not started, behind a chunk it did start
-  /// (a long task, say), all of those chunks, to the front of the queue. Returns
-  /// whether it took any. A worker that has not started the first chunk it holds (it
+  /// For worker `idle`, which holds nothing while nothing is queued: takes back, to the
+  /// front of the queue, every chunk that another worker holds behind one it started
+  /// and has not started itself, from the worker that holds the most such items.
+  /// Returns whether it took any. Only a worker that has not answered for
+  /// taking_over_after_ns gives chunks up: it may be stuck in a long task, while one
+  /// that answers runs what it holds soon enough (and tiny tasks are not sent twice);
+  /// the pool's thread looks again when such a worker has been quiet that long
+  /// (take_over_due_ns_). A worker that has not started the first chunk it holds (it
   /// is between chunks, or was slow to begin) is asked to say when it starts one
-  /// (WorkerSlot::watch), so that the pool's thread looks again then.
+  /// (WorkerSlot::watch), and the pool's thread looks again then.
   bool take_over_locked(const Worker& idle) {
+    const std::int64_t now = monotonic_ns();
     for (bool again = true; again;) {
       again = false;
       Worker* from = nullptr;
@@ -305,6 +311,11 @@ class LocalEngine final : public Engine {
       for (auto& wp : workers_) {
         Worker& w = *wp;
         if (&w == &idle || w.lent || w.held.size() < 2) continue;
+        if (now - w.last_answer_ns < taking_over_after_ns) {
+          const std::int64_t due = w.last_answer_ns + taking_over_after_ns;
+          take_over_due_ns_ = take_over_due_ns_ == 0 ? due : std::min(take_over_due_ns_, due);
+          continue;
+        }
         WorkerSlot& slot = slots_[w.slot];
         const std::uint32_t claimed = slot.claimed();
         if (sequence_after(w.held.front().sequence, claimed)) {
@@ -787,11 +798,13 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ timeouts
 
-  /// How long the loop may sleep: until the next task timeout is due, or the next
-  /// try at starting a worker (negative: no limit).
+  /// How long the loop may sleep: until the next task timeout is due, the next try at
+  /// starting a worker, or the next look for chunks an idle worker may take over
+  /// (negative: no limit).
   std::chrono::nanoseconds next_wait() const {
     std::optional<std::int64_t> earliest;
     if (!respawn_.empty() && next_spawn_ns_ != 0) earliest = next_spawn_ns_;
+    if (take_over_due_ns_ != 0) earliest = earliest ? std::min(*earliest, take_over_due_ns_) : take_over_due_ns_;
     if (slots_.timed()) {
       for (const auto& w : workers_) {
         if (w->held.empty() || w->timed_out) continue;
@@ -867,6 +880,11 @@ class LocalEngine final : public Engine {
   std::int64_t refused_since_ns_ = 0;    // the first of the refused starts in a row (0: none)
   std::int64_t refused_backoff_ns_ = 0;  // the last pause after a refusal
   bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
+  /// A worker quiet for this long may give up the chunks it holds and has not started
+  /// to an idle one (take_over_locked): as long as has_room gives one that answers
+  /// tiny tasks in batches.
+  static constexpr std::int64_t taking_over_after_ns = 1'000'000;
+  std::int64_t take_over_due_ns_ = 0;  // when take_over_locked would look again (monotonic_ns; 0: no need)
 };
 
 }  // namespace mproc::detail

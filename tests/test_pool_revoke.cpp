@@ -186,25 +186,27 @@ TEST_CASE("a worker killed right after its chunks were taken back loses nothing"
   for (int i = 0; i < n; ++i) CHECK(board.runs(static_cast<std::size_t>(i)) == 1);
 }
 
-TEST_CASE("a big argument taken back from a busy worker's lane runs elsewhere, and the lane serves again") {
-  // Item 0 is small and goes through the pipe; the big one behind it goes through the
-  // worker's shared-memory lane, and that worker drops it unread once item 0 ends.
+TEST_CASE("big arguments taken back from a busy worker run elsewhere, and its pipe and lane serve again") {
+  // Big arguments go through the worker's shared-memory lane while it is free, else
+  // through its pipe. A small item 0 leaves the lane to the big one behind it, which
+  // the busy worker drops from there once item 0 ends; a big item 0 keeps the lane,
+  // and the one behind it is part written into the pipe when it is taken back: the
+  // rest still follows, after the item ran elsewhere and the map freed its input.
   constexpr int n = 6;
   const Board board(n);
-  const auto big = [](int x) { return std::string(std::size_t{1} << 20, static_cast<char>('a' + x)); };
+  const auto big = [](int x) { return std::string(std::size_t{4} << 20, static_cast<char>('a' + x)); };
   mproc::Pool pool(
       [&board](const std::string& s) -> long {
-        const int x = s[0] - 'a';
         const HoldOne hold{&board, n, 0};
-        return hold(x) / 10 + static_cast<long>(s.size());
+        return hold(s[0] - 'a') / 10 + static_cast<long>(s.size());
       },
       {.processes = 2});
-  std::vector<std::string> inputs{"a"};
-  for (int i = 1; i < n; ++i) inputs.push_back(big(i));
-  std::vector<long> expected{1};
-  for (int i = 1; i < n; ++i) expected.push_back(i + (1L << 20));
-  for (int round = 0; round < 2; ++round) {
-    INFO("round " << round);
+  for (const bool first_big : {true, false, true, false}) {
+    INFO("item 0 " << (first_big ? "big" : "small"));
+    std::vector<std::string> inputs{first_big ? big(0) : "a"};
+    for (int i = 1; i < n; ++i) inputs.push_back(big(i));
+    std::vector<long> expected;
+    for (int i = 0; i < n; ++i) expected.push_back(i + static_cast<long>(inputs[static_cast<std::size_t>(i)].size()));
     board.reset();
     auto results = pool.map_async(inputs, 1);
     CHECK(others_finish_while_held(board));

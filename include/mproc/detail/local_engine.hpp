@@ -30,6 +30,7 @@
 // not only at end of file on its task pipe: a process forked outside mproc may hold a
 // copy of that pipe, and the end of file would then never come.
 
+#include <mproc/detail/bytes.hpp>
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/engine.hpp>
 #include <mproc/detail/fd.hpp>
@@ -49,6 +50,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <iterator>
@@ -115,7 +117,7 @@ class LocalEngine final : public Engine {
   struct Outgoing {
     FrameHeader header;
     std::span<const std::byte> payload;
-    std::shared_ptr<Job> keep_alive;  // owns the payload's bytes
+    std::shared_ptr<const void> keep_alive;  // owns the payload's bytes (the job's input, or a copy)
   };
   struct Worker {
     std::size_t slot = 0;
@@ -361,19 +363,34 @@ class LocalEngine final : public Engine {
     for (const Chunk& c : back) {
       w.held_items -= c.count;
       if (!w.stop_queued) w.assigned -= c.count;  // it may run them under maxtasksperchild
-      for (std::size_t i = w.out_written == 0 ? 0 : 1; i < w.out.size(); ++i) {
+      for (std::size_t i = 0; i < w.out.size(); ++i) {
         Outgoing& o = w.out[i];
         if (o.header.kind != FrameKind::task || o.header.id != c.id) continue;
-        if ((o.header.flags & frame_flag_in_lane) == 0) {  // one in the lane is discarded there
+        if ((o.header.flags & frame_flag_in_lane) != 0) break;  // discarded from the lane by the worker
+        if (i > 0 || w.out_written == 0) {
           o.header.size = 0;
           o.payload = {};
           o.keep_alive.reset();
+        } else {
+          keep_rest_of_payload(o, w.out_written);
         }
         break;
       }
     }
     take_back_locked(std::move(back));
     return true;
+  }
+
+  /// Frame o of a revoked chunk is partly written (`written` bytes, header included):
+  /// the rest must follow, but the job frees its input once the chunk ran elsewhere.
+  /// The worker drops it unread, so the rest is copied (the part already written is
+  /// allocated, never touched).
+  static void keep_rest_of_payload(Outgoing& o, std::size_t written) {
+    const std::size_t done = std::min(o.payload.size(), written - std::min(written, frame_header_size));
+    auto copy = std::make_shared<Bytes>(o.payload.size());
+    std::memcpy(copy->data() + done, o.payload.data() + done, o.payload.size() - done);
+    o.payload = {copy->data(), copy->size()};
+    o.keep_alive = std::move(copy);
   }
 
   /// Gives worker w the next chunk, if there is one (mutex and io_mutex_ held).

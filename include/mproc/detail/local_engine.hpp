@@ -12,8 +12,8 @@
 //
 // A worker gets its next chunk before it finished the one it runs (a round trip saved
 // between chunks), but that prefetch is revocable: when nothing is left to hand out and
-// a worker holds nothing, the chunks another holds behind the one it runs, and has not
-// started, are taken back and handed to the idle one. The two sides agree on what the
+// a worker holds nothing, the chunks that another, quiet for a millisecond, holds
+// behind the one it runs and has not started are taken back and handed to the idle one. The two sides agree on what the
 // worker started through its slot's claims word (WorkerSlot::claim, revoke), so a
 // chunk is run once, by one worker. A worker stuck in a long task thus keeps nothing
 // waiting behind it, as in Python, where a busy worker holds nothing else.

@@ -41,6 +41,7 @@ struct Chunk {
   std::uint32_t attempts;  // how many times a worker died running these items
   std::uint32_t orphaned;  // how many times they were requeued after a death that blamed no item
   double predicted_seconds = -1;  // what its items were measured to cost when it was cut (< 0: unknown)
+  std::uint32_t sequence = 0;  // the transport's count of chunks sent to the worker, this one included
 };
 
 /// The chunks a worker holds, in the order it got them (it runs and answers them in
@@ -49,6 +50,7 @@ struct Chunk {
 class HeldChunks {
  public:
   using const_iterator = std::deque<Chunk>::const_iterator;
+  using const_reverse_iterator = std::deque<Chunk>::const_reverse_iterator;
 
   void push_back(Chunk c) {
     if (c.predicted_seconds >= 0) predicted_ += c.predicted_seconds;
@@ -62,6 +64,15 @@ class HeldChunks {
     chunks_.pop_front();
     if (chunks_.empty()) predicted_ = 0;  // no rounding error carried on
   }
+  /// Removes the last chunk (one taken back from the worker) and returns it.
+  Chunk take_back() {
+    Chunk c = std::move(chunks_.back());
+    chunks_.pop_back();
+    if (c.predicted_seconds >= 0) predicted_ -= c.predicted_seconds;
+    else --unknown_;
+    if (chunks_.empty()) predicted_ = 0;
+    return c;
+  }
   void clear() noexcept {
     chunks_.clear();
     predicted_ = 0;
@@ -69,10 +80,13 @@ class HeldChunks {
   }
   Chunk& front() { return chunks_.front(); }  // a chunk moved out of it still pops right
   const Chunk& front() const { return chunks_.front(); }
+  const Chunk& back() const { return chunks_.back(); }
   bool empty() const noexcept { return chunks_.empty(); }
   std::size_t size() const noexcept { return chunks_.size(); }
   const_iterator begin() const noexcept { return chunks_.begin(); }
   const_iterator end() const noexcept { return chunks_.end(); }
+  const_reverse_iterator rbegin() const noexcept { return chunks_.rbegin(); }
+  const_reverse_iterator rend() const noexcept { return chunks_.rend(); }
 
   /// The seconds of work held, if every chunk held had a prediction.
   std::optional<double> predicted_seconds() const noexcept {
@@ -357,6 +371,17 @@ class Engine {
     std::lock_guard lock(mutex_);
     for (const Chunk& c : items) touched_.push_back(c.job);
     requeue_.insert(requeue_.begin(), items.begin(), items.end());
+  }
+  /// A worker holds chunks it has not started and will now never start (the
+  /// transport revoked them, for an idle worker): they go back to the front of the
+  /// queue, in order, ahead of everything else, as if they had never been handed out.
+  /// Mutex held.
+  void take_back_locked(std::vector<Chunk> chunks) {
+    for (const Chunk& c : chunks) {
+      --c.job->in_flight;
+      touched_.push_back(c.job);
+    }
+    requeue_.insert(requeue_.begin(), chunks.begin(), chunks.end());
   }
   /// The WorkerLost for an item whose worker died, or nothing (run it again) while
   /// it has retries left. `what` says who died and how, e.g. "worker process 12 was

@@ -25,8 +25,9 @@ enum class FrameKind : std::uint8_t {
   message = 5,      // one Queue or Pipe item
   stop = 6,         // end of a stream (a worker leaves once it ran what came before; an MPI rank's release)
   padding = 7,      // filler in a Queue's ring: the reader skips to the end of the lap
+  started = 8,      // worker -> parent: it started a chunk, as the parent asked (WorkerSlot::watch)
 };
-inline constexpr std::uint8_t max_frame_kind = 7;
+inline constexpr std::uint8_t max_frame_kind = 8;
 
 inline constexpr std::uint32_t frame_magic = 0x4352504d;  // "MPRC" in memory order
 /// A payload bigger than this is certainly a corrupt header, not a real message.

@@ -108,6 +108,14 @@ class Lane {
     trim_view();
     header().busy.store(0, std::memory_order_release);
   }
+  /// Receiver: drops the payload of `size` bytes unread (its chunk was taken back);
+  /// the lane is free again. Its pages beyond kept_bytes go back to the system as in
+  /// release(), unless this process cannot map them: then they stay with the lane
+  /// until a later payload as big is released.
+  void discard(std::size_t size) noexcept {
+    if (size <= capacity && map_view(size)) return release(size);
+    reset();
+  }
   /// Forget a payload whose receiver died (a new worker takes the slot).
   void reset() noexcept {
     if (header_) header().busy.store(0, std::memory_order_release);

@@ -10,6 +10,14 @@
 // of the front chunk it is running. When a worker dies, that one item fails (or is
 // retried) and everything else it held goes back to the front of the queue.
 //
+// A worker gets its next chunk before it finished the one it runs (a round trip saved
+// between chunks), but that prefetch is revocable: when nothing is left to hand out and
+// a worker holds nothing, the chunks that another, quiet for a millisecond, holds
+// behind the one it runs and has not started are taken back and handed to the idle one. The two sides agree on what the
+// worker started through its slot's claims word (WorkerSlot::claim, revoke), so a
+// chunk is run once, by one worker. A worker stuck in a long task thus keeps nothing
+// waiting behind it, as in Python, where a busy worker holds nothing else.
+//
 // Who does the I/O: the pool's thread, which holds io_mutex_ whenever it is not asleep
 // in poll(). While it sleeps, a thread calling Pool::apply may take io_mutex_ and do
 // what the pool's thread would (hand its task to an idle worker, read the outcome),
@@ -22,6 +30,7 @@
 // not only at end of file on its task pipe: a process forked outside mproc may hold a
 // copy of that pipe, and the end of file would then never come.
 
+#include <mproc/detail/bytes.hpp>
 #include <mproc/detail/child.hpp>
 #include <mproc/detail/engine.hpp>
 #include <mproc/detail/fd.hpp>
@@ -41,8 +50,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -106,7 +117,7 @@ class LocalEngine final : public Engine {
   struct Outgoing {
     FrameHeader header;
     std::span<const std::byte> payload;
-    std::shared_ptr<Job> keep_alive;  // owns the payload's bytes
+    std::shared_ptr<const void> keep_alive;  // owns the payload's bytes (the job's input, or a copy)
   };
   struct Worker {
     std::size_t slot = 0;
@@ -120,6 +131,7 @@ class LocalEngine final : public Engine {
     std::deque<Outgoing> out;
     std::size_t out_written = 0;  // bytes of out.front() already written
     std::size_t assigned = 0;     // items ever handed to this worker
+    std::uint32_t sent = 0;       // the sequence of the last chunk sent (WorkerSlot::claims)
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     /// With a task timeout: when it last sent or took bytes, or was given work while
     /// it held none (a worker that runs no item is timed from there).
@@ -251,17 +263,131 @@ class LocalEngine final : public Engine {
     if (finished) job->finish();
   }
 
-  /// One chunk to each worker with room per round, so work spreads evenly.
+  /// Hands out what is queued; once nothing is, a worker that holds nothing takes over
+  /// what another holds and has not started (take_over_locked).
   void hand_out_locked() override {
+    take_over_due_ns_ = 0;
+    if (!spread_locked()) return;
+    for (auto& wp : workers_) {
+      Worker& w = *wp;
+      if (w.lent || !w.held.empty() || !has_room(w)) continue;
+      if (!take_over_locked(w)) return;
+      while (has_room(w) && give_chunk_locked(w)) {
+      }
+      (void)spread_locked();  // what it does not take
+    }
+  }
+
+  /// One chunk to each worker with room per round, so work spreads evenly. Returns
+  /// whether nothing is left to hand out.
+  bool spread_locked() {
     for (bool progress = true; progress;) {
       progress = false;
       for (auto& wp : workers_) {
         Worker& w = *wp;
         if (w.lent || !has_room(w)) continue;
-        if (!give_chunk_locked(w)) return;
+        if (!give_chunk_locked(w)) return true;
         progress = true;
       }
     }
+    return false;
+  }
+
+  /// For worker `idle`, which holds nothing while nothing is queued: takes back, to the
+  /// front of the queue, every chunk that another worker holds behind one it started
+  /// and has not started itself, from the worker that holds the most such items.
+  /// Returns whether it took any. Only a worker that has not answered for
+  /// taking_over_after_ns gives chunks up: it may be stuck in a long task, while one
+  /// that answers runs what it holds soon enough (and tiny tasks are not sent twice);
+  /// the pool's thread looks again when such a worker has been quiet that long
+  /// (take_over_due_ns_). A worker that has not started the first chunk it holds (it
+  /// is between chunks, or was slow to begin) is asked to say when it starts one
+  /// (WorkerSlot::watch), and the pool's thread looks again then.
+  bool take_over_locked(const Worker& idle) {
+    const std::int64_t now = monotonic_ns();
+    for (bool again = true; again;) {
+      again = false;
+      Worker* from = nullptr;
+      std::size_t most = 0;
+      for (auto& wp : workers_) {
+        Worker& w = *wp;
+        if (&w == &idle || w.lent || w.held.size() < 2) continue;
+        if (now - w.last_answer_ns < taking_over_after_ns) {
+          const std::int64_t due = w.last_answer_ns + taking_over_after_ns;
+          take_over_due_ns_ = take_over_due_ns_ == 0 ? due : std::min(take_over_due_ns_, due);
+          continue;
+        }
+        WorkerSlot& slot = slots_[w.slot];
+        const std::uint32_t claimed = slot.claimed();
+        if (sequence_after(w.held.front().sequence, claimed)) {
+          again = again || !slot.watch(claimed);  // it claimed one meanwhile: look again
+          continue;
+        }
+        const std::size_t items = unstarted_items(w, claimed);
+        if (items > most) {
+          most = items;
+          from = &w;
+        }
+      }
+      if (from != nullptr && revoke_unstarted_locked(*from)) return true;
+    }
+    return false;
+  }
+
+  /// The items worker w holds after chunk `claimed`, if it claimed one it holds
+  /// (else 0: see take_over_locked).
+  static std::size_t unstarted_items(const Worker& w, std::uint32_t claimed) {
+    if (sequence_after(w.held.front().sequence, claimed)) return 0;
+    std::size_t items = 0;
+    for (auto c = w.held.rbegin(); c != w.held.rend() && sequence_after(c->sequence, claimed); ++c) items += c->count;
+    return items;
+  }
+
+  /// Revokes every chunk worker w holds and has not started, behind one it did start
+  /// (WorkerSlot::revoke; if the worker claims another meanwhile, again from there),
+  /// and puts them back at the front of the queue. Their frames not yet written go
+  /// out empty: the worker drops a revoked chunk without reading its items. Returns
+  /// whether it revoked any.
+  bool revoke_unstarted_locked(Worker& w) {
+    WorkerSlot& slot = slots_[w.slot];
+    std::uint32_t claimed;
+    do {
+      claimed = slot.claimed();
+      if (unstarted_items(w, claimed) == 0) return false;
+    } while (!slot.revoke(claimed, w.sent));
+    std::vector<Chunk> back;
+    while (!w.held.empty() && sequence_after(w.held.back().sequence, claimed)) back.push_back(w.held.take_back());
+    std::reverse(back.begin(), back.end());  // in the order they were handed out
+    for (const Chunk& c : back) {
+      if (!w.stop_queued) w.assigned -= c.count;  // it may run them under maxtasksperchild
+      for (std::size_t i = 0; i < w.out.size(); ++i) {
+        Outgoing& o = w.out[i];
+        if (o.header.kind != FrameKind::task || o.header.id != c.id) continue;
+        if ((o.header.flags & frame_flag_in_lane) != 0) break;  // discarded from the lane by the worker
+        if (i > 0 || w.out_written == 0) {
+          o.header.size = 0;
+          o.payload = {};
+          o.keep_alive.reset();
+        } else {
+          keep_rest_of_payload(o, w.out_written);
+        }
+        break;
+      }
+    }
+    take_back_locked(std::move(back));
+    return true;
+  }
+
+  /// Frame o of a revoked chunk is partly written (`written` bytes, header included):
+  /// the rest must follow, but the job frees its input once the chunk ran elsewhere.
+  /// The worker drops it unread, so the rest is copied (the part already written is
+  /// allocated, never touched).
+  static void keep_rest_of_payload(Outgoing& o, std::size_t written) {
+    const std::size_t done = std::min(o.payload.size(), written - std::min(written, frame_header_size));
+    auto copy = std::make_shared<Bytes>(o.payload.size());
+    std::memcpy(copy->data() + done, o.payload.data() + done, o.payload.size() - done);
+    o.payload = {copy->data(), copy->size()};
+    o.keep_alive = std::move(copy);
   }
 
   /// Gives worker w the next chunk, if there is one (mutex and io_mutex_ held).
@@ -272,6 +398,7 @@ class LocalEngine final : public Engine {
     const auto bytes = chunk->job->input.bytes(chunk->first, chunk->count);
     if (slots_.timed() && w.held.empty()) w.progress_ns = monotonic_ns();  // its timeout counts from now
     w.out.push_back({make_frame_header(FrameKind::task, chunk->id, bytes.size()), bytes, chunk->job});
+    chunk->sequence = ++w.sent;
     w.assigned += chunk->count;
     w.held.push_back(std::move(*chunk));
     if (config_.maxtasksperchild != 0 && w.assigned >= config_.maxtasksperchild) {
@@ -377,6 +504,7 @@ class LocalEngine final : public Engine {
       }
       const std::size_t slot = respawn_.front();
       slots_[slot].idle();
+      slots_[slot].reset_claims();
       task_lanes_[slot]->reset();
       result_lanes_[slot]->reset();
       SpawnAnswer answer = server_->spawn(slot, wake_fd_.get(), [this] {
@@ -591,6 +719,8 @@ class LocalEngine final : public Engine {
       case FrameKind::init_failed:
         break_pool(initializer_error(f.payload));
         return;
+      case FrameKind::started:  // asked for by take_over_locked, which the next pass runs again
+        return;
       case FrameKind::result:
         if ((f.header.flags & frame_flag_in_lane) != 0) {
           Lane& lane = *result_lanes_[w.slot];  // view() refuses a size past the lane
@@ -674,11 +804,13 @@ class LocalEngine final : public Engine {
 
   // ------------------------------------------------------------------ timeouts
 
-  /// How long the loop may sleep: until the next task timeout is due, or the next
-  /// try at starting a worker (negative: no limit).
+  /// How long the loop may sleep: until the next task timeout is due, the next try at
+  /// starting a worker, or the next look for chunks an idle worker may take over
+  /// (negative: no limit).
   std::chrono::nanoseconds next_wait() const {
     std::optional<std::int64_t> earliest;
     if (!respawn_.empty() && next_spawn_ns_ != 0) earliest = next_spawn_ns_;
+    if (take_over_due_ns_ != 0) earliest = earliest ? std::min(*earliest, take_over_due_ns_) : take_over_due_ns_;
     if (slots_.timed()) {
       for (const auto& w : workers_) {
         if (w->held.empty() || w->timed_out) continue;
@@ -754,6 +886,11 @@ class LocalEngine final : public Engine {
   std::int64_t refused_since_ns_ = 0;    // the first of the refused starts in a row (0: none)
   std::int64_t refused_backoff_ns_ = 0;  // the last pause after a refusal
   bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
+  /// A worker quiet for this long may give up the chunks it holds and has not started
+  /// to an idle one (take_over_locked): as long as has_room gives one that answers
+  /// tiny tasks in batches.
+  static constexpr std::int64_t taking_over_after_ns = 1'000'000;
+  std::int64_t take_over_due_ns_ = 0;  // when take_over_locked would look again (monotonic_ns; 0: no need)
 };
 
 }  // namespace mproc::detail

@@ -52,11 +52,19 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
   Bytes out;  // one chunk's result frame; kept to reuse its memory
   std::optional<MemoryGuard> memory;
   if (env.max_memory != 0) memory.emplace(env.max_memory);
+  std::uint32_t sequence = 0;  // the chunks received, counted as the parent counts those it sent
   while (const auto frame = reader.read()) {
     if (frame->header.kind == FrameKind::stop) break;  // retired, or the pool is closing
     if (frame->header.kind != FrameKind::task) throw ProtocolError("mproc: worker got an unexpected frame");
     const bool task_in_lane = (frame->header.flags & frame_flag_in_lane) != 0;
     const auto task_size = static_cast<std::size_t>(frame->header.size);
+    if (!env.slot->claim(++sequence)) {  // the parent took it back for an idle worker: no outcome
+      if (task_in_lane) env.task_lane->discard(task_size);
+      continue;
+    }
+    if (env.slot->take_watch() && !write_frame(env.result_fd, make_frame_header(FrameKind::started, 0, 0), {})) {
+      return 0;  // the parent is gone
+    }
     out.resize(frame_header_size);
     // Over the memory limit, the chunk ends early: the parent runs the rest elsewhere.
     run_chunk(fn, frame->header.id, task_in_lane ? env.task_lane->view(task_size) : frame->payload, out, env.slot,

@@ -34,13 +34,74 @@ inline std::int64_t monotonic_ns() noexcept {
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
+/// Whether chunk sequence a comes after b: sequences wrap at 2^32, and those compared
+/// are never 2^31 apart (a worker holds at most a few hundred chunks).
+inline bool sequence_after(std::uint32_t a, std::uint32_t b) noexcept {
+  return static_cast<std::int32_t>(a - b) > 0;
+}
+
 /// One worker's post, on its own cache line.
 struct alignas(64) WorkerSlot {
   std::atomic<std::uint64_t> running{0};  // running_word(), or 0
   /// When the post last changed (if timed): the running item started, or the worker
   /// went idle. A task timeout counts from there.
   std::atomic<std::int64_t> since_ns{0};
+  /// Which chunks the worker started and which it was told to drop, so that the parent
+  /// can take back chunks a worker holds and has not started: (revoked through : 32 |
+  /// last claimed : 32), both sequences of the chunk messages sent to this worker
+  /// (1 for the first). The worker claims a chunk before it starts it, unless it is
+  /// revoked; the parent revokes the chunks after the last claimed one, unless the
+  /// worker claimed another meanwhile. One compare-and-swap on each side decides, so a
+  /// chunk is either run by this worker or taken back, never both, never neither.
+  std::atomic<std::uint64_t> claims{0};
+  /// Set by the parent that waits for the worker to claim a chunk (to take back those
+  /// behind it): the worker, claiming one, clears it and tells the parent.
+  std::atomic<std::uint32_t> watched{0};
   bool timed = false;  // set by the parent before any worker is forked
+
+  /// Worker side: chunk `sequence` is about to start. False: the parent took it back,
+  /// and the worker drops it unrun and unanswered.
+  bool claim(std::uint32_t sequence) noexcept {
+    auto word = claims.load(std::memory_order_acquire);
+    for (;;) {
+      if (!sequence_after(sequence, revoked_through(word))) return false;
+      const std::uint64_t claimed = (word & ~std::uint64_t{0xffffffffu}) | sequence;
+      if (claims.compare_exchange_weak(word, claimed, std::memory_order_seq_cst, std::memory_order_acquire)) {
+        return true;
+      }
+    }
+  }
+  /// Worker side, after a claim: whether the parent asked to hear of it (watch).
+  bool take_watch() noexcept {
+    // Sequentially consistent with watch(): the parent sees the claim or the worker
+    // sees the request, or both.
+    return watched.load(std::memory_order_seq_cst) != 0 && watched.exchange(0, std::memory_order_seq_cst) != 0;
+  }
+  /// Parent side: the last chunk the worker claimed (0: none yet).
+  std::uint32_t claimed() const noexcept {
+    return static_cast<std::uint32_t>(claims.load(std::memory_order_acquire));
+  }
+  /// Parent side: takes back every chunk after `claimed` through `last` (the last
+  /// sent), if the worker has claimed no other since it claimed `claimed`.
+  bool revoke(std::uint32_t claimed, std::uint32_t last) noexcept {
+    auto word = claims.load(std::memory_order_acquire);
+    if (static_cast<std::uint32_t>(word) != claimed) return false;
+    // Only the parent moves the revoked part: a failure means the worker claimed one.
+    return claims.compare_exchange_strong(word, (std::uint64_t{last} << 32) | claimed, std::memory_order_acq_rel,
+                                          std::memory_order_acquire);
+  }
+  /// Parent side: asks the worker, whose last claimed chunk is `claimed`, to say when
+  /// it claims the next (take_watch). False if it already did: no word will come.
+  bool watch(std::uint32_t claimed) noexcept {
+    watched.store(1, std::memory_order_seq_cst);
+    return static_cast<std::uint32_t>(claims.load(std::memory_order_seq_cst)) == claimed;
+  }
+  /// Parent side, for a new worker in this slot (none runs there): no chunk yet.
+  void reset_claims() noexcept {
+    claims.store(0, std::memory_order_release);
+    watched.store(0, std::memory_order_release);
+  }
+  static std::uint32_t revoked_through(std::uint64_t word) noexcept { return static_cast<std::uint32_t>(word >> 32); }
 
   /// Worker side: item `item` of `chunk` starts now; `timed_items`: post the time too.
   void begin(std::uint64_t chunk, std::uint32_t item, bool timed_items) noexcept {

@@ -543,9 +543,10 @@ TEST_CASE("a fork server that stops answering breaks the pool with an error inst
 }
 
 TEST_CASE("an outcome read in the same pass as its worker's exit is delivered before the replacement starts") {
-  // One worker that retires after two tasks, both handed to it at once (they wait
-  // for its initializer). The first task's callback holds the pool's thread until
-  // the worker has sent the second outcome and exited, so the pool reads that outcome
+  // One worker that retires after three tasks; the last two are handed to it at once
+  // (once the first, a probe of their series, has answered: they wait for its
+  // initializer meanwhile). The second task's callback holds the pool's thread until
+  // the worker has sent the third outcome and exited, so the pool reads that outcome
   // and the exit together; then the replacement's fork hangs in the server.
   mproc_test::SharedCounters armed(1);
   const auto report = mproc::detail::make_pipe();
@@ -554,12 +555,13 @@ TEST_CASE("an outcome read in the same pass as its worker's exit is delivered be
   const Gate go;
   const int started_fd = started.write.get();
   mproc::Pool pool(+[](int x) { return x == 0 ? static_cast<int>(::getpid()) : x; },
-                   {.processes = 1, .maxtasksperchild = 2, .initializer = [&] {
+                   {.processes = 1, .maxtasksperchild = 3, .initializer = [&] {
                       (void)mproc::detail::write_all(started_fd, "i", 1);
                       go.wait();
                     }});
   read_reports(started.read.get(), 1);  // forked: the next fork is the replacement's
   armed[0] = 1;
+  auto probe = pool.apply_async(5);
   auto first = pool.apply_async(0, [](const int& worker) {
     // Until it has exited and its server reaped it (a zombie still takes signal 0).
     const auto deadline = Clock::now() + mproc_test::hang_limit;
@@ -570,6 +572,7 @@ TEST_CASE("an outcome read in the same pass as its worker's exit is delivered be
   // Well inside the spawn deadline: the outcome does not wait for the replacement.
   CHECK(second.get(mproc::detail::ForkServer::spawn_deadline / 2) == 1);
   CHECK(first.successful());
+  CHECK(probe.get() == 5);
   read_reports(report.read.get(), 1);  // the replacement's fork did hang
   armed[0] = 0;
   stall_server_forks = nullptr;

@@ -283,7 +283,7 @@ class Engine {
         if (!single_item_series_answered_) single_item_timing_ = RecentItemTime{};  // the series' own, from here
         single_item_timing_.record(outcome.header.count, outcome.header.elapsed_ns);
       }
-      returned(c, true);
+      if (is_single_item(*c.job)) single_item_series_answered_ = true;
     }
     const bool stopped_early = outcome.stopped_early() && outcome.header.count < c.count;
     const std::size_t done = stopped_early ? outcome.header.count : c.count;
@@ -358,10 +358,6 @@ class Engine {
         again.push_back({0, c.job, c.first, c.count, c.attempts, c.orphaned});
       }
       --c.job->in_flight;
-      {
-        std::lock_guard lock(mutex_);
-        returned(c, false);
-      }
     }
     held.clear();
     requeue(std::move(again));  // every job held is touched: requeued here or settled above
@@ -397,6 +393,7 @@ class Engine {
 
   /// Queues a job without waking the pool's thread (submit_awaited). Mutex held.
   void queue_locked(std::shared_ptr<Job> job) {
+    if (is_single_item(*job) && single_items_live_++ == 0) single_item_series_answered_ = false;  // a new series
     live_.emplace(job.get(), job);
     pending_.push_back(std::move(job));
   }
@@ -405,6 +402,7 @@ class Engine {
   /// returns true; the caller then runs its finish(). Mutex held.
   bool retire_awaited_locked(const std::shared_ptr<Job>& job) {
     if (!finished(*job) || live_.erase(job.get()) == 0) return false;
+    left_locked(*job);
     std::erase(touched_, job);  // its settle() put it there: the pool's thread need not look
     if (closed_) wake_locked();  // join() may be waiting for the last job
     return true;
@@ -444,8 +442,10 @@ class Engine {
   /// one cost. A stream of fresh one-item jobs (apply_async) is never measured before
   /// its items go out: those take the recent cost of the one-item jobs of their
   /// series (they all run the pool's one F), once one has answered. A series starts
-  /// when none is out, so quick calls before a pause say nothing about slow ones
-  /// after it, nor slow ones about quick ones.
+  /// when one is submitted while none is live (submitted and not retired), so a
+  /// caller that waited for a result (apply) starts a new one: quick calls before it
+  /// say nothing about slow ones after it, nor slow ones about quick ones; and a
+  /// burst of apply_async on one worker is batched once its first has answered.
   bool wants_more_locked(const HeldChunks& held, std::int64_t last_answer_ns) const {
     if (held.empty()) return true;
     if (held.size() == 1) {
@@ -569,6 +569,7 @@ class Engine {
       const bool done = finished(*job);
       const bool dropped = job->cancelled && job->in_flight == 0;
       if (!(done || dropped) || live_.erase(job.get()) == 0) continue;
+      left_locked(*job);
       if (!job->cancelled) deferred_.push_back([job] { job->finish(); });
     }
     touched_.clear();
@@ -594,23 +595,20 @@ class Engine {
   /// wants_more_locked). Mutex held.
   double predict_locked(const Job& job, std::size_t count) {
     std::optional<double> per_item = job.chunking.item_seconds();
-    if (!per_item && is_single_item(job)) {
-      if (single_items_out_ == 0) single_item_series_answered_ = false;  // a new series
-      if (single_item_series_answered_) per_item = single_item_timing_.item_seconds();
+    if (!per_item && is_single_item(job) && single_item_series_answered_) {
+      per_item = single_item_timing_.item_seconds();
     }
-    if (is_single_item(job)) ++single_items_out_;
     return per_item ? *per_item * static_cast<double>(count) : -1;
   }
-  /// A chunk handed out earlier came back, or its worker is gone (mutex held).
-  void returned(const Chunk& c, bool answered) {
-    if (!is_single_item(*c.job)) return;
-    --single_items_out_;
-    if (answered) single_item_series_answered_ = true;
+  /// A job leaves the live jobs (mutex held): the one-item series ends with its last.
+  void left_locked(const Job& job) noexcept {
+    if (is_single_item(job)) --single_items_live_;
   }
 
   void abandon_all_locked(std::exception_ptr error) {
     for (auto& [ptr, job] : live_) deferred_.push_back([job = job, error] { job->abandon(error); });
     live_.clear();
+    single_items_live_ = 0;
     pending_.clear();
     touched_.clear();
     requeue_.clear();
@@ -634,8 +632,10 @@ class Engine {
   std::exception_ptr broken_;
   RecentItemTime single_item_timing_;  // item durations of one-item jobs (apply, apply_async)
   std::int64_t pass_ns_ = 0;           // when the current hand-out pass began (monotonic_ns)
-  std::size_t single_items_out_ = 0;   // chunks of one-item jobs handed out and not back
-  bool single_item_series_answered_ = false;  // one of them came back since none was out
+  /// One-item jobs submitted and not yet retired: a series of them starts when none
+  /// is live (a caller that waited for the last one's result starts a new one).
+  std::size_t single_items_live_ = 0;
+  bool single_item_series_answered_ = false;  // one of the series came back
   std::uint64_t next_chunk_id_ = 1;
 };
 

@@ -45,7 +45,7 @@ class Bytes {
         capacity_(std::exchange(other.capacity_, 0)) {}
   Bytes& operator=(Bytes&& other) noexcept {
     if (this != &other) {
-      std::free(data_);
+      free_block();
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
       capacity_ = std::exchange(other.capacity_, 0);
@@ -54,7 +54,7 @@ class Bytes {
   }
   Bytes(const Bytes&) = delete;
   Bytes& operator=(const Bytes&) = delete;
-  ~Bytes() { std::free(data_); }
+  ~Bytes() { free_block(); }
 
   std::byte* data() noexcept { return data_; }
   const std::byte* data() const noexcept { return data_; }
@@ -66,6 +66,7 @@ class Bytes {
   void clear() noexcept { size_ = 0; }
   void reserve(std::size_t capacity) {
     if (capacity <= capacity_) return;
+    if (capacity >= mapped_from) return reserve_mapped(capacity);
     // realloc lets glibc mremap large blocks instead of copying them.
     auto* grown = static_cast<std::byte*>(std::realloc(data_, capacity));
     if (grown == nullptr) throw std::bad_alloc();
@@ -102,7 +103,31 @@ class Bytes {
   }
 
  private:
-  void advise_huge_pages() noexcept;
+  /// Buffers from this size up are mappings of their own, grown by mremap: glibc's
+  /// realloc copies a block from its heap (where blocks of many MiB land once freed
+  /// ones raised its mmap threshold), so a buffer growing to hold many big items was
+  /// copied and faulted in again at each step.
+  static constexpr std::size_t mapped_from = std::size_t{4} << 20;
+
+  void reserve_mapped(std::size_t capacity) {
+    constexpr std::size_t step = std::size_t{2} << 20;  // a huge page
+    capacity = (capacity + step - 1) / step * step;
+    void* p = capacity_ >= mapped_from ? ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE)
+                                       : ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                                -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    if (capacity_ < mapped_from) {
+      if (size_ != 0) std::memcpy(p, data_, size_);
+      std::free(data_);
+    }
+    data_ = static_cast<std::byte*>(p);
+    capacity_ = capacity;
+    detail::advise_huge_pages(data_, capacity_);
+  }
+  void free_block() noexcept {
+    if (capacity_ >= mapped_from) ::munmap(data_, capacity_);
+    else std::free(data_);
+  }
 
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;

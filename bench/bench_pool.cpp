@@ -167,13 +167,12 @@ BENCHMARK(raw_payload_round_trip)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime()->U
 // Many large items (64 of 1 MiB) through each call that carries many: big_items/<call>/
 // <element>/<pool>. call: map_cs1 (chunksize 1), map (default chunking), imap and
 // imap_unordered (chunksize 1, Python's default), apply_async (all submitted, then
-// get() each). element: char or double vectors. pool: warm (made and used before the
+// get() each), apply (one at a time: the first limit). element: char or double vectors. pool: warm (made and used before the
 // timing) or fresh (made inside the timing, as a short program's pool is). Both ways
-// count; the limits are payload_round_trip (apply, one at a time) and
-// raw_payload_round_trip of the same 1 MiB.
+// count; the other limit is raw_big_items, the same items through a raw pipe echo.
 constexpr std::size_t big_item_count = 64;
 constexpr std::size_t big_item_bytes = std::size_t{1} << 20;
-enum class BigCall { map_cs1, map, imap, imap_unordered, apply_async };
+enum class BigCall { map_cs1, map, imap, imap_unordered, apply_async, apply };
 
 template <class Pool, class T>
 std::vector<T> big_items_round(Pool& pool, const std::vector<T>& items, BigCall call) {
@@ -196,6 +195,9 @@ std::vector<T> big_items_round(Pool& pool, const std::vector<T>& items, BigCall 
       for (auto& p : pending) out.push_back(p.get());
       return out;
     }
+    case BigCall::apply:
+      for (const T& x : items) out.push_back(pool.apply(x));
+      return out;
   }
   return out;
 }
@@ -219,12 +221,29 @@ void big_items(benchmark::State& state, F echo, std::vector<T> item, BigCall cal
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * items.size() * item.size() * sizeof(T)));
 }
 
+// The same items (the char ones) to a raw pipe echo child and back, one at a time:
+// the limit of big_items.
+void raw_big_items(benchmark::State& state) {
+  std::vector<std::vector<char>> items(scaled(big_item_count, 2), mproc_bench::payload_bytes(scaled(big_item_bytes, 64)));
+  for (std::size_t i = 0; i < items.size(); ++i) items[i].front() = static_cast<char>(i);
+  mproc_bench::RawPayloadEcho raw;
+  std::vector<char> back;
+  bool ok = true;
+  for (auto _ : state) {
+    for (const auto& x : items) ok = raw.round_trip(x, back) && back == x && ok;
+  }
+  check(state, ok, "every item came back intact");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * items.size() * items.front().size()));
+}
+BENCHMARK(raw_big_items)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 [[maybe_unused]] const bool big_items_registered = [] {
   const std::pair<const char*, BigCall> calls[] = {{"map_cs1", BigCall::map_cs1},
                                                    {"map", BigCall::map},
                                                    {"imap", BigCall::imap},
                                                    {"imap_unordered", BigCall::imap_unordered},
-                                                   {"apply_async", BigCall::apply_async}};
+                                                   {"apply_async", BigCall::apply_async},
+                                                   {"apply", BigCall::apply}};
   for (const auto& [name, call] : calls) {
     for (const bool fresh : {false, true}) {
       const std::string base = std::string("big_items/") + name;

@@ -129,11 +129,13 @@ def big_items_round(p, items, call):
         return list(p.imap(w.echo, items, chunksize=1))
     if call == "imap_unordered":
         return sorted(p.imap_unordered(w.echo, items, chunksize=1), key=lambda x: x[0])
+    if call == "apply":
+        return [p.apply(w.echo, (x,)) for x in items]
     pending = [p.apply_async(w.echo, (x,)) for x in items]
     return [r.get() for r in pending]
 
 
-@workload("big_items/{call}/{elem}/{pool}", call=["map_cs1", "map", "imap", "imap_unordered", "apply_async"],
+@workload("big_items/{call}/{elem}/{pool}", call=["map_cs1", "map", "imap", "imap_unordered", "apply_async", "apply"],
           elem=["char", "double"], pool=["warm", "fresh"])
 def big_items(ctx, call, elem, pool):
     """64 items of 1 MiB through one call (bench_pool.cpp's big_items): bytes for

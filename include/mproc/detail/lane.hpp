@@ -23,6 +23,7 @@
 // Each side trusts only its own counters: the other process may be hostile or dying,
 // so what it wrote in the header is checked before any byte is reached through it.
 
+#include <mproc/detail/bytes.hpp>
 #include <mproc/detail/memfd.hpp>
 #include <mproc/errors.hpp>
 
@@ -99,6 +100,7 @@ class Lane {
       }
     }
     if (!map_view(offset + size)) return false;
+    prefault(data() + offset, size);
     std::memcpy(data() + offset, payload.data(), size);
     Slot& slot = header().slots[put_ % max_in_flight];
     slot.offset = offset;
@@ -133,6 +135,7 @@ class Lane {
                              "`ulimit -v`, " + address_space_limit_text() + ")");
     }
     viewed_offset_ = offset;
+    prefault(data() + offset, size, false);
     return {data() + offset, size};
   }
   /// Receiver: done with the payload of `size` bytes that view() returned last; its

@@ -95,6 +95,7 @@ class Bytes {
     data_ = grown;
     capacity_ = capacity;
     detail::advise_huge_pages(data_, capacity_);
+    detail::prefault(data_ + size_, capacity_ - size_);  // new memory, about to be filled
   }
   /// Makes room for n more bytes past size(), growing geometrically.
   void reserve_more(std::size_t n) {
@@ -109,7 +110,6 @@ class Bytes {
   std::byte* extend(std::size_t n) {
     const std::size_t old = size_;
     resize(size_ + n);
-    detail::prefault(data_ + old, n);
     return data_ + old;
   }
   void append(const void* src, std::size_t n) {
@@ -146,6 +146,7 @@ class Bytes {
     data_ = static_cast<std::byte*>(p);
     capacity_ = capacity;
     detail::advise_huge_pages(data_, capacity_);
+    detail::prefault(data_ + size_, capacity_ - size_);
   }
   void free_block() noexcept {
     if (capacity_ >= mapped_from) ::munmap(data_, capacity_);

@@ -99,8 +99,9 @@ class Lane {
         return false;
       }
     }
+    const std::size_t mapped = view_bytes_;
     if (!map_view(offset + size)) return false;
-    prefault(data() + offset, size);
+    if (offset + size > mapped) prefault(data() + offset, size);  // newly mapped: every page would fault
     std::memcpy(data() + offset, payload.data(), size);
     Slot& slot = header().slots[put_ % max_in_flight];
     slot.offset = offset;
@@ -129,13 +130,14 @@ class Lane {
       throw ProtocolError("mproc: a shared-memory lane's table disagrees with its frame (" + std::to_string(size) +
                           " bytes)");
     }
+    const std::size_t mapped = view_bytes_;
     if (!map_view(offset + size)) {
       throw SharedMemoryFull("mproc: no address space left to map a payload of " + std::to_string(size) +
                              " bytes from a pool's shared-memory lane (the address-space limit, RLIMIT_AS or "
                              "`ulimit -v`, " + address_space_limit_text() + ")");
     }
     viewed_offset_ = offset;
-    prefault(data() + offset, size, false);
+    if (offset + size > mapped) prefault(data() + offset, size, false);
     return {data() + offset, size};
   }
   /// Receiver: done with the payload of `size` bytes that view() returned last; its

@@ -166,6 +166,101 @@ void raw_payload_round_trip(benchmark::State& state) {
 }
 BENCHMARK(raw_payload_round_trip)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// Many large items (64 of 1 MiB) through each call that carries many: big_items/<call>/
+// <element>/<pool>. call: map_cs1 (chunksize 1), map (default chunking), imap and
+// imap_unordered (chunksize 1, Python's default), apply_async (all submitted, then
+// get() each), apply (one at a time: the first limit). element: char or double vectors. pool: warm (made and used before the
+// timing) or fresh (made inside the timing, as a short program's pool is). Both ways
+// count; the other limit is raw_big_items, the same items through a raw pipe echo.
+constexpr std::size_t big_item_count = 64;
+constexpr std::size_t big_item_bytes = std::size_t{1} << 20;
+enum class BigCall { map_cs1, map, imap, imap_unordered, apply_async, apply };
+
+template <class Pool, class T>
+std::vector<T> big_items_round(Pool& pool, const std::vector<T>& items, BigCall call) {
+  std::vector<T> out;
+  out.reserve(items.size());
+  switch (call) {
+    case BigCall::map_cs1: return pool.map(items, 1);
+    case BigCall::map: return pool.map(items);
+    case BigCall::imap:
+      for (auto& r : pool.imap(items, 1)) out.push_back(std::move(r));
+      return out;
+    case BigCall::imap_unordered:
+      for (auto& r : pool.imap_unordered(items, 1)) out.push_back(std::move(r));
+      std::sort(out.begin(), out.end(), [](const T& a, const T& b) { return a.front() < b.front(); });
+      return out;
+    case BigCall::apply_async: {
+      std::vector<decltype(pool.apply_async(items.front()))> pending;
+      pending.reserve(items.size());
+      for (const T& x : items) pending.push_back(pool.apply_async(x));
+      for (auto& p : pending) out.push_back(p.get());
+      return out;
+    }
+    case BigCall::apply:
+      for (const T& x : items) out.push_back(pool.apply(x));
+      return out;
+  }
+  return out;
+}
+
+template <class T, class F>
+void big_items(benchmark::State& state, F echo, std::vector<T> item, BigCall call, bool fresh) {
+  std::vector<std::vector<T>> items(scaled(big_item_count, 2), item);
+  for (std::size_t i = 0; i < items.size(); ++i) items[i].front() = static_cast<T>(i);  // told apart when unordered
+  std::vector<std::vector<T>> out;
+  if (fresh) {
+    for (auto _ : state) {
+      mproc::Pool pool(echo);
+      out = big_items_round(pool, items, call);
+    }
+  } else {
+    mproc::Pool pool(echo);
+    out = big_items_round(pool, items, call);  // warm-up
+    for (auto _ : state) out = big_items_round(pool, items, call);
+  }
+  check(state, out == items, "every item came back intact");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * items.size() * item.size() * sizeof(T)));
+}
+
+// The same items (the char ones) to a raw pipe echo child and back, one at a time:
+// the limit of big_items.
+void raw_big_items(benchmark::State& state) {
+  std::vector<std::vector<char>> items(scaled(big_item_count, 2), mproc_bench::payload_bytes(scaled(big_item_bytes, 64)));
+  for (std::size_t i = 0; i < items.size(); ++i) items[i].front() = static_cast<char>(i);
+  mproc_bench::RawPayloadEcho raw;
+  std::vector<char> back;
+  bool ok = true;
+  for (auto _ : state) {
+    for (const auto& x : items) ok = raw.round_trip(x, back) && back == x && ok;
+  }
+  check(state, ok, "every item came back intact");
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * 2 * items.size() * items.front().size()));
+}
+BENCHMARK(raw_big_items)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+[[maybe_unused]] const bool big_items_registered = [] {
+  const std::pair<const char*, BigCall> calls[] = {{"map_cs1", BigCall::map_cs1},
+                                                   {"map", BigCall::map},
+                                                   {"imap", BigCall::imap},
+                                                   {"imap_unordered", BigCall::imap_unordered},
+                                                   {"apply_async", BigCall::apply_async},
+                                                   {"apply", BigCall::apply}};
+  for (const auto& [name, call] : calls) {
+    for (const bool fresh : {false, true}) {
+      const std::string base = std::string("big_items/") + name;
+      const std::string pool = fresh ? "/fresh" : "/warm";
+      benchmark::RegisterBenchmark((base + "/char" + pool).c_str(), [call = call, fresh](benchmark::State& s) {
+        big_items(s, mproc_bench::echo, mproc_bench::payload_bytes(scaled(big_item_bytes, 64)), call, fresh);
+      })->UseRealTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark((base + "/double" + pool).c_str(), [call = call, fresh](benchmark::State& s) {
+        big_items(s, mproc_bench::echo_doubles, mproc_bench::payload_doubles(scaled(big_item_bytes, 64)), call, fresh);
+      })->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+  }
+  return true;
+}();
+
 // --------------------------------------------------------------------- CPU-bound job
 
 // Seed 001's job, cube(n) for n in range(N), three ways in each iteration: a plain

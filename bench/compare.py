@@ -113,6 +113,9 @@ RAW_WAYS = (("pipe pair", "pipes"), ("socketpair, SOCK_STREAM", "stream_socket")
 # As fast as Boost.Interprocess under robust mutexes, or faster.
 AT_OR_BELOW_BOOST_ROBUST = Target("share", 1.0, "at or below Boost's robust-lock time")
 
+BIG_ITEM_CALLS = (("map_cs1", "map chunksize 1"), ("map", "map"), ("imap", "imap"),
+                  ("imap_unordered", "imap_unordered"), ("apply_async", "apply_async then get"))
+
 ROWS = [
     Section("Pool, one worker per core on both sides"),
     Row("pool start and join", "pool_start_join:real_time_s", "s"),
@@ -135,6 +138,21 @@ ROWS = [
     Row("64 MiB payload round trip (both ways; limit: raw pipes)", "payload_round_trip/67108864:bytes_per_second",
         "B/s", limit="raw_payload_round_trip/67108864:bytes_per_second",
         targets=(faster_than_python(3), share_at_least(0.6))),
+    # Many large items through the calls that carry many (bench_pool.cpp big_items): each
+    # row against a raw pipe round trip of the same 64 items, timed in the same program;
+    # the rows after them hold mproc against its own apply of one such item at a time.
+    *(Row(f"64 x 1 MiB {elem} vectors, {title}, {pool} pool (limit: raw pipes)",
+          f"big_items/{call}/{elem}/{pool}:bytes_per_second", "B/s",
+          limit="raw_big_items:bytes_per_second",
+          targets=(faster_than_python(3), share_at_least(0.6)))
+      for call, title in BIG_ITEM_CALLS for elem in ("char", "double") for pool in ("warm", "fresh")),
+    *(Row(f"64 x 1 MiB {elem} vectors, {title}, {pool} pool (limit: apply one at a time)",
+          f"big_items/{call}/{elem}/{pool}:bytes_per_second", "B/s",
+          limit=f"big_items/apply/{elem}/{pool}:bytes_per_second", python=False, targets=(share_at_least(1.0),))
+      for call, title in BIG_ITEM_CALLS for elem in ("char", "double") for pool in ("warm", "fresh")),
+    *(Row(f"64 x 1 MiB {elem} vectors, apply one at a time, {pool} pool (limit: raw pipes)",
+          f"big_items/apply/{elem}/{pool}:bytes_per_second", "B/s", limit="raw_big_items:bytes_per_second")
+      for elem in ("char", "double") for pool in ("warm", "fresh")),
     Row("CPU-bound job: speedup over serial (limit: threads)", "cpu_job:pool_speedup", "x",
         limit="cpu_job:threads_speedup", targets=(at_least(1.9), share_at_least(0.95))),
     Section("Shared state and messages between 2 processes"),

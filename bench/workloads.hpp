@@ -21,12 +21,21 @@ inline long multiply(int a, int b) { return static_cast<long>(a) * b; }
 
 /// The payload round trip: the bytes go to a worker and come back.
 inline std::vector<char> echo(std::vector<char> payload) { return payload; }
+/// The same for doubles (Python: echo of an array('d')).
+inline std::vector<double> echo_doubles(std::vector<double> payload) { return payload; }
 
 /// size bytes, byte i being i * 131 % 251 (Python: payload_bytes(size)).
 inline std::vector<char> payload_bytes(std::size_t size) {
   std::vector<char> bytes(size);
   for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(i * 131 % 251);
   return bytes;
+}
+
+/// size bytes of doubles, double i being i * 0.5 (Python: payload_doubles(size)).
+inline std::vector<double> payload_doubles(std::size_t size) {
+  std::vector<double> xs(size / sizeof(double));
+  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<double>(i) * 0.5;
+  return xs;
 }
 
 /// Seed 001's CPU-bound task: the sum of i^3 for i < n, modulo a prime, so every step

@@ -1,14 +1,20 @@
 // Pool<F> payloads: every kind of Sendable value goes to a worker and comes back
-// unchanged (as an argument and as a result), user types through cereal, and a
-// 64 MiB vector both ways with its content checked.
+// unchanged (as an argument and as a result), user types through cereal, a 64 MiB
+// vector both ways with its content checked, and many big ones in flight at once
+// through a worker's shared-memory lanes (also when the worker dies with them).
 
+#include "pool_test_support.hpp"
+
+#include <mproc/detail/lane.hpp>
 #include <mproc/mproc.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstdint>
 #include <deque>
 #include <list>
@@ -211,4 +217,123 @@ TEST_CASE("a 64 MiB vector travels as an argument and as a result, content intac
   REQUIRE(both.size() == 2);
   CHECK(both[0] == output);
   CHECK(both[1] == output);
+}
+
+namespace {
+
+/// n bytes that differ from item to item and from byte to byte.
+std::vector<char> big_item(int item, std::size_t n = std::size_t{1} << 20) {
+  std::vector<char> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<char>((i * 2654435761u + static_cast<std::size_t>(item) * 977) >> 5);
+  return v;
+}
+std::vector<std::vector<char>> big_items(int n) {
+  std::vector<std::vector<char>> items;
+  for (int i = 0; i < n; ++i) items.push_back(big_item(i));
+  return items;
+}
+std::vector<char> flipped(std::vector<char> v) {
+  for (char& c : v) c = static_cast<char>(c ^ 0x5a);
+  return v;
+}
+std::vector<std::byte> lane_payload(std::size_t n, int seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>(i * 31 + static_cast<std::size_t>(seed));
+  return v;
+}
+bool lane_gives(mproc::detail::Lane& lane, const std::vector<std::byte>& expected) {
+  const auto seen = lane.view(expected.size());
+  const bool same = std::equal(seen.begin(), seen.end(), expected.begin(), expected.end());
+  lane.release(expected.size());
+  return same;
+}
+
+}  // namespace
+
+TEST_CASE("a lane carries several payloads at once, in order, wraps around its ring, and starts empty after reset") {
+  using mproc::detail::Lane;
+  Lane lane;
+  const std::size_t quarter = Lane::ring_bytes / 4;
+  // Three in flight at once, taken in the order they were put.
+  const auto a = lane_payload(Lane::min_payload, 1), b = lane_payload(quarter, 2), c = lane_payload(quarter, 3);
+  REQUIRE(lane.try_put(a));
+  REQUIRE(lane.try_put(b));
+  REQUIRE(lane.try_put(c));
+  CHECK(lane_gives(lane, a));
+  // The ring fills: past its end there is room only where released payloads were.
+  const auto d = lane_payload(quarter, 4), e = lane_payload(quarter, 5);
+  REQUIRE(lane.try_put(d));
+  CHECK_FALSE(lane.try_put(e));  // the end has no room left, nor has the start (a's room is smaller)
+  CHECK(lane_gives(lane, b));
+  REQUIRE(lane.try_put(e));  // wrapped around to the start
+  CHECK(lane_gives(lane, c));
+  CHECK(lane_gives(lane, d));
+  CHECK(lane_gives(lane, e));
+  // A frame that claims a payload the lane does not hold is refused.
+  CHECK_THROWS_AS(lane.view(Lane::min_payload), mproc::ProtocolError);
+  REQUIRE(lane.try_put(a));
+  CHECK_THROWS_AS(lane.view(a.size() + 1), mproc::ProtocolError);
+  // A reset lane (its receiver died) is empty, and carries payloads again.
+  lane.reset();
+  CHECK_THROWS_AS(lane.view(a.size()), mproc::ProtocolError);
+  REQUIRE(lane.try_put(b));
+  REQUIRE(lane.try_put(c));
+  CHECK(lane_gives(lane, b));
+  CHECK(lane_gives(lane, c));
+}
+
+TEST_CASE("a lane takes no more payloads at once than its table holds, nor one past the ring beside others") {
+  using mproc::detail::Lane;
+  Lane lane;
+  const auto small = lane_payload(Lane::min_payload, 7);
+  std::size_t n = 0;
+  while (lane.try_put(small)) ++n;
+  CHECK(n == std::min(Lane::max_in_flight, Lane::ring_bytes / small.size()));
+  for (std::size_t i = 0; i < n; ++i) REQUIRE(lane_gives(lane, small));
+  // One bigger than the ring travels alone.
+  const auto huge = lane_payload(Lane::ring_bytes + (std::size_t{1} << 20), 8);
+  REQUIRE(lane.try_put(huge));
+  CHECK_FALSE(lane.try_put(small));
+  CHECK(lane_gives(lane, huge));
+  REQUIRE(lane.try_put(small));
+  CHECK_FALSE(lane.try_put(huge));
+  CHECK(lane_gives(lane, small));
+}
+
+TEST_CASE("many big items in flight to one worker arrive intact through map, imap_unordered and apply_async") {
+  const auto items = big_items(8);
+  std::vector<std::vector<char>> expected;
+  for (const auto& x : items) expected.push_back(flipped(x));
+  mproc::Pool pool(flipped, {.processes = 1});
+  CHECK(pool.map(items, 1) == expected);
+  CHECK(pool.map(items) == expected);
+  std::vector<std::vector<char>> unordered;
+  for (auto& r : pool.imap_unordered(items, 1)) unordered.push_back(std::move(r));
+  std::sort(unordered.begin(), unordered.end());
+  auto sorted = expected;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(unordered == sorted);
+  std::vector<mproc::AsyncResult<std::vector<char>>> pending;
+  for (const auto& x : items) pending.push_back(pool.apply_async(x));
+  for (std::size_t i = 0; i < items.size(); ++i) CHECK(pending[i].get() == expected[i]);
+}
+
+TEST_CASE("a worker killed with big items in its lanes loses none of them, and its successor's lanes carry more") {
+  // Item 2 kills its worker on its first run: the items after it that the worker
+  // held are in its task lane, and results may be in its result lane. The next
+  // worker starts with empty lanes.
+  mproc_test::SharedCounters runs(1);
+  const auto items = big_items(8);
+  std::vector<std::vector<char>> expected;
+  for (const auto& x : items) expected.push_back(flipped(x));
+  mproc::Pool pool(
+      [&runs](std::vector<char> v) {
+        if (v == big_item(2) && runs[0]++ == 0) mproc_test::die_by_signal(SIGKILL);
+        return flipped(std::move(v));
+      },
+      {.processes = 1, .retries = 1});
+  CHECK(pool.map(items, 1) == expected);
+  CHECK(runs[0] == 2);
+  CHECK(pool.map(items, 1) == expected);
+  CHECK(pool.map(items) == expected);
 }

@@ -150,9 +150,11 @@ TEST_CASE("a frame that claims more bytes in a shared-memory lane than the lane 
   // The size comes from the other process's frame header; reading it (or giving its
   // pages back) must not reach past the lane.
   mproc::detail::Lane lane;
-  CHECK(lane.view(mproc::detail::Lane::capacity).size() == mproc::detail::Lane::capacity);
+  const std::vector<std::byte> payload(mproc::detail::Lane::min_payload);
+  REQUIRE(lane.try_put(payload));
   CHECK_THROWS_AS(lane.view(mproc::detail::Lane::capacity + 1), mproc::ProtocolError);
   CHECK_THROWS_AS(lane.view(SIZE_MAX), mproc::ProtocolError);
+  CHECK(lane.view(payload.size()).size() == payload.size());
 }
 
 TEST_CASE("a result nested 150,000 deep fails its task with ProtocolError instead of overflowing the pool's thread") {

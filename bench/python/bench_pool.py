@@ -116,6 +116,52 @@ def payload_round_trip(ctx, size):
     return {"bytes_per_second": rate}
 
 
+BIG_ITEM_COUNT = 64
+BIG_ITEM_BYTES = 1 << 20
+
+
+def big_items_round(p, items, call):
+    if call == "map_cs1":
+        return p.map(w.echo, items, chunksize=1)
+    if call == "map":
+        return p.map(w.echo, items)
+    if call == "imap":
+        return list(p.imap(w.echo, items, chunksize=1))
+    if call == "imap_unordered":
+        return sorted(p.imap_unordered(w.echo, items, chunksize=1), key=lambda x: x[0])
+    if call == "apply":
+        return [p.apply(w.echo, (x,)) for x in items]
+    pending = [p.apply_async(w.echo, (x,)) for x in items]
+    return [r.get() for r in pending]
+
+
+@workload("big_items/{call}/{elem}/{pool}", call=["map_cs1", "map", "imap", "imap_unordered", "apply_async", "apply"],
+          elem=["char", "double"], pool=["warm", "fresh"])
+def big_items(ctx, call, elem, pool):
+    """64 items of 1 MiB through one call (bench_pool.cpp's big_items): bytes for
+    std::vector<char>, array('d') for std::vector<double>; the pool made before the
+    timing (warm) or inside it (fresh). Both ways count."""
+    size = ctx.scaled(BIG_ITEM_BYTES, 64)
+    items = []
+    for i in range(ctx.scaled(BIG_ITEM_COUNT, 2)):
+        item = w.payload_bytes(size) if elem == "char" else w.payload_doubles(size)
+        item = bytes([i]) + item[1:] if elem == "char" else type(item)("d", [float(i)]) + item[1:]
+        items.append(item)
+    out = [None]
+    if pool == "fresh":
+        def run():
+            with Pool(WORKERS) as p:
+                out[0] = big_items_round(p, items, call)
+        rate = ctx.rate(run, 2 * len(items) * size)
+    else:
+        with Pool(WORKERS) as p:
+            def run():
+                out[0] = big_items_round(p, items, call)
+            rate = ctx.rate(run, 2 * len(items) * size)
+    check(out[0] == items, "every item came back intact")
+    return {"bytes_per_second": rate}
+
+
 @workload("cpu_job")
 def cpu_job(ctx):
     """Seed 001's job: cube over range(N) in a loop, then with a Pool started and

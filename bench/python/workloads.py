@@ -1,5 +1,6 @@
 """The functions the Python benchmarks run in pool workers: twins of
 bench/workloads.hpp (change one, change its twin)."""
+import array
 import math
 import time
 
@@ -19,6 +20,12 @@ def multiply(a, b):
 def echo(payload):
     """The payload round trip: the bytes go to a worker and come back."""
     return payload
+
+
+def payload_doubles(size):
+    """size bytes of doubles, double i being i * 0.5 (the C++ side's pattern), as an
+    array('d'): what a Python user sends for a std::vector<double>."""
+    return array.array("d", (i * 0.5 for i in range(size // 8)))
 
 
 def cube(n):

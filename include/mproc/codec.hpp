@@ -419,6 +419,7 @@ T decode_value(Reader& r) {
       T seq;
       seq.reserve(n);
       advise_huge_pages(seq.data(), n * sizeof(E));
+      prefault(seq.data(), n * sizeof(E));
       if (reinterpret_cast<std::uintptr_t>(p) % alignof(E) == 0) {
         const E* first = reinterpret_cast<const E*>(p);  // copied with memmove, never read as E
         seq.insert(seq.end(), first, first + n);

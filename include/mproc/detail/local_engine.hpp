@@ -755,15 +755,15 @@ class LocalEngine final : public Engine {
   }
 
   void flush_writes(Worker& w) {
-    // A big payload not yet started goes through the worker's lane if it is free.
+    // Big payloads not yet started go through the worker's lane while it has room, in
+    // the frames' order (the worker takes them from the lane in that order): after
+    // one that does not fit, none.
     for (std::size_t i = w.out_written == 0 ? 0 : 1; i < w.out.size(); ++i) {
       Outgoing& o = w.out[i];
       if (o.payload.size() < Lane::min_payload || (o.header.flags & frame_flag_in_lane) != 0) continue;
-      if (task_lanes_[w.slot]->try_put(o.payload)) {
-        o.header.flags |= frame_flag_in_lane;
-        o.payload = {};
-      }
-      break;
+      if (!task_lanes_[w.slot]->try_put(o.payload)) break;
+      o.header.flags |= frame_flag_in_lane;
+      o.payload = {};
     }
     while (!w.out.empty() && w.task_w) {
       iovec iov[64];

@@ -139,7 +139,7 @@ class Lane {
     }
     const Slot& slot = header().slots[taken_ % max_in_flight];
     const std::uint64_t offset = slot.offset;
-    if (slot.size != size || size > capacity_ || offset > capacity_ - size) {
+    if (!fits(slot, size)) {
       throw ProtocolError("mproc: a shared-memory lane's table disagrees with its frame (" + std::to_string(size) +
                           " bytes)");
     }
@@ -183,7 +183,7 @@ class Lane {
     if (!header_ || header().put.load(std::memory_order_acquire) <= taken_) return;  // none: a frame that lied
     const Slot& slot = header().slots[taken_ % max_in_flight];
     viewed_offset_ = slot.offset;
-    if (slot.size == size && slot.offset <= capacity_ - size && map_view(slot.offset + size)) return release(size);
+    if (fits(slot, size) && map_view(slot.offset + size)) return release(size);
     header().taken.store(++taken_, std::memory_order_release);
   }
 
@@ -192,6 +192,10 @@ class Lane {
     std::uint64_t offset = 0;
     std::uint64_t size = 0;
   };
+  /// Whether the table's entry for the next payload says what its frame says, inside the lane.
+  bool fits(const Slot& slot, std::size_t size) const noexcept {
+    return slot.size == size && size <= capacity_ && slot.offset <= capacity_ - size;
+  }
   struct Header {
     alignas(64) std::atomic<std::uint64_t> put{0};    // payloads put, ever (the sender writes it)
     alignas(64) std::atomic<std::uint64_t> taken{0};  // payloads released, ever (the receiver writes it)

@@ -342,7 +342,7 @@ TEST_CASE("Event: a setter killed between its store and its wake-up does not lea
   mproc_test::wait_until_blocked(waiter.pid());
   mproc::Value<int> reached(0);
   reached_death_point = &reached;
-  death_point = "condition.notify";
+  death_point = "event.wake";
   auto setter = spawn([&] {
     mproc_test::FaultHook die_first(first_one_dies);
     event.set();

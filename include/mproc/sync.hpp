@@ -27,7 +27,9 @@
 // signal handled meanwhile does not end a wait: it goes on to its deadline.
 
 #include <mproc/codec.hpp>
+#include <mproc/detail/crash_safety.hpp>
 #include <mproc/detail/deadline.hpp>
+#include <mproc/detail/futex.hpp>
 #include <mproc/detail/handle_codec.hpp>
 #include <mproc/detail/lock_ref.hpp>
 #include <mproc/detail/pid.hpp>
@@ -42,6 +44,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -411,18 +414,16 @@ class Event {
   bool is_set() const noexcept { return (state_->sets_and_flag.load(std::memory_order_acquire) & 1) != 0; }
   /// Sets the flag and wakes every waiter.
   void set() {
-    detail::EventState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
-    s.sets_and_flag.store((s.sets_and_flag.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_release);
-    s.changed.notify_all();
+    std::atomic<std::uint32_t>& word = state_->sets_and_flag;
+    std::uint32_t seen = word.load(std::memory_order_relaxed);
+    while (!word.compare_exchange_weak(seen, (seen | 1) + 2, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    // A setter killed here leaves its waiters to see the word within a wait slice.
+    detail::fault_point("event.wake");
+    detail::futex_wake(word);
   }
   /// Clears the flag.
-  void clear() {
-    detail::EventState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
-    s.sets_and_flag.store(s.sets_and_flag.load(std::memory_order_relaxed) & ~std::uint64_t{1},
-                          std::memory_order_release);
-  }
+  void clear() { state_->sets_and_flag.fetch_and(~std::uint32_t{1}, std::memory_order_release); }
   /// Blocks until the flag is set.
   void wait() { wait_until_steady(detail::steady_clock::time_point::max()); }
   /// Blocks until the flag is set or timeout passes; returns true if it was set
@@ -443,14 +444,13 @@ class Event {
   explicit Event(detail::SharedObject<detail::EventState> state) : state_(std::move(state)) {}
 
   bool wait_until_steady(detail::steady_clock::time_point deadline) {
-    if (is_set()) return true;
-    detail::EventState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
-    // Only a set() changes the word while the flag is down.
-    const std::uint64_t seen = s.sets_and_flag.load(std::memory_order_acquire);
+    std::atomic<std::uint32_t>& word = state_->sets_and_flag;
+    // While the flag is down only a set() changes the word.
+    const std::uint32_t seen = word.load(std::memory_order_acquire);
     if ((seen & 1) != 0) return true;
-    while (s.sets_and_flag.load(std::memory_order_acquire) == seen) {
-      if (!guard.wait_until(s.changed, deadline)) return s.sets_and_flag.load(std::memory_order_acquire) != seen;
+    const auto until = detail::is_forever(deadline) ? std::nullopt : std::optional(deadline);
+    while (word.load(std::memory_order_acquire) == seen) {
+      if (!detail::futex_wait(word, seen, until)) return word.load(std::memory_order_acquire) != seen;
     }
     return true;
   }

@@ -77,16 +77,14 @@ struct SemaphoreState {
   std::atomic<std::uint64_t> deaths{0};
 };
 
-/// Event.
+/// Event: one futex word and no lock, so no process stopped or killed anywhere in a
+/// set(), clear() or wait() can hold up the others.
 struct EventState {
-  RobustMutex mutex;
-  SharedCondition changed;
   // The flag (bit 0) and how many times set() was called (the bits above), in one
-  // word: set() publishes both in one store, so a setter killed anywhere leaves the
-  // two in agreement, and a waiter tells a set() it slept through (then cleared)
-  // from none.
-  std::atomic<std::uint64_t> sets_and_flag{0};
-  std::atomic<std::uint64_t> deaths{0};
+  // word: set() publishes both in one atomic step, so a setter killed anywhere leaves
+  // the two in agreement, and a waiter tells a set() it slept through (then cleared)
+  // from none. The count wraps at 2^31 sets, far more than a waiter sleeps through.
+  std::atomic<std::uint32_t> sets_and_flag{0};
 };
 
 /// Condition (its lock lives in a LockState of its own).

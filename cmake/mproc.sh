@@ -99,11 +99,12 @@ case "$cmd" in
     # The same suite with AddressSanitizer and UndefinedBehaviorSanitizer (default
     # ASAN_OPTIONS/UBSAN_OPTIONS are compiled in: cmake/sanitizer_options.cpp), at
     # -Og -g1: line numbers in the reports; instrumented -O1 compiles 1.6x slower and
-    # -O0 makes the big-payload tests run 5x longer. The benchmarks' smoke runs, and
-    # the tests of the build itself (compile-fail, consumer projects, README
-    # snippets), are left to the first build: they test no other code.
+    # -O0 makes the big-payload tests run 5x longer. The benchmarks' smoke runs, the
+    # example programs, and the tests of the build itself (compile-fail, consumer
+    # projects, README snippets), are left to the first build: they run no library
+    # code the tests do not, and the examples alone would add 25 instrumented builds.
     cmake -S . -B "$SANITIZE_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-Og -g1" \
-      -DMPROC_SANITIZE=address,undefined -DMPROC_BUILD_BENCH=OFF
+      -DMPROC_SANITIZE=address,undefined -DMPROC_BUILD_BENCH=OFF -DMPROC_BUILD_EXAMPLES=OFF
     build_and_test "$SANITIZE_BUILD_DIR"
     # The frame and codec decoders under libFuzzer for 60 s (the main suite's short
     # run built the target already).

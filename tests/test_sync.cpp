@@ -333,6 +333,29 @@ TEST_CASE("Event: a waiter that set() woke returns true even if clear() came bef
   CHECK_FALSE(event.wait_for(1ms));  // a set() before a wait began does not count
 }
 
+TEST_CASE("Event: a waiter stopped (SIGSTOP) anywhere in wait() never holds up set() or clear() in another process") {
+  // The waiter enters and leaves wait_for() all the time, so the stops land at every
+  // point of it. When wait() took a lock, a stop inside it left set() waiting for the
+  // lock until the waiter was continued: here, forever.
+  mproc::Event event;
+  auto waiter = spawn([&] {
+    for (;;) (void)event.wait_for(0us);
+    return 0;
+  });
+  for (int round = 0; round < 2000; ++round) {
+    waiter.kill(SIGSTOP);
+    int status = 0;
+    REQUIRE(::waitpid(waiter.pid(), &status, WUNTRACED) == waiter.pid());
+    REQUIRE(WIFSTOPPED(status));
+    event.set();
+    event.clear();
+    waiter.kill(SIGCONT);
+    std::this_thread::sleep_for(std::chrono::microseconds(round % 7 * 30));
+  }
+  waiter.kill(SIGKILL);
+  CHECK(exit_code(waiter) == -SIGKILL);
+}
+
 TEST_CASE("Event: a setter killed between its store and its wake-up does not leave the waiters asleep") {
   mproc::Event event;
   auto waiter = spawn([&] {

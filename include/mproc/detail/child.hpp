@@ -4,6 +4,7 @@
 
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/fd.hpp>
+#include <mproc/detail/fork_gate.hpp>
 #include <mproc/errors.hpp>
 
 #include <poll.h>
@@ -185,7 +186,12 @@ Child fork_child(std::initializer_list<int> keep, Body&& body, FlushBeforeFork f
   // descriptors) kills the child before it ran anything. The go pipe's two
   // descriptors also make a program at its open-file limit fail here, before a fork.
   PipeEnds go = make_private_pipe();
-  const pid_t pid = ::fork();  // pthread_atfork takes PrivateFds::hold_forks() around it
+  pid_t pid;
+  {
+    ForkGate::Forking gate;  // no pool thread is inside malloc (sanitized builds only)
+    pid = ::fork();  // pthread_atfork takes PrivateFds::hold_forks() around it
+    gate.forked(pid);
+  }
   if (pid < 0) throw limit_error("fork", errno);
   if (pid == 0) {
     int code = 1;

@@ -9,6 +9,7 @@
 #include <mproc/async_result.hpp>
 #include <mproc/detail/chunker.hpp>
 #include <mproc/detail/fd.hpp>  // limit_error
+#include <mproc/detail/fork_gate.hpp>
 #include <mproc/detail/job.hpp>
 #include <mproc/detail/worker_slots.hpp>  // monotonic_ns
 #include <mproc/errors.hpp>
@@ -212,7 +213,10 @@ class Engine {
     // server): a fork copies whatever lock another thread holds at that instant, and
     // the caller, busy allocating right after, is the likeliest one. glibc's malloc
     // guards itself across fork; other allocators (a sanitizer's) do not.
-    forked_.wait(false);
+    {
+      const ForkGate::Asleep asleep;  // a pool made in a callback: its thread forks meanwhile
+      forked_.wait(false);
+    }
   }
   /// The pool thread, once it has forked what it forks from the program itself:
   /// launch() may return.

@@ -152,6 +152,7 @@ class LocalEngine final : public Engine {
   // ------------------------------------------------------------------ Engine steps
 
   void start() override {
+    ForkGate::join();  // until stop(): see fork_gate.hpp
     io_lock_ = std::unique_lock(io_mutex_);  // released only while asleep in poll(), and at the end of stop()
     struct Started {  // worker_pids() waits for this, however start() ends
       LocalEngine& engine;
@@ -426,6 +427,7 @@ class LocalEngine final : public Engine {
     const auto wait = server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_wait();
     io_lock_.unlock();  // submit_awaited may do the I/O meanwhile
     try {
+      const ForkGate::Asleep asleep;
       poll_fds(fds_.data(), fds_.size(), wait);
     } catch (...) {
       io_lock_.lock();
@@ -444,6 +446,7 @@ class LocalEngine final : public Engine {
   }
 
   void stop(bool now) override {
+    ForkGate::leave();  // stopping may wait for workers a while: forks go on meanwhile
     struct ReleaseIo {  // however stop() ends: no pool thread is left to do I/O
       std::unique_lock<std::mutex>& lock;
       ~ReleaseIo() {

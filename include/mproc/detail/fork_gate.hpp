@@ -1,0 +1,130 @@
+#pragma once
+// AddressSanitizer's allocator (g++ 12's and clang 14's) takes no lock around fork():
+// a child forked while another thread is inside malloc inherits that thread's
+// allocator lock held, and hangs at its first allocation of the same size. glibc's
+// malloc locks its arenas around fork, so only a sanitized build needs the gate: there
+// each pool's thread holds it (shared) whenever it is not asleep in poll, and every
+// fork_child takes it whole, so no fork lands inside one of their allocations. (The
+// thread that makes a pool waits while the pool forks its fork server: Engine::launch.)
+// Without AddressSanitizer every member is empty.
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MPROC_FORK_GATE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MPROC_FORK_GATE 1
+#endif
+#endif
+
+#include <sys/types.h>
+
+#ifdef MPROC_FORK_GATE
+#include <condition_variable>
+#include <mutex>
+#include <new>
+#endif
+
+namespace mproc::detail {
+
+class ForkGate {
+ public:
+#ifdef MPROC_FORK_GATE
+  /// The calling thread (a pool's) holds the gate until leave() or its end.
+  static void join() {
+    static thread_local Holder holder;
+    if (held()) return;
+    State& s = state();
+    std::unique_lock lock(s.mutex);
+    s.changed.wait(lock, [&s] { return !s.forking; });  // a fork waiting goes first
+    ++s.awake;
+    held() = true;
+  }
+  static void leave() noexcept {
+    if (!held()) return;
+    State& s = state();
+    std::lock_guard lock(s.mutex);
+    if (--s.awake == 0) s.changed.notify_all();
+    held() = false;
+  }
+
+  /// Around a blocking wait of a thread that joined: forks may happen meanwhile.
+  class Asleep {
+   public:
+    Asleep() noexcept : was_held_(held()) { leave(); }
+    ~Asleep() {
+      if (was_held_) join();
+    }
+    Asleep(const Asleep&) = delete;
+    Asleep& operator=(const Asleep&) = delete;
+    void forget() noexcept { was_held_ = false; }
+
+   private:
+    bool was_held_;
+  };
+
+  /// Around fork() in the parent: no joined thread is awake meanwhile.
+  class Forking {
+   public:
+    Forking() {
+      State& s = state();
+      std::unique_lock lock(s.mutex);
+      s.changed.wait(lock, [&s] { return !s.forking; });
+      s.forking = true;
+      s.changed.wait(lock, [&s] { return s.awake == 0; });
+    }
+    /// Call with fork()'s result. In the child, the one thread starts outside the gate,
+    /// and the gate is new: another thread may have held its mutex at the fork.
+    void forked(pid_t pid) noexcept {
+      if (pid != 0) return;
+      in_child_ = true;
+      asleep_.forget();
+      held() = false;
+      new (&state()) State{};
+    }
+    ~Forking() {
+      if (in_child_) return;
+      State& s = state();
+      std::lock_guard lock(s.mutex);
+      s.forking = false;
+      s.changed.notify_all();
+    }
+    Forking(const Forking&) = delete;
+    Forking& operator=(const Forking&) = delete;
+
+   private:
+    Asleep asleep_;  // a joined thread that forks lets go of its own share first
+    bool in_child_ = false;
+  };
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable changed;
+    int awake = 0;        // joined threads not asleep
+    bool forking = false;
+  };
+  struct Holder {
+    ~Holder() { leave(); }
+  };
+  static State& state() {
+    static State s;
+    return s;
+  }
+  static bool& held() noexcept {
+    static thread_local bool h = false;
+    return h;
+  }
+#else
+  static void join() noexcept {}
+  static void leave() noexcept {}
+  struct Asleep {
+    Asleep() noexcept {}
+  };
+  struct Forking {
+    Forking() noexcept {}
+    void forked(pid_t) noexcept {}
+  };
+#endif
+};
+
+}  // namespace mproc::detail

@@ -8,12 +8,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <list>
@@ -26,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -512,6 +517,55 @@ TEST_CASE("encode_into appends to what is already in the buffer") {
   CHECK(r.position() == first_size);
   CHECK(mproc::detail::decode_value<std::string>(r) == "second");
   CHECK(r.at_end());
+}
+
+TEST_CASE("a big buffer's memory goes to the next big buffer, never to two at once") {
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  const auto fill = [](mproc::Bytes& b, std::size_t n, char c) {
+    b.resize(n);
+    std::memset(b.data(), c, n);
+  };
+  const auto all_are = [](const mproc::Bytes& b, char c) {
+    return std::all_of(b.data(), b.data() + b.size(), [c](std::byte x) { return x == std::byte(c); });
+  };
+  const std::byte* freed = nullptr;
+  {
+    mproc::Bytes a;
+    fill(a, 8 * mib, 'a');
+    freed = a.data();
+  }
+  const auto faults = [] {
+    rusage u{};
+    ::getrusage(RUSAGE_THREAD, &u);
+    return u.ru_minflt;
+  };
+  mproc::Bytes b;
+  const long faults_before = faults();
+  fill(b, 6 * mib, 'b');  // takes the freed mapping: its pages are in already
+  CHECK(faults() - faults_before < 16);  // a new mapping: 1,536 faults (or a few huge ones)
+  CHECK(b.data() == freed);
+  fill(b, 40 * mib, 'c');  // grows past it, keeping what it holds
+  CHECK(all_are(b, 'c'));
+  mproc::Bytes c;
+  fill(c, 8 * mib, 'd');  // while b lives: memory of its own
+  CHECK((c.data() + c.size() <= b.data() || b.data() + b.size() <= c.data()));
+  CHECK(all_are(b, 'c'));
+  CHECK(all_are(c, 'd'));
+
+  // Threads freeing and taking at once each get a mapping of their own.
+  std::vector<std::thread> threads;
+  std::atomic<int> mixed{0};
+  for (char t = 'p'; t < 'p' + 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        mproc::Bytes x;
+        fill(x, (4 + static_cast<std::size_t>(round % 3)) * mib, t);
+        if (!all_are(x, t)) ++mixed;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(mixed == 0);
 }
 
 // ---------------------------------------------------------------------------

@@ -5,8 +5,10 @@
 #include <mproc/errors.hpp>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -51,6 +53,72 @@ inline void prefault(const void* data, std::size_t bytes, bool write = true) noe
   (void)write;
 #endif
 }
+
+/// The last big buffer (a mapping of Bytes) that the process freed, kept mapped for the
+/// next one. A map of big items encodes its input into one such mapping per call, and
+/// faulting tens of MiB in again cost more than encoding them (several times more in a
+/// virtual machine, where memory given back is given back to the host too). One block of
+/// at most kept_bytes (a bigger one is cut to that), handed over by one atomic exchange:
+/// no lock, so any thread may free while another forks.
+class SpareMapping {
+ public:
+  static constexpr std::size_t kept_bytes = std::size_t{128} << 20;
+  struct Taken {
+    std::byte* data = nullptr;
+    std::size_t capacity = 0;
+    std::size_t faulted = 0;  // the bytes from the start whose pages are in
+  };
+  /// The kept block, grown to at least `capacity` bytes, or nothing.
+  static Taken take(std::size_t capacity) noexcept {
+    Block* b = slot().exchange(nullptr, std::memory_order_acquire);
+    if (b == nullptr) return {};
+    Taken t{b->data, b->capacity, b->capacity};
+    delete b;
+    if (t.capacity < capacity) {
+      void* p = ::mremap(t.data, t.capacity, capacity, MREMAP_MAYMOVE);
+      if (p == MAP_FAILED) {
+        ::munmap(t.data, t.capacity);
+        return {};
+      }
+      t.data = static_cast<std::byte*>(p);
+      t.capacity = capacity;
+    }
+    return t;
+  }
+  /// Keeps a freed mapping (its first kept_bytes) for the next take().
+  static void give(std::byte* data, std::size_t capacity) noexcept {
+    // Under an address-space limit (`ulimit -v`) an eighth of it at most, so that what
+    // is kept never makes a big allocation fail.
+    std::size_t keep = kept_bytes;
+    if (rlimit limit{}; ::getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+      keep = std::min<std::size_t>(keep, limit.rlim_cur / 8 / 4096 * 4096);
+    }
+    if (capacity > keep) {
+      ::munmap(data + keep, capacity - keep);
+      capacity = keep;
+    }
+    if (capacity == 0) return;
+    Block* b = new (std::nothrow) Block{data, capacity};
+    if (b == nullptr) {
+      ::munmap(data, capacity);
+      return;
+    }
+    if (Block* old = slot().exchange(b, std::memory_order_acq_rel)) {
+      ::munmap(old->data, old->capacity);
+      delete old;
+    }
+  }
+
+ private:
+  struct Block {
+    std::byte* data;
+    std::size_t capacity;
+  };
+  static std::atomic<Block*>& slot() noexcept {
+    static std::atomic<Block*> kept{nullptr};
+    return kept;
+  }
+};
 
 }  // namespace detail
 
@@ -135,9 +203,18 @@ class Bytes {
   void reserve_mapped(std::size_t capacity) {
     constexpr std::size_t step = std::size_t{2} << 20;  // a huge page
     capacity = (capacity + step - 1) / step * step;
-    void* p = capacity_ >= mapped_from ? ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE)
-                                       : ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                                                -1, 0);
+    std::size_t faulted = size_;  // the bytes from the start that have their pages already
+    void* p = MAP_FAILED;
+    if (capacity_ >= mapped_from) {
+      p = ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE);
+      faulted = capacity_;  // faulted in when it was reserved
+    } else if (const auto spare = detail::SpareMapping::take(capacity); spare.data != nullptr) {
+      p = spare.data;
+      capacity = spare.capacity;
+      faulted = spare.faulted;
+    } else {
+      p = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
     if (p == MAP_FAILED) throw std::bad_alloc();
     if (capacity_ < mapped_from) {
       if (size_ != 0) std::memcpy(p, data_, size_);
@@ -145,11 +222,13 @@ class Bytes {
     }
     data_ = static_cast<std::byte*>(p);
     capacity_ = capacity;
+    // The whole mapping, not just the new part: a mapping whose parts were advised
+    // differently is split in two, and mremap cannot grow it any more.
     detail::advise_huge_pages(data_, capacity_);
-    detail::prefault(data_ + size_, capacity_ - size_);
+    if (faulted < capacity_) detail::prefault(data_ + faulted, capacity_ - faulted);
   }
   void free_block() noexcept {
-    if (capacity_ >= mapped_from) ::munmap(data_, capacity_);
+    if (capacity_ >= mapped_from) detail::SpareMapping::give(data_, capacity_);
     else std::free(data_);
   }
 

@@ -4,6 +4,7 @@
 
 #include <mproc/errors.hpp>
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 
@@ -74,6 +75,7 @@ class SpareMapping {
     if (b == nullptr) return {};
     Taken t{b->data, b->capacity, b->capacity};
     delete b;
+    (void)::madvise(t.data, t.capacity, MADV_DOFORK);  // a buffer in use is copied into children as usual
     if (t.capacity < capacity) {
       void* p = ::mremap(t.data, t.capacity, capacity, MREMAP_MAYMOVE);
       if (p == MAP_FAILED) {
@@ -98,6 +100,9 @@ class SpareMapping {
       capacity = keep;
     }
     if (capacity == 0) return;
+    // Kept out of children forked meanwhile (a pool's fork server): shared with one, the
+    // next buffer here would copy each page on its first write instead of just using it.
+    (void)::madvise(data, capacity, MADV_DONTFORK);
     Block* b = new (std::nothrow) Block{data, capacity};
     if (b == nullptr) {
       ::munmap(data, capacity);
@@ -116,6 +121,10 @@ class SpareMapping {
   };
   static std::atomic<Block*>& slot() noexcept {
     static std::atomic<Block*> kept{nullptr};
+    // A child has no copy of the kept block (MADV_DONTFORK): it starts with none.
+    static const bool registered =
+        (::pthread_atfork(nullptr, nullptr, [] { kept.store(nullptr, std::memory_order_relaxed); }), true);
+    (void)registered;
     return kept;
   }
 };

@@ -59,9 +59,7 @@ class HeldChunks {
     chunks_.push_back(std::move(c));
   }
   void pop_front() {
-    const Chunk& c = chunks_.front();
-    if (c.predicted_seconds >= 0) predicted_ -= c.predicted_seconds;
-    else --unknown_;
+    forget(chunks_.front());
     chunks_.pop_front();
     if (chunks_.empty()) predicted_ = 0;  // no rounding error carried on
   }
@@ -69,8 +67,7 @@ class HeldChunks {
   Chunk take_back() {
     Chunk c = std::move(chunks_.back());
     chunks_.pop_back();
-    if (c.predicted_seconds >= 0) predicted_ -= c.predicted_seconds;
-    else --unknown_;
+    forget(c);
     if (chunks_.empty()) predicted_ = 0;
     return c;
   }
@@ -96,6 +93,12 @@ class HeldChunks {
   }
 
  private:
+  /// Takes chunk c's prediction out of the totals.
+  void forget(const Chunk& c) noexcept {
+    if (c.predicted_seconds >= 0) predicted_ -= c.predicted_seconds;
+    else --unknown_;
+  }
+
   std::deque<Chunk> chunks_;
   double predicted_ = 0;
   std::size_t unknown_ = 0;
@@ -286,8 +289,8 @@ class Engine {
       if (is_single_item(*c.job)) {
         if (!single_item_series_answered_) single_item_timing_ = RecentItemTime{};  // the series' own, from here
         single_item_timing_.record(outcome.header.count, outcome.header.elapsed_ns);
+        single_item_series_answered_ = true;
       }
-      if (is_single_item(*c.job)) single_item_series_answered_ = true;
     }
     const bool stopped_early = outcome.stopped_early() && outcome.header.count < c.count;
     const std::size_t done = stopped_early ? outcome.header.count : c.count;

@@ -2,11 +2,11 @@
 // Bytes, the owned buffer every encoded value lives in, and the bounds-checked
 // Writer/Reader the codec and the frames use to fill and parse it.
 
+#include <mproc/detail/memfd.hpp>  // address_space_limit
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -92,9 +92,7 @@ class SpareMapping {
     // Under an address-space limit (`ulimit -v`) an eighth of it at most, so that what
     // is kept never makes a big allocation fail.
     std::size_t keep = kept_bytes;
-    if (rlimit limit{}; ::getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-      keep = std::min<std::size_t>(keep, limit.rlim_cur / 8 / 4096 * 4096);
-    }
+    if (const auto limit = address_space_limit()) keep = std::min(keep, *limit / 8 / 4096 * 4096);
     if (capacity > keep) {
       ::munmap(data + keep, capacity - keep);
       capacity = keep;

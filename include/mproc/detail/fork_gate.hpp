@@ -19,6 +19,8 @@
 #include <sys/types.h>
 
 #ifdef MPROC_FORK_GATE
+#include <pthread.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -72,14 +74,12 @@ class ForkGate {
       s.forking = true;
       s.changed.wait(lock, [&s] { return s.awake == 0; });
     }
-    /// Call with fork()'s result. In the child, the one thread starts outside the gate,
-    /// and the gate is new: another thread may have held its mutex at the fork.
+    /// Call with fork()'s result. In the child the gate is new already (see state()):
+    /// this object leaves it alone.
     void forked(pid_t pid) noexcept {
       if (pid != 0) return;
       in_child_ = true;
       asleep_.forget();
-      held() = false;
-      new (&state()) State{};
     }
     ~Forking() {
       if (in_child_) return;
@@ -108,6 +108,16 @@ class ForkGate {
   };
   static State& state() {
     static State s;
+    // After any fork (the program's own too), the child's one thread starts outside
+    // the gate, and the gate is new: the threads counted awake are not in the child,
+    // and one of them may have held the gate's mutex at the fork.
+    static const bool registered = (::pthread_atfork(nullptr, nullptr,
+                                                     [] {
+                                                       held() = false;
+                                                       new (&s) State{};
+                                                     }),
+                                    true);
+    (void)registered;
     return s;
   }
   static bool& held() noexcept {

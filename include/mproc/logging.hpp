@@ -25,6 +25,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/current_process.hpp>
 #include <mproc/detail/fd.hpp>
+#include <mproc/detail/fork_gate.hpp>
 #include <mproc/queue.hpp>
 
 #include <pthread.h>
@@ -161,13 +162,20 @@ class LogListener {
     sigset_t all, old;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    std::atomic<bool> joined{false};
     try {
-      new (&thread_) std::thread([this, sink = std::move(sink)] { logs_.serve(sink); });
+      new (&thread_) std::thread([this, sink = std::move(sink), &joined] {
+        const detail::ForkGate::Member gate;  // sanitized builds: no fork lands inside the sink's malloc
+        joined = true;
+        joined.notify_one();
+        logs_.serve(sink);
+      });
     } catch (...) {
       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
       throw;
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    joined.wait(false);  // the thread's start-up allocations are over before this one may fork
     detail::default_log_queue().store(&logs_);
   }
   LogListener(const LogListener&) = delete;

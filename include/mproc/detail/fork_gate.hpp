@@ -3,9 +3,11 @@
 // a child forked while another thread is inside malloc inherits that thread's
 // allocator lock held, and hangs at its first allocation of the same size. glibc's
 // malloc locks its arenas around fork, so only a sanitized build needs the gate: there
-// each pool's thread holds it (shared) whenever it is not asleep in poll, and every
-// fork_child takes it whole, so no fork lands inside one of their allocations. (The
-// thread that makes a pool waits while the pool forks its fork server: Engine::launch.)
+// mproc's own threads (each pool's, each LogListener's) hold it (shared) whenever they
+// are not asleep in poll, a futex or a robust mutex, and every fork_child takes it
+// whole, so no fork lands inside one of their allocations. (The thread that makes a
+// pool waits while the pool forks its fork server: Engine::launch.) The user's own
+// threads are not covered: that is the sanitizer's limit, not mproc's.
 // Without AddressSanitizer every member is empty.
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -31,9 +33,10 @@ namespace mproc::detail {
 class ForkGate {
  public:
 #ifdef MPROC_FORK_GATE
-  /// The calling thread (a pool's) holds the gate until leave() or its end.
+  /// The calling thread (a pool's) holds the gate until leave(), which it must call
+  /// before it ends. (No thread_local guard does it: its registration would be a
+  /// leak to LeakSanitizer in a child forked meanwhile that leaves with exit().)
   static void join() {
-    static thread_local Holder holder;
     if (held()) return;
     State& s = state();
     std::unique_lock lock(s.mutex);
@@ -48,6 +51,15 @@ class ForkGate {
     if (--s.awake == 0) s.changed.notify_all();
     held() = false;
   }
+
+  /// Holds the gate for a scope (a thread's body).
+  class Member {
+   public:
+    Member() { join(); }
+    ~Member() { leave(); }
+    Member(const Member&) = delete;
+    Member& operator=(const Member&) = delete;
+  };
 
   /// Around a blocking wait of a thread that joined: forks may happen meanwhile.
   class Asleep {
@@ -103,9 +115,6 @@ class ForkGate {
     int awake = 0;        // joined threads not asleep
     bool forking = false;
   };
-  struct Holder {
-    ~Holder() { leave(); }
-  };
   static State& state() {
     static State s;
     // After any fork (the program's own too), the child's one thread starts outside
@@ -127,6 +136,9 @@ class ForkGate {
 #else
   static void join() noexcept {}
   static void leave() noexcept {}
+  struct Member {
+    Member() noexcept {}
+  };
   struct Asleep {
     Asleep() noexcept {}
   };

@@ -4,6 +4,7 @@
 // variable, a futex keeps no state about its waiters: a waiter that is killed
 // leaves nothing behind that could block the next waker.
 
+#include <mproc/detail/fork_gate.hpp>
 #include <mproc/errors.hpp>
 
 #include <linux/futex.h>
@@ -53,11 +54,17 @@ inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   const timespec ts = to_timespec(last ? *deadline : slice_end);
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so retries after
   // EINTR never stretch the wait. Not FUTEX_PRIVATE: the word is in shared memory.
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, &ts,
-                            nullptr, FUTEX_BITSET_MATCH_ANY);
-  if (rc == 0 || errno == EAGAIN || errno == EINTR) return true;
-  if (errno == ETIMEDOUT) return !last;
-  throw OSError("futex(FUTEX_WAIT_BITSET)", errno);
+  long rc;
+  int err;  // read before the gate's rejoin, which may change errno
+  {
+    const ForkGate::Asleep asleep;  // a LogListener's thread: forks may happen meanwhile
+    rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, &ts, nullptr,
+                   FUTEX_BITSET_MATCH_ANY);
+    err = errno;
+  }
+  if (rc == 0 || err == EAGAIN || err == EINTR) return true;
+  if (err == ETIMEDOUT) return !last;
+  throw OSError("futex(FUTEX_WAIT_BITSET)", err);
 }
 
 /// Wakes up to n processes sleeping in futex_wait on word.

@@ -83,7 +83,11 @@ class RobustMutex {
                                                       std::chrono::nanoseconds(now.tv_nsec)) + wait_slice;
       const bool last = deadline <= slice_end;
       const timespec ts = to_timespec(last ? deadline : slice_end);
-      const int rc = pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts);
+      int rc;
+      {
+        const ForkGate::Asleep asleep;  // a LogListener's thread: forks may happen meanwhile
+        rc = pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts);
+      }
       if (rc != ETIMEDOUT) return finish(rc, "pthread_mutex_clocklock");
       if (last) return LockResult::timed_out;
     }

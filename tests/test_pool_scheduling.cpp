@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -157,4 +158,40 @@ TEST_CASE("after a quick apply, apply_async of slow tasks is shared evenly by th
   for (auto& r : results) pids.push_back(r.get());
   pacer.join();
   check_even(pids, lone);
+}
+
+namespace {
+
+/// The chunk sizes ChunkPolicy cuts n items into once it measured ns_per_item (the
+/// engine cuts each chunk from what is left, at most what is left).
+std::vector<std::size_t> automatic_chunks(std::size_t n, std::int64_t ns_per_item) {
+  mproc::detail::ChunkPolicy policy;
+  policy.record(1000, 1000 * ns_per_item);
+  std::vector<std::size_t> sizes;
+  for (std::size_t left = n; left > 0;) {
+    sizes.push_back(std::min(policy.next(left, workers), left));
+    left -= sizes.back();
+  }
+  return sizes;
+}
+
+}  // namespace
+
+TEST_CASE("automatic chunking of nanosecond items does not cut the tail into tiny chunks") {
+  // A chunk costs the pool tens of microseconds whatever it holds: 4 ns items never
+  // travel in chunks of less than min_tail_chunk_seconds of work, but the last.
+  const auto sizes = automatic_chunks(1'000'000, 4);
+  const auto floor = static_cast<std::size_t>(mproc::detail::ChunkPolicy::min_tail_chunk_seconds / 4e-9);
+  CAPTURE(sizes);
+  CHECK(sizes.size() <= 40);
+  for (std::size_t i = 0; i + 1 < sizes.size(); ++i) CHECK(sizes[i] >= floor);
+  CHECK(sizes.front() <= 1'000'000 / (2 * workers));  // the head is still shared
+}
+
+TEST_CASE("automatic chunking of millisecond items still ends in one-item chunks") {
+  const auto sizes = automatic_chunks(300, 1'000'000);
+  CAPTURE(sizes);
+  CHECK(sizes.back() == 1);
+  CHECK(sizes[sizes.size() - 2] == 1);
+  for (std::size_t s : sizes) CHECK(s <= 300 / (4 * workers) + 1);
 }

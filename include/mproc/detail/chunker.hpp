@@ -6,7 +6,11 @@
 //   - never more than a quarter of what is left per worker (the tail stays balanced:
 //     chunks shrink as the work runs out, as in guided self-scheduling);
 //   - never longer than max_chunk_seconds (progress, imap latency, retry cost);
-//   - never shorter than min_chunk_seconds (so per-chunk overhead stays ~1%).
+//   - never shorter than min_chunk_seconds (so per-chunk overhead stays ~1%), except
+//     in the tail, where chunks shrink to half a fair share of what is left, but never
+//     below min_tail_chunk_seconds: a chunk costs the pool tens of microseconds
+//     whatever it holds, and a tail of tiny chunks of nanosecond items cost more than
+//     the imbalance it saved.
 // Measurements belong to the job (the call) they were made on: until one exists the
 // first chunks hold a single item (a probe), at most one per worker, whatever the
 // pool's previous calls cost.
@@ -23,6 +27,7 @@ class ChunkPolicy {
  public:
   static constexpr double min_chunk_seconds = 0.002;
   static constexpr double max_chunk_seconds = 0.05;
+  static constexpr double min_tail_chunk_seconds = 0.0002;
   static constexpr std::size_t chunks_per_worker = 4;
   static constexpr std::size_t max_chunk_items = std::size_t{1} << 22;
   static constexpr double stream_ahead_seconds = 0.01;
@@ -58,9 +63,11 @@ class ChunkPolicy {
       const std::size_t share = (*remaining + chunks_per_worker * workers - 1) / (chunks_per_worker * workers);
       // The 2 ms floor comes from the items measured so far; when later items cost
       // more (seed 001's cube grows with n) it must not swallow the tail in a few
-      // chunks, so it never exceeds half a fair share of what is left.
+      // chunks, so it never exceeds half a fair share of what is left (nor goes below
+      // the tail's floor).
       const std::size_t half_share = (*remaining + 2 * workers - 1) / (2 * workers);
-      size = std::clamp(share, std::min({lo, hi, half_share}), hi);
+      const auto tail = static_cast<std::size_t>(std::ceil(min_tail_chunk_seconds / *per_item));
+      size = std::clamp(share, std::min({lo, hi, std::max(half_share, tail)}), hi);
     }
     return std::clamp<std::size_t>(size, 1, max_chunk_items);
   }

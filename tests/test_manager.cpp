@@ -397,6 +397,7 @@ TEST_CASE("SharedList: a process killed in the middle of an operation leaves a c
   for (const Case& c : cases) {
     SECTION(c.point) {
       auto lst = mgr.list<int>(start);
+      auto after = mgr.list<int>(Ints{1});  // lies right after lst's array: growing it copies
       die_at(c.point, [&] { c.op(lst); });
       CHECK(lst.snapshot() == c.after);
       CHECK(lst.owner_deaths() == 1);
@@ -490,6 +491,62 @@ TEST_CASE("A process killed inside the allocator leaves it consistent, and no bl
       CHECK(intact(lst, 1000));  // no block went to both lists
       CHECK(intact(other, 10));
       CHECK(small > 0);
+    }
+  }
+}
+
+TEST_CASE("The allocator extends a block where it lies when the room after it is free, and only then") {
+  using mproc::detail::SegmentAllocator;
+  auto seg = mproc::detail::Segment::create(mproc::detail::SegmentKind::manager, 1 << 20, 1 << 20);
+  SegmentAllocator::format(*seg);
+  SegmentAllocator alloc(*seg);
+  const auto fill_block = [&](std::uint64_t at, std::size_t n, char c) { std::memset(seg->at<char>(at), c, n); };
+  const auto holds = [&](std::uint64_t at, std::size_t n, char c) {
+    return std::all_of(seg->at<char>(at), seg->at<char>(at) + n, [c](char x) { return x == c; });
+  };
+  const std::uint64_t a = alloc.allocate(64, "a");
+  fill_block(a, 64, 'a');
+  CHECK(alloc.extend(a, 1000));  // the top of the heap
+  CHECK(holds(a, 64, 'a'));
+  fill_block(a, 1000, 'a');
+  const std::uint64_t b = alloc.allocate(500, "b");
+  CHECK(b >= a + 1000);
+  fill_block(b, 500, 'b');
+  CHECK_FALSE(alloc.extend(a, 1200));  // b is in the way
+  CHECK(holds(b, 500, 'b'));
+  alloc.deallocate(b);               // now a free block at the head of its list
+  CHECK(alloc.extend(a, 1200));      // takes part of b's room; the rest stays free
+  CHECK(holds(a, 1000, 'a'));
+  fill_block(a, 1200, 'a');
+  const std::uint64_t c = alloc.allocate(100, "c");  // from the rest of b, past a's new end
+  CHECK(c >= a + 1200);
+  fill_block(c, 100, 'c');
+  CHECK(holds(a, 1200, 'a'));
+  CHECK_FALSE(alloc.extend(a, 1u << 21));  // past the segment's reserve
+  CHECK(holds(c, 100, 'c'));
+}
+
+TEST_CASE("A process killed while the allocator extends a list's block in place leaves both consistent") {
+  // Growing a list whose array is the top block extends it past the top; after a clear,
+  // its small new array is split from a freed block and grows over the free rest.
+  for (const bool after_clear : {false, true}) {
+    SECTION(after_clear ? "over the free block after it" : "past the top") {
+      mproc::Manager mgr;
+      auto lst = mgr.list<int>();
+      if (after_clear) {
+        lst.extend(Ints(1000, 7));
+        lst.clear();
+      }
+      lst.extend(Ints{1, 2, 3, 4});
+      die_at("alloc.extend", [&] { lst.append(5); });  // capacity 4 is full: the array grows
+      CHECK(lst.snapshot() == Ints{1, 2, 3, 4});
+      CHECK(lst.owner_deaths() == 1);
+      auto other = mgr.list<int>(Ints(200, 9));  // allocations after the death: none overlaps the list
+      for (int i = 5; i <= 300; ++i) lst.append(i);
+      CHECK(lst.size() == 300);
+      CHECK(lst.at(4) == 5);
+      CHECK(lst.at(-1) == 300);
+      CHECK(other.snapshot() == Ints(200, 9));
     }
   }
 }

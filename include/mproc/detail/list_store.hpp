@@ -5,8 +5,9 @@
 //   root  -> array block {capacity, size, slots...}
 //
 // - append/extend write the new slots past `size`, then publish the new size with
-//   one store; growing copies into a bigger block and publishes it with one store
-//   to root.array.
+//   one store; growing extends the block where it lies when the room after it is
+//   free (then publishes the new capacity), else copies into a bigger block and
+//   publishes it with one store to root.array.
 // - operations that move elements (insert, pop from the middle) and in-place
 //   overwrites of large values first write a journal in the root, publish it, and
 //   record their progress step by step; the next locker finishes a journaled
@@ -180,15 +181,23 @@ class ListStore {
     return s;
   }
 
-  // Makes room for n slots: a bigger block, published with one store.
+  // Makes room for n slots.
   void reserve(std::uint64_t n) {
+    if (root_.array == 0 || n > array()->capacity) grow(n);
+  }
+
+  // A bigger block, or the same one extended; published with one store either way.
+  void grow(std::uint64_t n) {
     const ListArray* a = root_.array == 0 ? nullptr : array();
     const std::uint64_t capacity = a == nullptr ? 0 : a->capacity;
-    if (n <= capacity) return;
     const std::uint64_t size = a == nullptr ? 0 : a->size;
     const std::uint64_t max_slots = (std::uint64_t{1} << 47) / sizeof(Slot);
     if (n > max_slots) throw SharedMemoryFull("mproc: SharedList of " + std::to_string(n) + " elements is too long");
     std::uint64_t grown = std::min(max_slots, std::max({n, 2 * capacity, std::uint64_t{4}}));
+    if (a != nullptr && ref_.allocator().extend(root_.array, sizeof(ListArray) + grown * sizeof(Slot))) {
+      publish(array()->capacity, grown);  // where it lies: nothing to copy
+      return;
+    }
     std::uint64_t offset = 0;
     try {
       offset = ref_.allocator().allocate(sizeof(ListArray) + grown * sizeof(Slot), "mproc::SharedList (to grow)");

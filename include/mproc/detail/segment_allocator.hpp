@@ -139,6 +139,39 @@ class SegmentAllocator {
     }
   }
 
+  /// Grows the live block at offset to at least `bytes` bytes where it lies, when the
+  /// room right after it is free: the top of the heap, or a free block at the head of
+  /// its list (most often the rest of the split that made this block). Returns false,
+  /// changing nothing, when it cannot: the caller allocates a new block and copies.
+  /// Crash-safe as the rest: the top moves before the block reaches it, and a free
+  /// block is unlinked before the block's size swallows it (a crash in between leaves
+  /// it marked free and in no list, for the next sweep).
+  bool extend(std::uint64_t offset, std::uint64_t bytes) {
+    if (offset < heap_begin + sizeof(BlockHeader)) return false;
+    const std::uint64_t block = offset - sizeof(BlockHeader);
+    RecoveringGuard guard(state_.mutex, state_.deaths);
+    BlockHeader& h = header(block);
+    if (h.magic != block_magic || h.state != block_in_use || size_class_of(bytes) >= size_class_count) return false;
+    const std::uint64_t old_size = h.size;
+    const std::uint64_t need = (bytes + 15) / 16 * 16;
+    if (need <= old_size) return true;
+    const std::uint64_t next = block + sizeof(BlockHeader) + old_size;
+    if (next == state_.top) {
+      const std::uint64_t end = block + sizeof(BlockHeader) + need;
+      if (end > seg_.reserved()) return false;
+      if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed()), end)) {
+        return false;
+      }
+      publish(state_.top, end);
+      fault_point("alloc.extend");
+      publish(h.size, need);
+    } else if (!swallow_next(block, need)) {
+      return false;
+    }
+    add_live(h.size - old_size, true);
+    return true;
+  }
+
   /// True if offset can be a live block of at least `bytes` bytes (checks a handle
   /// decoded from bytes before it is trusted). Takes the allocator's lock: the block
   /// headers and the top it reads change under it.
@@ -189,6 +222,29 @@ class SegmentAllocator {
     fault_point("alloc.push");
     *seg_.at<std::uint64_t>(block + sizeof(BlockHeader)) = state_.free_heads[c];
     publish(state_.free_heads[c], block);
+  }
+
+  // Grows block over the free block right after it, if that is the head of its list
+  // and big enough; what is left past `need` becomes a free block of its own.
+  bool swallow_next(std::uint64_t block, std::uint64_t need) noexcept {
+    const std::uint64_t next = block + sizeof(BlockHeader) + header(block).size;
+    if (next >= state_.top || header(next).magic != block_magic || header(next).state != block_free) return false;
+    const std::uint64_t room = next + sizeof(BlockHeader) + header(next).size - block - sizeof(BlockHeader);
+    const std::size_t c = floor_class_of(header(next).size);
+    if (room < need || state_.free_heads[c] != next) return false;
+    publish(state_.free_heads[c], *seg_.at<std::uint64_t>(next + sizeof(BlockHeader)));  // unlinked, still free
+    if (state_.free_heads[c] == 0) publish(state_.nonempty[c / 64], state_.nonempty[c / 64] & ~bit(c));
+    std::uint64_t size = room;
+    std::uint64_t rest = 0;
+    if (room - need >= 2 * sizeof(BlockHeader)) {  // the rest is worth a block of its own
+      rest = block + sizeof(BlockHeader) + need;
+      header(rest) = BlockHeader{block_magic, block_free, room - need - sizeof(BlockHeader)};
+      size = need;
+    }
+    fault_point("alloc.extend");
+    publish(header(block).size, size);
+    if (rest != 0) push(rest);
+    return true;
   }
 
   // Takes a free block of a class above c and splits `need` bytes off it; 0 if none.

@@ -158,10 +158,8 @@ class SegmentAllocator {
     const std::uint64_t next = block + sizeof(BlockHeader) + old_size;
     if (next == state_.top) {
       const std::uint64_t end = block + sizeof(BlockHeader) + need;
-      if (end > seg_.reserved()) return false;
-      if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed()), end)) {
-        return false;
-      }
+      bool system_full = false;  // the caller's allocate() says so, if it comes to that
+      if (!back_up_to(end, system_full)) return false;
       publish(state_.top, end);
       fault_point("alloc.extend");
       publish(h.size, need);
@@ -208,10 +206,16 @@ class SegmentAllocator {
   std::uint64_t pop(std::size_t c) noexcept {
     const std::uint64_t block = state_.free_heads[c];
     if (block == 0) return 0;
-    publish(state_.free_heads[c], *seg_.at<std::uint64_t>(block + sizeof(BlockHeader)));
-    if (state_.free_heads[c] == 0) publish(state_.nonempty[c / 64], state_.nonempty[c / 64] & ~bit(c));
+    unlink_head(c);
     publish(header(block).state, block_in_use);
     return block;
+  }
+
+  // Takes the first block out of list c (not empty), still marked free: one a crash
+  // leaves here is in no list, for the next sweep.
+  void unlink_head(std::size_t c) noexcept {
+    publish(state_.free_heads[c], *seg_.at<std::uint64_t>(state_.free_heads[c] + sizeof(BlockHeader)));
+    if (state_.free_heads[c] == 0) publish(state_.nonempty[c / 64], state_.nonempty[c / 64] & ~bit(c));
   }
 
   // Marks a block free and files it under its size.
@@ -225,25 +229,17 @@ class SegmentAllocator {
   }
 
   // Grows block over the free block right after it, if that is the head of its list
-  // and big enough; what is left past `need` becomes a free block of its own.
+  // and big enough: takes it whole, then gives back what is past `need`.
   bool swallow_next(std::uint64_t block, std::uint64_t need) noexcept {
     const std::uint64_t next = block + sizeof(BlockHeader) + header(block).size;
     if (next >= state_.top || header(next).magic != block_magic || header(next).state != block_free) return false;
     const std::uint64_t room = next + sizeof(BlockHeader) + header(next).size - block - sizeof(BlockHeader);
     const std::size_t c = floor_class_of(header(next).size);
     if (room < need || state_.free_heads[c] != next) return false;
-    publish(state_.free_heads[c], *seg_.at<std::uint64_t>(next + sizeof(BlockHeader)));  // unlinked, still free
-    if (state_.free_heads[c] == 0) publish(state_.nonempty[c / 64], state_.nonempty[c / 64] & ~bit(c));
-    std::uint64_t size = room;
-    std::uint64_t rest = 0;
-    if (room - need >= 2 * sizeof(BlockHeader)) {  // the rest is worth a block of its own
-      rest = block + sizeof(BlockHeader) + need;
-      header(rest) = BlockHeader{block_magic, block_free, room - need - sizeof(BlockHeader)};
-      size = need;
-    }
+    unlink_head(c);
     fault_point("alloc.extend");
-    publish(header(block).size, size);
-    if (rest != 0) push(rest);
+    publish(header(block).size, room);
+    split_off_rest(block, need);
     return true;
   }
 
@@ -261,15 +257,19 @@ class SegmentAllocator {
       ++k;
     }
     if (block == 0) return 0;
-    const std::uint64_t size = header(block).size;
-    if (size - need >= 2 * sizeof(BlockHeader)) {  // the rest is worth a block of its own
-      const std::uint64_t rest = block + sizeof(BlockHeader) + need;
-      header(rest) = BlockHeader{block_magic, block_free, size - need - sizeof(BlockHeader)};
-      publish(header(block).size, need);  // from here on the rest is a block of its own...
-      fault_point("alloc.split");
-      push(rest);                         // ...lost only until the next sweep if we die now
-    }
+    split_off_rest(block, need);
     return block;
+  }
+
+  // Makes what block holds past `need` bytes a free block of its own, if it is worth one.
+  void split_off_rest(std::uint64_t block, std::uint64_t need) noexcept {
+    const std::uint64_t size = header(block).size;
+    if (size - need < 2 * sizeof(BlockHeader)) return;
+    const std::uint64_t rest = block + sizeof(BlockHeader) + need;
+    header(rest) = BlockHeader{block_magic, block_free, size - need - sizeof(BlockHeader)};
+    publish(header(block).size, need);  // from here on the rest is a block of its own...
+    fault_point("alloc.split");
+    push(rest);                         // ...lost only until the next sweep if we die now
   }
 
   // Carves a new block from the top, growing the segment if needed; 0 if it cannot
@@ -277,14 +277,21 @@ class SegmentAllocator {
   std::uint64_t carve(std::uint64_t need, bool& system_full) {
     const std::uint64_t block = state_.top;
     const std::uint64_t end = block + sizeof(BlockHeader) + need;
-    if (end > seg_.reserved()) return 0;
-    if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed()), end)) {
-      system_full = true;
-      return 0;
-    }
+    if (!back_up_to(end, system_full)) return 0;
     header(block) = BlockHeader{block_magic, block_in_use, need};
     publish(state_.top, end);
     return block;
+  }
+
+  // Makes sure the segment has memory up to end, growing it if needed; false if it
+  // may not (past max_size) or cannot (system_full: the system said no).
+  bool back_up_to(std::uint64_t end, bool& system_full) {
+    if (end > seg_.reserved()) return false;
+    if (end > seg_.committed() && !seg_.grow_to(std::max<std::uint64_t>(end, 2 * seg_.committed()), end)) {
+      system_full = true;
+      return false;
+    }
+    return true;
   }
 
   // Rebuilds the free lists from the blocks themselves, merging free neighbours, and

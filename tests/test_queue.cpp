@@ -8,6 +8,7 @@
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
+#include <mproc/detail/crash_safety.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -521,6 +523,60 @@ TEST_CASE("a consumer killed while taking an item: the other sleeping consumers 
   CHECK(codes == std::vector<int>{-SIGKILL, 0});
   CHECK(q.get().value == 2);
   CHECK(q.empty());
+}
+
+namespace {
+// Kills the process when a put or get reaches the named point of the ring.
+const char* kill_at = nullptr;
+void kill_if_reached(const char* where) {
+  if (kill_at != nullptr && std::strcmp(where, kill_at) == 0) ::kill(::getpid(), SIGKILL);
+}
+
+template <class Op>
+void die_at(const char* point, Op op) {
+  mproc::Process child([point, op] {
+    kill_at = point;
+    mproc::detail::fault_hook.store(kill_if_reached);
+    op();
+  });
+  child.start();
+  child.join();
+  REQUIRE(child.exitcode() == -SIGKILL);
+}
+}  // namespace
+
+TEST_CASE("a process killed between a put's steps or a get's leaves size() exact once the queue is used again") {
+  // maxsize 1: a count left one too high would make the queue look full for ever.
+  using Item = std::vector<std::int64_t>;
+  const mproc::Queue<Item> q(1, 64 * 1024);
+  const Item small{1};
+  SECTION("a producer, before its item shows") {
+    die_at("ring.publish", [q, small] { q.put(small); });
+    CHECK(q.size() == 0);
+    CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  }
+  SECTION("a producer of an item bigger than the ring, before its first piece shows") {
+    die_at("ring.publish", [q] { q.put(big_vector(std::size_t{1} << 20)); });
+    CHECK(q.size() == 0);
+    CHECK_THROWS_AS(q.get_nowait(), mproc::Empty);
+  }
+  SECTION("a producer, after its item shows, before it counts it") {
+    die_at("ring.published", [q, small] { q.put(small); });
+    CHECK(q.get_nowait() == small);
+    CHECK(q.size() == 0);
+  }
+  SECTION("a consumer, after it counts the item taken, before it moves past it") {
+    q.put(small);
+    die_at("ring.counted", [q] { (void)q.get(); });
+    CHECK(q.get_nowait() == small);  // the item the dead consumer was taking goes to the next one
+    CHECK(q.size() == 0);
+  }
+  CHECK(q.empty());
+  q.put_nowait(Item{2});  // the queue is not full
+  CHECK(q.size() == 1);
+  CHECK(q.full());
+  CHECK(q.get_nowait() == Item{2});
+  CHECK(q.size() == 0);
 }
 
 namespace {

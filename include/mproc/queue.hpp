@@ -94,7 +94,8 @@ class Queue {
   T get_nowait() const { return get_with(detail::WaitSpec::no_wait(), "get_nowait"); }
 
   /// The number of items in the queue (Python's qsize()). Exact when no put or get
-  /// is in progress in any process.
+  /// is in progress in any process; after one killed midway, from the next put or
+  /// get on.
   std::size_t size() const noexcept { return state_->ring.size(); }
   /// Whether the queue holds no items.
   bool empty() const noexcept { return size() == 0; }

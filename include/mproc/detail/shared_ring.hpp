@@ -39,6 +39,7 @@
 //   maxsize items still fit.
 
 #include <mproc/detail/bytes.hpp>
+#include <mproc/detail/crash_safety.hpp>  // fault_point
 #include <mproc/detail/deadline.hpp>
 #include <mproc/detail/frame.hpp>
 #include <mproc/detail/futex.hpp>
@@ -178,7 +179,12 @@ class SharedRing {
     return true;
   }
 
-  /// Items put and not yet taken (exact when no put or get is under way).
+  /// Items put and not yet taken (exact when no put or get is under way). Each count
+  /// moves on the side that leaves the item visible to the next one in: a writer
+  /// counts its item after it shows, a reader before the item goes, so that one
+  /// killed in between is undone by the next writer (recover_writer) or the next
+  /// reader, who finds the item still there. Meanwhile the difference may be
+  /// negative: it reads as 0.
   std::size_t size() const noexcept {
     const std::uint64_t got = c_->get_count.load();
     const std::uint64_t put = c_->put_count.load();
@@ -243,7 +249,7 @@ class SharedRing {
 
     // Writer side.
     alignas(64) std::atomic<u64> tail{0};  // bytes published
-    std::atomic<u64> put_count{0};         // items published (or being streamed)
+    std::atomic<u64> put_count{0};         // items published (a streamed one once whole)
     std::atomic<u32> put_seq{0};           // futex: bumped after tail moves
     std::atomic<u32> get_waiters{0};       // sleepers on put_seq
     std::atomic<u32> put_streaming{0};     // a writer is (or died) inside an item bigger than the ring
@@ -340,9 +346,7 @@ class SharedRing {
     }
   }
 
-  bool at_maxsize() const noexcept {
-    return c_->maxsize != 0 && c_->put_count.load() - c_->get_count.load() >= c_->maxsize;
-  }
+  bool at_maxsize() const noexcept { return c_->maxsize != 0 && size() >= c_->maxsize; }
   /// Whether bytes more fit in the writers' region now.
   bool room_for(u64 bytes) const noexcept {
     if (at_maxsize()) return false;
@@ -463,11 +467,12 @@ class SharedRing {
   void begin_publish(u64 start, u64 end, u64 count) noexcept {
     c_->pending_start = start;
     c_->pending_count = count;
-    c_->pending_end = end;
     std::atomic_signal_fence(std::memory_order_seq_cst);  // in this order even if killed
-    c_->put_count.store(count + 1);
+    c_->pending_end = end;
   }
+  /// Counts the item, now visible, and closes the record.
   void end_publish() noexcept {
+    c_->put_count.store(c_->pending_count + 1);
     std::atomic_signal_fence(std::memory_order_seq_cst);
     c_->pending_end = 0;
   }
@@ -528,7 +533,9 @@ class SharedRing {
     c_->high_water = std::max(c_->high_water, std::min(cap, ((start - region_start) & (cap - 1)) + record));
     const u64 published = c_->tail.load(std::memory_order_relaxed);  // past the padding if jump() consumed it
     begin_publish(published, start + record, index);
+    fault_point("ring.publish");
     c_->tail.store(start + record);
+    fault_point("ring.published");
     end_publish();
     // Readers sleep only on an empty queue, so only a publish onto a drained queue
     // wakes them (checked after the store: a reader draining meanwhile is seen); all
@@ -549,6 +556,7 @@ class SharedRing {
     const u64 index = c_->put_count.load(std::memory_order_relaxed);
     const FrameHeader h = make_frame_header(FrameKind::message, index, payload.size());
     begin_publish(start, start + record, index);
+    fault_point("ring.publish");
     c_->high_water = cap;
     // The queue is empty here (ready_for), so the first piece holds the header and the
     // readers' head is this item's.
@@ -614,9 +622,9 @@ class SharedRing {
   bool recover_writer(const WaitSpec& wait) {
     if (c_->pending_end != 0) {
       const u64 tail = c_->tail.load();
-      if (tail == c_->pending_start) {
-        c_->put_count.store(c_->pending_count);  // nothing of its item became visible
-      } else if (tail < c_->pending_end) {
+      const bool showed = tail != c_->pending_start;
+      if (showed) c_->put_count.store(c_->pending_count + 1);  // as end_publish would
+      if (showed && tail < c_->pending_end) {
         // It died inside a streamed item: nothing may be written until the readers
         // are past it. With no live reader taking it, drop it here, as a reader would
         // (abandon(): a streamed item is alone in the ring); else that reader does.
@@ -666,10 +674,14 @@ class SharedRing {
     }
   }
 
-  /// Moves head past consumed bytes (and, for an item, counts it) and wakes writers.
+  /// Moves head past consumed bytes (and, for an item, counts it first: see size())
+  /// and wakes writers.
   void advance(u64 head, std::optional<u64> index) noexcept {
+    if (index) {
+      c_->get_count.store(*index + 1);
+      fault_point("ring.counted");
+    }
     c_->head.store(head);
-    if (index) c_->get_count.store(*index + 1);
     notify(c_->get_seq, c_->put_waiters);  // all: writers wait for different amounts
   }
 

@@ -90,21 +90,9 @@ class LockBase {
   /// does not hold it.
   void unlock() {
     LockState& s = *state_;
-    const std::uint32_t depth = s.depth.load(relaxed);
-    const std::int32_t tid = s.owner_tid.load(relaxed);
-    if (s.recursive) {
-      if (tid != detail::current_tid() || depth == 0) throw not_held("unlock");
-      s.depth.store(depth - 1, relaxed);
-      if (depth == 1) s.owner_tid.store(0, relaxed);
-    }
-    const int rc = ::pthread_mutex_unlock(s.mutex.native());
-    if (rc == 0) return;
-    if (s.recursive) {  // this thread does not hold it after all (a recycled thread id)
-      s.depth.store(depth, relaxed);
-      s.owner_tid.store(tid, relaxed);
-    }
-    if (rc == EPERM) throw not_held("unlock");
-    throw OSError("pthread_mutex_unlock", rc);
+    if (s.recursive) return unlock_recursive(s);
+    // A Lock (error-checking) says EPERM itself when this thread does not hold it.
+    if (const int rc = ::pthread_mutex_unlock(s.mutex.native()); rc != 0) [[unlikely]] unlock_failed(rc);
   }
 
   /// Python's acquire(block): lock() when block, else try_lock(). Returns whether
@@ -185,21 +173,39 @@ class LockBase {
     acquired(r);
     return true;
   }
-  // Bookkeeping right after the mutex was taken.
+  // Bookkeeping right after the mutex was taken. Only an RLock counts levels.
   void acquired(LockResult r) {
     LockState& s = *state_;
-    if (r == LockResult::acquired && s.recursive && s.depth.load(relaxed) > 0) {  // the holder again
+    if (!s.recursive) return note_takeover(s, r == LockResult::owner_died);
+    if (r == LockResult::acquired && s.depth.load(relaxed) > 0) {  // the holder again
       s.depth.store(s.depth.load(relaxed) + 1, relaxed);
       return;
     }
     note_takeover(s, r == LockResult::owner_died);
     s.depth.store(1, relaxed);  // pthread restarts a recovered recursive mutex at one level too
-    if (s.recursive) s.owner_tid.store(detail::current_tid(), relaxed);
+    s.owner_tid.store(detail::current_tid(), relaxed);
+  }
+  static void unlock_recursive(LockState& s) {
+    const std::uint32_t depth = s.depth.load(relaxed);
+    const std::int32_t tid = s.owner_tid.load(relaxed);
+    if (tid != detail::current_tid() || depth == 0) throw not_held("unlock");
+    s.depth.store(depth - 1, relaxed);
+    if (depth == 1) s.owner_tid.store(0, relaxed);
+    if (const int rc = ::pthread_mutex_unlock(s.mutex.native()); rc != 0) {
+      // This thread does not hold it after all (a recycled thread id).
+      s.depth.store(depth, relaxed);
+      s.owner_tid.store(tid, relaxed);
+      unlock_failed(rc);
+    }
+  }
+  [[noreturn]] static void unlock_failed(int rc) {
+    if (rc == EPERM) throw not_held("unlock");
+    throw OSError("pthread_mutex_unlock", rc);
   }
   // Records whether the lock, just taken, was taken over from a holder that died or
   // that dropped its last handle while holding it (see detail/lock_ref.hpp).
   static void note_takeover(LockState& s, bool owner_died) {
-    if (s.dropped_while_held.load(relaxed)) {
+    if (s.dropped_while_held.load(relaxed)) [[unlikely]] {
       s.dropped_while_held.store(false, relaxed);
       owner_died = true;
     }

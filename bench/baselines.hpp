@@ -4,11 +4,11 @@
 // process and a forked child, and a robust mutex in shared memory. bench_limits.cpp reports them as the machine's limits; bench_channels.cpp
 // and bench_shared.cpp time them in the same rounds as a Pipe and a Value.
 
-#include <mproc/detail/child.hpp>
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/futex.hpp>
-#include <mproc/detail/robust_mutex.hpp>
-#include <mproc/detail/shared_mapping.hpp>
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/sync/robust_mutex.hpp>
+#include <mproc/detail/shm/shared_mapping.hpp>
 
 #include <sys/eventfd.h>
 #include <sys/socket.h>

@@ -6,7 +6,7 @@
 #include "bench_support.hpp"
 #include "baselines.hpp"
 
-#include <mproc/detail/fd.hpp>  // make_pipe: the raw pipes
+#include <mproc/detail/os/fd.hpp>  // make_pipe: the raw pipes
 #include <mproc/pipe.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>

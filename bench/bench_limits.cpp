@@ -6,8 +6,8 @@
 #include "bench_support.hpp"
 #include "baselines.hpp"
 
-#include <mproc/detail/child.hpp>
-#include <mproc/detail/fd.hpp>
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/os/fd.hpp>
 
 #include <cstdint>
 #include <cstring>

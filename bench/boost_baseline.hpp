@@ -13,7 +13,7 @@
 // processes in the middle of their operations. A dependency of those two only, never
 // of the library.
 
-#include <mproc/detail/robust_mutex.hpp>
+#include <mproc/detail/sync/robust_mutex.hpp>
 
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/containers/map.hpp>

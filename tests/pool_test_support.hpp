@@ -3,8 +3,8 @@
 // tests wait on events, never on time), counters shared with forked workers, and
 // checks that nothing (descriptor, child process) outlives a pool.
 
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/shared_mapping.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/shm/shared_mapping.hpp>
 #include <mproc/imap.hpp>
 
 #include <sys/wait.h>

@@ -9,8 +9,8 @@
 
 #include "pool_test_support.hpp"
 
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/memory.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/resident_memory.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -4,10 +4,10 @@
 // nothing behind: no file in /dev/shm (checked around every test binary by a Catch2
 // listener), no descriptor or mapping of a segment once the handles are gone.
 
-#include <mproc/detail/child.hpp>
-#include <mproc/detail/crash_safety.hpp>
-#include <mproc/detail/segment.hpp>
-#include <mproc/detail/shared_heap.hpp>
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/shm/shared_heap.hpp>
 
 // Catch2 v2 declares its listener base only with this; include this header before
 // catch.hpp.
@@ -65,7 +65,7 @@ void die_holding(Take&& take) {
   REQUIRE(exit_code(child) == -SIGKILL);
 }
 
-/// Sets mproc's test fault hook (detail/crash_safety.hpp) for a scope.
+/// Sets mproc's test fault hook (detail/shm/crash_safety.hpp) for a scope.
 class FaultHook {
  public:
   explicit FaultHook(void (*hook)(const char*)) noexcept { mproc::detail::fault_hook.store(hook); }

@@ -10,8 +10,8 @@
 
 #include "reliability_support.hpp"  // first: it configures Catch2
 
-#include <mproc/detail/lane.hpp>
-#include <mproc/detail/shared_ring.hpp>
+#include <mproc/detail/engine/lane.hpp>
+#include <mproc/detail/shm/shared_ring.hpp>
 #include <mproc/manager.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>

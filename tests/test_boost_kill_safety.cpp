@@ -29,9 +29,9 @@
 
 #include "boost_baseline.hpp"
 
-#include <mproc/detail/child.hpp>
-#include <mproc/detail/futex.hpp>
-#include <mproc/detail/shared_mapping.hpp>
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/shm/shared_mapping.hpp>
 #include <mproc/manager.hpp>
 
 #include <catch2/catch.hpp>

@@ -156,7 +156,7 @@ TEMPLATE_TEST_CASE("lock_tests.BaseLockTests.test_timeout", "[cpython]", mproc::
   // Timed acquires: a huge timeout is fine, a free lock is taken at once, a held one
   // times out in another process. mproc differs on bad timeouts: acquire(false, 1) is
   // a compile error (no such overload), and a negative timeout means "try once"
-  // (std::chrono's convention, detail/deadline.hpp) where Python raises ValueError.
+  // (std::chrono's convention, detail/os/deadline.hpp) where Python raises ValueError.
   TestType lock;
   CHECK(lock.acquire(-100s));  // free: taken
   lock.release();

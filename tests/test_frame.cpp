@@ -1,9 +1,9 @@
-// Frames (mproc/detail/frame.hpp): headers are validated field by field, the
+// Frames (mproc/detail/wire/frame.hpp): headers are validated field by field, the
 // assembler rebuilds frames from a byte stream cut anywhere, and frames cross a
 // real pipe intact, 64 MiB payloads included.
 
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/frame.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/wire/frame.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -5,7 +5,7 @@
 #include "shared_state_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/container.hpp>
+#include <mproc/detail/manager/container.hpp>
 #include <mproc/manager.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/sync.hpp>

@@ -6,7 +6,7 @@
 #include "picky_support.hpp"
 #include "pool_test_support.hpp"
 
-#include <mproc/detail/lane.hpp>  // Lane: its size, to find its mappings
+#include <mproc/detail/engine/lane.hpp>  // Lane: its size, to find its mappings
 #include <mproc/mproc.hpp>
 
 #include <catch2/catch.hpp>

@@ -5,7 +5,7 @@
 
 #include "pool_test_support.hpp"
 
-#include <mproc/detail/lane.hpp>
+#include <mproc/detail/engine/lane.hpp>
 #include <mproc/mproc.hpp>
 
 #include <catch2/catch.hpp>

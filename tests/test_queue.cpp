@@ -8,7 +8,7 @@
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
-#include <mproc/detail/crash_safety.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -8,9 +8,9 @@
 #include "reliability_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/frame.hpp>
-#include <mproc/detail/lane.hpp>
-#include <mproc/detail/task.hpp>
+#include <mproc/detail/wire/frame.hpp>
+#include <mproc/detail/engine/lane.hpp>
+#include <mproc/detail/engine/run_chunk.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/queue.hpp>

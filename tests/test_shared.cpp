@@ -5,7 +5,7 @@
 #include "shared_state_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/fd.hpp>
+#include <mproc/detail/os/fd.hpp>
 #include <mproc/manager.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/shared.hpp>

@@ -2,7 +2,7 @@
 // AsyncResult<T>: the handle apply_async, map_async and starmap_async return, as in
 // Python (get, wait, ready, successful), plus callbacks run when the result arrives.
 
-#include <mproc/detail/deadline.hpp>
+#include <mproc/detail/os/deadline.hpp>
 #include <mproc/errors.hpp>
 
 #include <chrono>

@@ -20,8 +20,8 @@
 // every length is checked against the bytes left, and bad bytes are a ProtocolError.
 // Values may nest at most max_nesting levels deep, both ways.
 
-#include <mproc/detail/bytes.hpp>
-#include <mproc/detail/cereal_bridge.hpp>
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/wire/cereal_bridge.hpp>
 #include <mproc/errors.hpp>
 
 #include <array>

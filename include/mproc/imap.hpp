@@ -4,7 +4,7 @@
 // in flight, so an endless input works and memory stays flat. Leaving the loop early
 // (break, an exception, destroying the IMap) cancels the items not yet run.
 
-#include <mproc/detail/jobs.hpp>
+#include <mproc/detail/engine/typed_jobs.hpp>
 
 #include <cstddef>
 #include <exception>

@@ -24,8 +24,8 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/current_process.hpp>
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/fork_gate.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/queue.hpp>
 
 #include <pthread.h>

@@ -39,13 +39,13 @@
 // memory), and owner_deaths() counts the event.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/container.hpp>
-#include <mproc/detail/dict_store.hpp>
-#include <mproc/detail/list_store.hpp>
-#include <mproc/detail/memfd.hpp>
-#include <mproc/detail/segment.hpp>
-#include <mproc/detail/segment_allocator.hpp>
-#include <mproc/detail/shared_heap.hpp>
+#include <mproc/detail/manager/container.hpp>
+#include <mproc/detail/manager/dict_store.hpp>
+#include <mproc/detail/manager/list_store.hpp>
+#include <mproc/detail/shm/memfd.hpp>
+#include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/shm/segment_allocator.hpp>
+#include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -189,7 +189,7 @@ class SharedList : public detail::ContainerHandle<detail::ListStore<T>> {
 /// Keys are compared by their encodings, so K must be a type whose equal values
 /// encode alike: a struct with padding is refused at compile time, and
 /// floating-point keys compare by their bits (-0.0 and 0.0 are different keys; see
-/// detail/dict_store.hpp).
+/// detail/manager/dict_store.hpp).
 template <class K, class V>
 class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   using Store = detail::DictStore<K, V>;

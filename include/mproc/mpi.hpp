@@ -15,10 +15,10 @@
 //
 // Needs Open MPI (or another MPI) with MPI_THREAD_MULTIPLE; link mproc::mpi.
 
-#include <mproc/detail/mpi_engine.hpp>
-#include <mproc/detail/mpi_env.hpp>
-#include <mproc/detail/mpi_serve.hpp>
-#include <mproc/detail/type_name.hpp>
+#include <mproc/detail/mpi/engine.hpp>
+#include <mproc/detail/mpi/env.hpp>
+#include <mproc/detail/mpi/serve.hpp>
+#include <mproc/detail/wire/type_name.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/pool.hpp>
 

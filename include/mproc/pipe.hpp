@@ -6,7 +6,7 @@
 //   mproc::Process p(child_main, std::move(b));      // hand an end to a child by value
 //   p.start();  a.send("hi");  std::string s = a.recv();
 //
-// Each message is one frame (see detail/frame.hpp) over a pipe: one per direction
+// Each message is one frame (see detail/wire/frame.hpp) over a pipe: one per direction
 // (two for a duplex Pipe, where Python uses a socketpair: a round trip over pipes is
 // faster). send() blocks while the OS buffer is full, as in Python; recv() throws
 // EOFError once every copy of the other end is closed and nothing is left. Like
@@ -21,10 +21,10 @@
 // close() it where it is not used.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/deadline.hpp>
-#include <mproc/detail/fd.hpp>
-#include <mproc/detail/frame.hpp>
-#include <mproc/detail/scratch.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/wire/frame.hpp>
+#include <mproc/detail/wire/scratch.hpp>
 #include <mproc/errors.hpp>
 
 #include <poll.h>

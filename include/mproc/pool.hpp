@@ -10,12 +10,12 @@
 #include <mproc/async_result.hpp>
 #include <mproc/codec.hpp>
 #include <mproc/cpu_count.hpp>
-#include <mproc/detail/jobs.hpp>
-#include <mproc/detail/local_engine.hpp>
-#include <mproc/detail/pid.hpp>
-#include <mproc/detail/signature.hpp>
-#include <mproc/detail/task.hpp>
-#include <mproc/detail/worker.hpp>
+#include <mproc/detail/engine/typed_jobs.hpp>
+#include <mproc/detail/engine/local_engine.hpp>
+#include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/engine/signature.hpp>
+#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/imap.hpp>
 

@@ -33,10 +33,10 @@
 //   object moves; override run() instead.
 
 #include <mproc/current_process.hpp>
-#include <mproc/detail/child.hpp>
-#include <mproc/detail/deadline.hpp>
-#include <mproc/detail/pid.hpp>
-#include <mproc/detail/task.hpp>  // describe_current_exception
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/engine/run_chunk.hpp>  // describe_current_exception
 #include <mproc/errors.hpp>
 
 #include <sys/prctl.h>

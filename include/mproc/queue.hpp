@@ -33,8 +33,8 @@
 // dropped, as is such an item whose producer is killed midway.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/scratch.hpp>
-#include <mproc/detail/shared_ring.hpp>
+#include <mproc/detail/wire/scratch.hpp>
+#include <mproc/detail/shm/shared_ring.hpp>
 #include <mproc/errors.hpp>
 
 #include <atomic>

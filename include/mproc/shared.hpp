@@ -11,8 +11,8 @@
 // that started earlier. Copies of a Value or Array are handles to the same memory.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/handle_codec.hpp>
-#include <mproc/detail/shared_heap.hpp>
+#include <mproc/detail/wire/handle_codec.hpp>
+#include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/sync.hpp>
 

@@ -18,7 +18,7 @@
 // Lock::owner_died() tells it that the data the lock guards may be half updated.
 // owner_deaths() counts such take-overs over the object's life. A thread that drops
 // the last handle in its process of a Lock or RLock it holds abandons it the same way
-// (detail/lock_ref.hpp).
+// (detail/sync/lock_ref.hpp).
 //
 // Every timed wait blocks with a deadline on CLOCK_MONOTONIC. A wait also wakes every
 // 100 ms (detail::wait_slice) to look again, since between processes a wake-up can be
@@ -27,14 +27,14 @@
 // signal handled meanwhile does not end a wait: it goes on to its deadline.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/crash_safety.hpp>
-#include <mproc/detail/deadline.hpp>
-#include <mproc/detail/futex.hpp>
-#include <mproc/detail/handle_codec.hpp>
-#include <mproc/detail/lock_ref.hpp>
-#include <mproc/detail/pid.hpp>
-#include <mproc/detail/shared_heap.hpp>
-#include <mproc/detail/sync_state.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>
+#include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/wire/handle_codec.hpp>
+#include <mproc/detail/sync/lock_ref.hpp>
+#include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/shm/shared_heap.hpp>
+#include <mproc/detail/sync/sync_state.hpp>
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
@@ -203,7 +203,7 @@ class LockBase {
     throw OSError("pthread_mutex_unlock", rc);
   }
   // Records whether the lock, just taken, was taken over from a holder that died or
-  // that dropped its last handle while holding it (see detail/lock_ref.hpp).
+  // that dropped its last handle while holding it (see detail/sync/lock_ref.hpp).
   static void note_takeover(LockState& s, bool owner_died) {
     if (s.dropped_while_held.load(relaxed)) [[unlikely]] {
       s.dropped_while_held.store(false, relaxed);

@@ -12,9 +12,9 @@
 // <dir> and exits instead of fuzzing (to refresh them after an encoding change).
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/frame.hpp>
-#include <mproc/detail/job.hpp>
-#include <mproc/detail/task.hpp>
+#include <mproc/detail/wire/frame.hpp>
+#include <mproc/detail/engine/job.hpp>
+#include <mproc/detail/engine/run_chunk.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>

@@ -1,0 +1,184 @@
+#pragma once
+// A Job is one batch of items submitted together: one map, one imap stream, one
+// apply_async. It holds the encoded arguments (the input side, cut into chunks by
+// whoever runs them) and receives the outcomes (the output side, implemented by the
+// typed jobs in typed_jobs.hpp). Nothing here depends on how chunks reach a worker.
+
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/errors.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace mproc::detail {
+
+/// Encoded argument tuples, appended in segments (one for a map, one per refill for a
+/// stream) and released once every item of a segment has its outcome.
+class ItemStore {
+ public:
+  /// item_size: the encoded size of every item if fixed, else 0 (then offsets are kept).
+  explicit ItemStore(std::size_t item_size) noexcept : item_size_(item_size) {}
+
+  /// Appends count items encoded back to back in bytes; offsets[i] is where item i
+  /// starts (ignored, and may be empty, for fixed-size items).
+  void append(Bytes bytes, std::vector<std::size_t> offsets, std::size_t count) {
+    if (count == 0) return;
+    segments_.push_back(Segment{size_, count, count, std::move(bytes), std::move(offsets)});
+    size_ += count;
+  }
+  /// Items appended so far.
+  std::size_t size() const noexcept { return size_; }
+
+  /// How many items from `first` on lie in the same segment (so can form one chunk).
+  std::size_t contiguous_from(std::size_t first) const { return segment_of(first).end() - first; }
+
+  /// The bytes of items [first, first + count), which must lie in one segment.
+  std::span<const std::byte> bytes(std::size_t first, std::size_t count) const {
+    const Segment& s = segment_of(first);
+    const std::size_t a = s.offset_of(first - s.first, item_size_);
+    const std::size_t b = s.offset_of(first - s.first + count, item_size_);
+    return {s.bytes.data() + a, b - a};
+  }
+
+  /// Records that count items from `first` on have their final outcome, and frees
+  /// the segments at the front that are fully done.
+  void settle(std::size_t first, std::size_t count) {
+    while (count > 0) {
+      Segment& s = segment_of(first);
+      const std::size_t n = std::min(count, s.end() - first);
+      s.unsettled -= n;
+      first += n;
+      count -= n;
+    }
+    while (!segments_.empty() && segments_.front().unsettled == 0) segments_.pop_front();
+  }
+
+ private:
+  struct Segment {
+    std::size_t first;
+    std::size_t count;
+    std::size_t unsettled;
+    Bytes bytes;
+    std::vector<std::size_t> offsets;
+    std::size_t end() const noexcept { return first + count; }
+    std::size_t offset_of(std::size_t i, std::size_t item_size) const noexcept {
+      if (item_size != 0) return i * item_size;
+      return i == count ? bytes.size() : offsets[i];
+    }
+  };
+  const Segment& segment_of(std::size_t index) const { return const_cast<ItemStore*>(this)->segment_of(index); }
+  Segment& segment_of(std::size_t index) {
+    // Few live segments (a stream keeps a bounded window), so a linear scan is cheap.
+    for (Segment& s : segments_) {
+      if (index >= s.first && index < s.end()) return s;
+    }
+    throw ProtocolError("mproc: internal error: item " + std::to_string(index) + " is not in the store");
+  }
+
+  std::size_t item_size_;
+  std::size_t size_ = 0;
+  std::deque<Segment> segments_;
+};
+
+/// One batch of items and the sink for their outcomes.
+///
+/// Threads: the input side (input, dispatched, input_closed, cancelled, chunking) is
+/// guarded by the owner's mutex (the pool's); the output side (settled, in_flight and
+/// the virtual sinks) is used by the one thread that receives outcomes.
+class Job {
+ public:
+  Job(std::size_t item_size, std::size_t fixed_chunksize) : input(item_size), chunking(fixed_chunksize) {}
+  virtual ~Job() = default;
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  // ---- input side (under the owner's mutex)
+  ItemStore input;
+  std::size_t dispatched = 0;  // items [0, dispatched) were cut into chunks
+  bool input_closed = false;   // no more items will be appended
+  bool cancelled = false;      // the consumer left: stop running its items
+  std::optional<std::size_t> expected_total;  // the input's length, when known up front
+  ChunkPolicy chunking;
+
+  bool has_undispatched() const noexcept { return !cancelled && dispatched < input.size(); }
+
+  // ---- output side (receiving thread)
+  std::size_t settled = 0;  // items with a final outcome (or dropped after cancel)
+  std::size_t in_flight = 0;  // chunks handed out and not yet back
+
+  /// Items [first, first + outcome.count) finished (each a result or an error).
+  virtual void deliver(std::size_t first, const ChunkOutcome& outcome) = 0;
+  /// Item `index` failed for good (WorkerLost, TimeoutError, ...).
+  virtual void fail(std::size_t index, std::exception_ptr error) = 0;
+  /// Every item has its outcome; called once.
+  virtual void finish() = 0;
+  /// The pool stopped (terminate, or a broken pool): fail whatever is still missing.
+  virtual void abandon(std::exception_ptr error) = 0;
+};
+
+/// Where the encoded result of type R that starts at `start` ends, if that can be told
+/// without decoding it: fixed-size results, and cereal types (their length comes first).
+template <class R>
+std::optional<std::size_t> result_end(std::span<const std::byte> results, std::size_t start) {
+  if constexpr (fixed_encoded_size<R>() != 0) {
+    if (results.size() - start >= fixed_encoded_size<R>()) return start + fixed_encoded_size<R>();
+  } else if constexpr (kind_of<R>() == Kind::cereal) {
+    std::uint64_t length = 0;
+    if (results.size() - start < sizeof length) return std::nullopt;
+    std::memcpy(&length, results.data() + start, sizeof length);
+    if (results.size() - start - sizeof length >= length) return start + sizeof length + length;
+  }
+  return std::nullopt;
+}
+
+/// Walks a chunk outcome: on_value(index, R&&) for each result, on_error(index,
+/// exception_ptr) for each failure, in item order; `first` is the chunk's first index.
+/// Never throws for bad bytes: a result that does not decode, whatever its decoding
+/// throws, fails its item with ProtocolError. The results after it are found if its
+/// end is known without decoding it (result_end); if not, they fail too.
+template <class R, class OnValue, class OnError>
+void for_each_outcome(std::size_t first, const ChunkOutcome& outcome, OnValue&& on_value, OnError&& on_error) {
+  Reader results(outcome.results);
+  std::size_t offset = 0;  // where `results` starts in outcome.results
+  auto error = outcome.errors.begin();
+  std::optional<std::size_t> lost_after;  // the undecodable result the rest can't be found after
+  for (std::uint32_t i = 0; i < outcome.header.count; ++i) {
+    const std::size_t index = first + i;
+    if (error != outcome.errors.end() && error->first == i) {
+      on_error(index, std::make_exception_ptr(RemoteError(error->second.type, error->second.message)));
+      ++error;
+      continue;
+    }
+    if (lost_after) {
+      on_error(index, std::make_exception_ptr(ProtocolError("mproc: the result of task " + std::to_string(index) +
+                                                            " cannot be found: it came after task " +
+                                                            std::to_string(*lost_after) +
+                                                            "'s, which could not be decoded")));
+      continue;
+    }
+    const std::size_t start = offset + results.position();
+    try {
+      on_value(index, decode_value<R>(results));
+      continue;
+    } catch (...) {
+      on_error(index, std::make_exception_ptr(decode_error("the result of task " + std::to_string(index))));
+    }
+    if (const auto end = result_end<R>(outcome.results, start)) {
+      offset = *end;
+      results = Reader(outcome.results.subspan(offset));
+    } else {
+      lost_after = index;
+    }
+  }
+}
+
+}  // namespace mproc::detail

@@ -19,7 +19,7 @@
 // its serve() loop, which may also run in a logger process of its own:
 //
 //   mproc::LogQueue logs;
-//   mproc::Process logger([logs] { logs.serve(); });   // seed 000's logger process
+//   mproc::Process logger([logs] { logs.serve(); });   // a logger process, as in Python's logging recipes
 //   logger.start();  ...  logs.log("working");  ...  logs.stop();  logger.join();
 
 #include <mproc/codec.hpp>

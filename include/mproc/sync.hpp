@@ -32,6 +32,7 @@
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/wire/handle_codec.hpp>
 #include <mproc/detail/sync/lock_ref.hpp>
+#include <mproc/detail/sync/robust_lock.hpp>
 #include <mproc/detail/os/pid.hpp>
 #include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/detail/sync/sync_state.hpp>
@@ -338,7 +339,7 @@ class Semaphore {
   void release(std::int64_t n = 1) {
     if (n <= 0) throw ValueError("mproc::Semaphore::release: n must be positive");
     detail::SemaphoreState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    detail::RobustLock guard(s.mutex, s.deaths);
     if (s.bound >= 0 && s.value + n > s.bound) {
       throw ValueError("mproc::BoundedSemaphore released too many times (above its initial value " +
                        std::to_string(s.bound) + ")");
@@ -352,7 +353,7 @@ class Semaphore {
   /// The counter now (Python's get_value()).
   std::int64_t get_value() const {
     detail::SemaphoreState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    detail::RobustLock guard(s.mutex, s.deaths);
     return s.value;
   }
   /// acquire(), for std::lock_guard and std::unique_lock.
@@ -379,7 +380,7 @@ class Semaphore {
 
   bool acquire_until(detail::steady_clock::time_point deadline) {
     detail::SemaphoreState& s = *state_;
-    detail::RecoveringGuard guard(s.mutex, s.deaths);
+    detail::RobustLock guard(s.mutex, s.deaths);
     while (s.value <= 0) {
       if (deadline == detail::steady_clock::time_point::min() || !guard.wait_until(s.available, deadline)) {
         if (s.value > 0) break;
@@ -639,11 +640,11 @@ class Barrier {
 
   // The barrier's internal lock for a scope. A holder that died with it may have left
   // a round half counted, so taking it over breaks the barrier, in every call.
-  class Guard : public detail::RecoveringGuard {
+  class Guard : public detail::RobustLock {
    public:
-    explicit Guard(detail::BarrierState& s) : RecoveringGuard(s.mutex, s.deaths), s_(s) { break_if_recovered(); }
+    explicit Guard(detail::BarrierState& s) : RobustLock(s.mutex, s.deaths), s_(s) { break_if_recovered(); }
     bool wait_until(detail::SharedCondition& c, detail::steady_clock::time_point deadline) {
-      const bool woken = RecoveringGuard::wait_until(c, deadline);
+      const bool woken = RobustLock::wait_until(c, deadline);
       break_if_recovered();
       return woken;
     }

@@ -60,12 +60,12 @@ class ChunkPolicy {
     const auto hi = std::max<std::size_t>(1, static_cast<std::size_t>(max_chunk_seconds / *per_item));
     std::size_t size = hi;
     if (remaining) {
-      const std::size_t share = (*remaining + chunks_per_worker * workers - 1) / (chunks_per_worker * workers);
+      const std::size_t share = ceil_div(*remaining, chunks_per_worker * workers);
       // The 2 ms floor comes from the items measured so far; when later items cost
-      // more (seed 001's cube grows with n) it must not swallow the tail in a few
+      // more (a cube's cost grows with n) it must not swallow the tail in a few
       // chunks, so it never exceeds half a fair share of what is left (nor goes below
       // the tail's floor).
-      const std::size_t half_share = (*remaining + 2 * workers - 1) / (2 * workers);
+      const std::size_t half_share = ceil_div(*remaining, 2 * workers);
       const auto tail = static_cast<std::size_t>(std::ceil(min_tail_chunk_seconds / *per_item));
       size = std::clamp(share, std::min({lo, hi, std::max(half_share, tail)}), hi);
     }
@@ -84,6 +84,9 @@ class ChunkPolicy {
   }
 
  private:
+  // n / d rounded up, without the overflow of (n + d - 1) / d near SIZE_MAX.
+  static std::size_t ceil_div(std::size_t n, std::size_t d) noexcept { return n / d + (n % d != 0 ? 1 : 0); }
+
   std::size_t fixed_;
   std::size_t items_ = 0;
   double ns_ = 0;

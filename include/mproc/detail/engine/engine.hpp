@@ -11,7 +11,7 @@
 #include <mproc/detail/os/fd.hpp>  // limit_error
 #include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/engine/job.hpp>
-#include <mproc/detail/engine/worker_slots.hpp>  // monotonic_ns
+#include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 #include <mproc/errors.hpp>
 
 #include <signal.h>

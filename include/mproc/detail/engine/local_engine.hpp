@@ -37,6 +37,7 @@
 #include <mproc/detail/os/fork_server.hpp>
 #include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/engine/lane.hpp>
+#include <mproc/detail/engine/worker_env.hpp>
 #include <mproc/detail/engine/worker_slots.hpp>
 #include <mproc/errors.hpp>
 
@@ -62,18 +63,6 @@
 #include <vector>
 
 namespace mproc::detail {
-
-/// What a worker process gets: its two pipe ends, its slot on the board, its lanes.
-struct WorkerEnv {
-  int task_fd;     // frames from the parent (read end)
-  int result_fd;   // frames to the parent (write end)
-  WorkerSlot* slot;
-  pid_t parent;    // the fork server's pid, taken before the fork, to notice if it is already gone
-  bool timed;      // post item start times (task_timeout is set)
-  Lane* task_lane;    // big task payloads from the parent
-  Lane* result_lane;  // big outcomes to the parent
-  std::size_t max_memory;  // retire once more is resident (0: no limit); see MemoryGuard
-};
 
 struct LocalConfig {
   std::size_t processes = 1;

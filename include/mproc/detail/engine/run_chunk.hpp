@@ -9,6 +9,7 @@
 //   errors:  error_count x [u32 item][string type][string message], by item
 
 #include <mproc/codec.hpp>
+#include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 #include <mproc/detail/os/resident_memory.hpp>
 #include <mproc/detail/engine/signature.hpp>
 #include <mproc/detail/wire/type_name.hpp>

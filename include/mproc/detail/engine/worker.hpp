@@ -6,7 +6,7 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/os/resident_memory.hpp>
-#include <mproc/detail/engine/local_engine.hpp>
+#include <mproc/detail/engine/worker_env.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
 
 #include <sys/prctl.h>

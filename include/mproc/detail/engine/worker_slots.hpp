@@ -4,12 +4,12 @@
 // read it at any time, and still after the worker died: that is how the parent
 // knows exactly which item a dead worker was running.
 
+#include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 #include <mproc/detail/shm/shared_mapping.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
 #include <new>
 #include <utility>
 
@@ -26,12 +26,6 @@ inline bool word_is_chunk(std::uint64_t word, std::uint64_t chunk) noexcept {
 }
 inline std::uint32_t word_item(std::uint64_t word) noexcept {
   return static_cast<std::uint32_t>((word & 0xffffffffu) - 1);
-}
-
-inline std::int64_t monotonic_ns() noexcept {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
 /// Whether chunk sequence a comes after b: sequences wrap at 2^32, and those compared

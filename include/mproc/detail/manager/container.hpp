@@ -8,7 +8,7 @@
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
-#include <mproc/detail/sync/sync_state.hpp>
+#include <mproc/detail/sync/robust_lock.hpp>
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
@@ -93,7 +93,7 @@ decltype(auto) with_lock(const ContainerRef& ref, const char* what, F&& f) {
   Store store(ref);
   ContainerHeader& header = store.header();
   try {
-    RecoveringGuard guard(header.mutex, header.deaths);
+    RobustLock guard(header.mutex, header.deaths);
     if (guard.recovered()) store.repair();
     return std::forward<F>(f)(store);
   } catch (const OSError& e) {

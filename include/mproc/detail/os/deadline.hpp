@@ -3,10 +3,20 @@
 // takes (pthread_*_clock* calls on CLOCK_MONOTONIC, condition variables, poll).
 
 #include <chrono>
+#include <cstdint>
+#include <ctime>
 
 namespace mproc::detail {
 
 using steady_clock = std::chrono::steady_clock;
+
+/// The monotonic clock in nanoseconds, as a plain integer: what shared memory and
+/// per-item bookkeeping store (steady_clock reads the same clock).
+inline std::int64_t monotonic_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
 
 /// now + d, saturating: a deadline that would land past time_point::max() (a timeout
 /// of hours::max() or nanoseconds::max(), a NaN) is time_point::max(), "forever",

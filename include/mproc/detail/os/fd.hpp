@@ -3,6 +3,7 @@
 // descriptors private to this process's pools, which forked children close.
 
 #include <mproc/detail/os/deadline.hpp>
+#include <mproc/detail/os/fork_safe_mutex.hpp>  // ForkBlock
 #include <mproc/errors.hpp>
 
 #include <fcntl.h>
@@ -25,37 +26,6 @@
 #include <utility>
 
 namespace mproc::detail {
-
-/// Holds off every fork() of this process while it lives (pthread_atfork waits for
-/// it); re-entrant on one thread, and a thread that forks while holding it may.
-class ForkBlock {
- public:
-  ForkBlock() {
-    if (depth()++ == 0) mutex().lock();
-  }
-  ~ForkBlock() {
-    if (--depth() == 0) mutex().unlock();
-  }
-  ForkBlock(const ForkBlock&) = delete;
-  ForkBlock& operator=(const ForkBlock&) = delete;
-
- private:
-  static std::mutex& mutex() {
-    static std::mutex m;
-    // Around a fork: the forking thread takes the mutex unless it holds it already;
-    // the child, whose only thread is that one, gets it back as the parent does.
-    static const bool registered = (::pthread_atfork([] { if (depth() == 0) mutex().lock(); },
-                                                     [] { if (depth() == 0) mutex().unlock(); },
-                                                     [] { if (depth() == 0) mutex().unlock(); }),
-                                    true);
-    (void)registered;
-    return m;
-  }
-  static int& depth() noexcept {
-    thread_local int held = 0;
-    return held;
-  }
-};
 
 /// Descriptors a pool keeps for itself (its workers' pipes, pidfds, wake-up fds).
 /// A child forked by mproc closes them all but the ones it is handed, so a worker never

@@ -2,7 +2,7 @@
 // The resident memory of this process, for PoolOptions::max_memory_per_child.
 
 #include <mproc/detail/os/fd.hpp>
-#include <mproc/detail/engine/worker_slots.hpp>  // monotonic_ns
+#include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 
 #include <fcntl.h>
 #include <unistd.h>

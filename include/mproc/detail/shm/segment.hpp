@@ -123,7 +123,7 @@ class SegmentRegistry {
 
  private:
   struct Tag {};
-  static std::mutex& mutex() { return fork_safe_mutex<Tag>(); }
+  static ForkSafeMutex<Tag>& mutex() { return fork_safe_mutex<Tag>(); }
 
   std::unordered_map<std::uint64_t, std::weak_ptr<Segment>> map_;
   std::array<std::shared_ptr<Segment>, recent_capacity> recent_{};

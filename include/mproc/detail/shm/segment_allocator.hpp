@@ -16,7 +16,7 @@
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/sync/robust_mutex.hpp>
 #include <mproc/detail/shm/segment.hpp>
-#include <mproc/detail/sync/sync_state.hpp>
+#include <mproc/detail/sync/robust_lock.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -108,7 +108,7 @@ class SegmentAllocator {
   /// grow enough.
   std::uint64_t allocate(std::uint64_t bytes, const char* what) {
     const std::size_t c = size_class_of(bytes);
-    RecoveringGuard guard(state_.mutex, state_.deaths);
+    RobustLock guard(state_.mutex, state_.deaths);
     if (c >= size_class_count) throw full(bytes, what, false);
     const std::uint64_t need = class_size(c);
     bool system_full = false;
@@ -131,7 +131,7 @@ class SegmentAllocator {
     BlockHeader& header = *seg_.at<BlockHeader>(block);
     if (header.magic != block_magic || header.state != block_in_use) return;  // never ours, or freed already
     try {
-      RecoveringGuard guard(state_.mutex, state_.deaths);
+      RobustLock guard(state_.mutex, state_.deaths);
       add_live(header.size, false);
       push(block);
     } catch (...) {
@@ -149,7 +149,7 @@ class SegmentAllocator {
   bool extend(std::uint64_t offset, std::uint64_t bytes) {
     if (offset < heap_begin + sizeof(BlockHeader)) return false;
     const std::uint64_t block = offset - sizeof(BlockHeader);
-    RecoveringGuard guard(state_.mutex, state_.deaths);
+    RobustLock guard(state_.mutex, state_.deaths);
     BlockHeader& h = header(block);
     if (h.magic != block_magic || h.state != block_in_use || size_class_of(bytes) >= size_class_count) return false;
     const std::uint64_t old_size = h.size;
@@ -174,7 +174,7 @@ class SegmentAllocator {
   /// decoded from bytes before it is trusted). Takes the allocator's lock: the block
   /// headers and the top it reads change under it.
   bool plausible(std::uint64_t offset, std::uint64_t bytes) const {
-    RecoveringGuard guard(state_.mutex, state_.deaths);
+    RobustLock guard(state_.mutex, state_.deaths);
     const std::uint64_t top = state_.top;
     if (offset < heap_begin + sizeof(BlockHeader) || offset % 16 != 0 || offset > top) return false;
     const BlockHeader& header = *seg_.at<BlockHeader>(offset - sizeof(BlockHeader));

@@ -45,6 +45,7 @@
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/shm/memfd.hpp>
 #include <mproc/detail/shm/mirror_mapping.hpp>
+#include <mproc/detail/sync/robust_lock.hpp>
 #include <mproc/detail/sync/robust_mutex.hpp>
 #include <mproc/detail/shm/shared_mapping.hpp>
 #include <mproc/errors.hpp>
@@ -58,6 +59,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <span>
@@ -80,31 +82,6 @@ struct WaitSpec {
     if (deadline == std::chrono::steady_clock::time_point::max()) return forever();
     return {true, deadline};
   }
-};
-
-/// Unlocks a RobustMutex on scope exit (if it holds one).
-class RingLock {
- public:
-  RingLock() = default;
-  explicit RingLock(RobustMutex& m) noexcept : m_(&m) {}
-  RingLock(RingLock&& other) noexcept : m_(std::exchange(other.m_, nullptr)) {}
-  RingLock& operator=(RingLock&& other) noexcept {
-    if (this != &other) {
-      unlock();
-      m_ = std::exchange(other.m_, nullptr);
-    }
-    return *this;
-  }
-  RingLock(const RingLock&) = delete;
-  RingLock& operator=(const RingLock&) = delete;
-  ~RingLock() { unlock(); }
-  explicit operator bool() const noexcept { return m_ != nullptr; }
-  void unlock() noexcept {
-    if (m_ != nullptr) std::exchange(m_, nullptr)->unlock();
-  }
-
- private:
-  RobustMutex* m_ = nullptr;
 };
 
 class SharedRing {
@@ -139,7 +116,7 @@ class SharedRing {
     const u64 record = record_size(payload.size());
     if (!wait.block && record > c_->region_size[c_->region_count - 1]) return false;
     const auto has_room = [&] { return ready_for(record); };
-    RingLock lock;
+    RobustLock lock;
     Placement placement = Placement::none;
     for (;;) {
       // A writer that died in a giant item leaves the ring full: taking the lock
@@ -282,7 +259,7 @@ class SharedRing {
     u64 index = 0;
     u64 end = 0;
     bool consumed = false;  // head already moved past it (streamed items)
-    RingLock lock;
+    RobustLock lock;
   };
 
   static u64 ring_size(std::size_t requested) {
@@ -434,22 +411,22 @@ class SharedRing {
   static LockResult lock(RobustMutex& m, std::optional<time_point> deadline) {
     return deadline ? m.lock_until(*deadline) : m.lock();
   }
-  RingLock lock_writer(const WaitSpec& wait) {
+  RobustLock lock_writer(const WaitSpec& wait) {
     // put_nowait may wait for another writer's copy, never for a giant item that
     // streams through at the readers' pace.
     const bool streaming = c_->put_streaming.load() != 0;
     const LockResult r = !wait.block && streaming ? c_->put_lock.try_lock() : lock(c_->put_lock, wait.deadline);
     if (r == LockResult::timed_out) return {};
-    RingLock l(c_->put_lock);
+    RobustLock l(c_->put_lock, std::adopt_lock);
     // A streaming writer holds put_lock: finding put_streaming set means it died.
     if ((r == LockResult::owner_died || c_->put_streaming.load() != 0) && !recover_writer(wait)) return {};
     return l;
   }
-  RingLock lock_reader(const WaitSpec& wait) {
+  RobustLock lock_reader(const WaitSpec& wait) {
     // get_nowait gives up at once while another reader takes an item, as Python's does.
     const LockResult r = wait.block ? lock(c_->get_lock, wait.deadline) : c_->get_lock.try_lock();
     if (r == LockResult::timed_out) return {};
-    RingLock l(c_->get_lock);
+    RobustLock l(c_->get_lock, std::adopt_lock);
     if (r == LockResult::owner_died || c_->skip_end != 0) {
       if (!recover_reader(wait.block ? wait.deadline : std::optional(std::chrono::steady_clock::now()))) return {};
     }
@@ -507,7 +484,7 @@ class SharedRing {
       // killed in between leaves a well-formed ring either way.
       const LockResult r = c_->get_lock.try_lock();
       if (r != LockResult::timed_out) {
-        RingLock reader(c_->get_lock);
+        RobustLock reader(c_->get_lock, std::adopt_lock);
         if (r == LockResult::owner_died) recover_reader(std::chrono::steady_clock::now());  // cannot wait
         if (c_->head.load() == tail) {
           c_->tail.store(next);
@@ -631,7 +608,7 @@ class SharedRing {
         const u64 end = c_->pending_end;
         const auto passed = [&] { return c_->head.load() >= end; };
         if (const LockResult r = c_->get_lock.try_lock(); r != LockResult::timed_out) {
-          RingLock reader(c_->get_lock);
+          RobustLock reader(c_->get_lock, std::adopt_lock);
           if (!passed()) {
             c_->tail.store(end);
             advance(end, c_->pending_count);
@@ -662,7 +639,7 @@ class SharedRing {
     const auto ready = [this] { return readable() || c_->skip_end.load() != 0; };
     for (;;) {
       if (ready()) {
-        RingLock l = lock_reader(wait);
+        RobustLock l = lock_reader(wait);
         if (!l) return std::nullopt;
         if (std::optional<Taken> t = next_item()) {
           t->lock = std::move(l);

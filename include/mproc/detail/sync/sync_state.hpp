@@ -1,7 +1,6 @@
 #pragma once
 // The shared-memory layouts behind mproc's locks, semaphores, events, conditions and
-// barriers, and the guard every one of them (and every Manager container) takes its
-// internal robust mutex with.
+// barriers.
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/sync/robust_mutex.hpp>
@@ -15,40 +14,6 @@
 #include <cstdint>
 
 namespace mproc::detail {
-
-/// Holds a robust mutex for a scope. When the previous holder died with it, the guard
-/// still gets the mutex, counts the death in `deaths` and reports recovered(): the
-/// caller then repairs whatever the dead holder may have left half done.
-class RecoveringGuard {
- public:
-  RecoveringGuard(RobustMutex& m, std::atomic<std::uint64_t>& deaths) : m_(m), deaths_(deaths) {
-    note(m_.lock() == LockResult::owner_died);
-  }
-  RecoveringGuard(const RecoveringGuard&) = delete;
-  RecoveringGuard& operator=(const RecoveringGuard&) = delete;
-  ~RecoveringGuard() { m_.unlock(); }
-
-  /// True once the mutex was taken over from a dead holder during this guard.
-  bool recovered() const noexcept { return recovered_; }
-  /// Waits on c (releasing the mutex meanwhile) until notified or the deadline;
-  /// false on timeout. The mutex is held again either way.
-  bool wait_until(SharedCondition& c, steady_clock::time_point deadline) {
-    const WaitResult r = c.wait_until(m_, deadline);
-    note(r.owner_died);
-    return !r.timed_out;
-  }
-
- private:
-  void note(bool owner_died) noexcept {
-    if (!owner_died) return;
-    deaths_.fetch_add(1, std::memory_order_relaxed);
-    recovered_ = true;
-  }
-
-  RobustMutex& m_;
-  std::atomic<std::uint64_t>& deaths_;
-  bool recovered_ = false;
-};
 
 /// Lock and RLock.
 struct LockState {

@@ -1,11 +1,11 @@
-// Seed 001's benchmark, "serial vs Pool: 5.1 s vs 0.15 s": map cube over range(N),
-// once in a plain loop and once with a Pool of one worker per core, then compare
-// the times and the results.
+// The classic "serial vs Pool" benchmark (5.1 s vs 0.15 s in Python): map cube over
+// range(N), once in a plain loop and once with a Pool of one worker per core, then
+// compare the times and the results.
 //
 //   flagship_demo         the full run (a few seconds serially)
 //   flagship_demo 0.2     a fifth of the work
 //
-// cube(n) is the sum of i^3 for i < n, as in the post, but modulo a prime: the
+// cube(n) is the sum of i^3 for i < n, as in the Python version, but modulo a prime: the
 // reduction then needs every step in order, so the compiler can neither replace the
 // loop by a closed form nor vectorize it. Both runs call the same function.
 #include <mproc/mproc.hpp>
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   const double serial_time = seconds_since(start);
   std::printf("serial: %.3f s\n", serial_time);
 
-  start = std::chrono::steady_clock::now();  // as in the post, starting the pool counts
+  start = std::chrono::steady_clock::now();  // as in the Python version, starting the pool counts
   mproc::Pool p(cube, {.processes = mproc::cpu_count()});
   std::vector<std::uint64_t> parallel = p.map(numbers);
   p.close();

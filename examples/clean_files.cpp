@@ -1,9 +1,9 @@
-// Seed 004, real use 1: cleaning a folder of chat exports with Pool.imap, 25 files at
+// Cleaning a folder of chat exports with Pool.imap, 25 files at
 // a time, with a progress bar. Each worker cleans one file: rows with an empty field,
 // duplicate rows and the chat system's own messages are dropped. This process writes
-// one cleaned file per group of 25, as the post does.
+// one cleaned file per group of 25, as the Python version does.
 //
-// The post cleans 1000 Excel files; here 200 messy CSV files are made first, in a
+// The Python version cleans 1000 Excel files; here 200 messy CSV files are made first, in a
 // temporary directory that is removed at the end.
 #include <mproc/mproc.hpp>
 
@@ -37,7 +37,7 @@ std::string trim(const std::string& s) {
   return first == std::string::npos ? "" : s.substr(first, s.find_last_not_of(" \t\r") - first + 1);
 }
 
-/// Cleans one "agent_id,customer_id,message" file (the post's extract_data).
+/// Cleans one "agent_id,customer_id,message" file (the Python version's extract_data).
 Cleaned extract_data(const std::string& path, const std::vector<std::string>& system_messages) {
   Cleaned out;
   std::ifstream in(path);
@@ -103,7 +103,7 @@ struct TempDir {
 };
 
 int main() {
-  // The post's sysInfo_list: messages the chat system writes by itself.
+  // The Python version's sysInfo_list: messages the chat system writes by itself.
   const std::vector<std::string> system_messages = {
       "I accepted your friend request. You can chat now", "This message is not supported. View it on your phone",
       "Red packet"};

@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.apply. apply runs one call in a worker and blocks until
+// Pool.apply. apply runs one call in a worker and blocks until
 // its result is back. cube prints the worker's pid, which is not the pid of this
 // process: the call ran in a worker.
 #include <mproc/mproc.hpp>

@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.apply_async with a callback. apply_async returns an
+// Pool.apply_async with a callback. apply_async returns an
 // AsyncResult at once; the callback runs in this process when the result arrives.
 // close() then join() wait for both tasks and their callbacks.
 #include <mproc/mproc.hpp>

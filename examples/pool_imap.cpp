@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.imap, the lazy map. Results are asked for one at a time
+// Pool.imap, the lazy map. Results are asked for one at a time
 // with next(), or by iterating; either way they come in input order.
 #include <mproc/mproc.hpp>
 

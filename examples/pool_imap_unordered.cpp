@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.imap_unordered. Like imap, but each result comes as soon
+// Pool.imap_unordered. Like imap, but each result comes as soon
 // as it is done, so the order varies from run to run; the set of results does not.
 #include <mproc/mproc.hpp>
 

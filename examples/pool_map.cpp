@@ -1,6 +1,6 @@
-// Seed 001, "Pool": Pool.map. cube(n) is the sum of i^3 for i < n; mapping it over
-// range(5) on a pool of cpu_count() - 1 workers prints [0, 0, 1, 9, 36], as the
-// post does. The results come back in input order whichever worker ran them.
+// Pool.map. cube(n) is the sum of i^3 for i < n; mapping it over
+// range(5) on a pool of cpu_count() - 1 workers prints [0, 0, 1, 9, 36], as the Python
+// version does. The results come back in input order whichever worker ran them.
 #include <mproc/mproc.hpp>
 
 #include <algorithm>
@@ -19,7 +19,7 @@ int main() {
   std::vector<int> numbers(5);
   std::iota(numbers.begin(), numbers.end(), 0);  // range(5)
 
-  // A pool with cpu_count - 1 workers (at least one), as in the post.
+  // A pool with cpu_count - 1 workers (at least one), as in the Python version.
   mproc::Pool p(cube, {.processes = std::max<std::size_t>(cpus - 1, 1)});
   std::vector<long> result = p.map(numbers);
 

@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.map_async with a callback. The callback gets the whole
+// Pool.map_async with a callback. The callback gets the whole
 // result list once every item is done; get() then returns the same list.
 #include <mproc/mproc.hpp>
 

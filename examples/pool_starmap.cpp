@@ -1,4 +1,4 @@
-// Seed 001, "Pool": Pool.starmap and starmap_async. starmap is map for a function
+// Pool.starmap and starmap_async. starmap is map for a function
 // of several arguments: each input is a tuple (a, b) and the call is multiply(a, b).
 // The products are random; the check recomputes a * b here.
 #include <mproc/mproc.hpp>

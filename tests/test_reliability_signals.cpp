@@ -209,10 +209,10 @@ TEST_CASE("Ctrl-C (SIGINT) to flagship_demo while its Pool is busy: no process i
   interrupt_example("flagship_demo", {"0.2"}, "serial:", 1 + workers, workers);
 }
 
-TEST_CASE("Ctrl-C (SIGINT) to seed002_manager_workers_event with its worker Process busy: nothing is left behind") {
+TEST_CASE("Ctrl-C (SIGINT) to workers_with_stop_event with its worker Process busy: nothing is left behind") {
   // A "finished task" line comes from the worker Process: it runs, with five of its
   // six tasks of 0.2 s still to do.
-  interrupt_example("seed002_manager_workers_event", {"--workers", "1"}, "finished task", 1);
+  interrupt_example("workers_with_stop_event", {"--workers", "1"}, "finished task", 1);
 }
 #endif
 

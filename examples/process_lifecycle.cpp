@@ -1,5 +1,5 @@
-// Seed 001, "Process": start, join, join with a timeout, is_alive, daemon,
-// terminate, kill and exitcode. Sleeps are a tenth of the post's.
+// Process: start, join, join with a timeout, is_alive, daemon,
+// terminate, kill and exitcode. Sleeps are a tenth of the Python version's.
 #include <mproc/mproc.hpp>
 
 #include <chrono>

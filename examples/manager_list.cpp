@@ -1,4 +1,4 @@
-// Seed 001, "Manager": a list shared by two named processes, each appending one
+// Manager: a list shared by two named processes, each appending one
 // number. Python's Manager runs a server process and sends every call to it; here the
 // list lives in shared memory and append() is a few stores under a lock.
 #include <mproc/mproc.hpp>

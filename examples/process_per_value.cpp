@@ -1,6 +1,6 @@
-// Seed 001, "Process": cube() runs in one process per value, each printing its pid
+// Process: cube() runs in one process per value, each printing its pid
 // and current_process().name(). Calling run() instead of start() runs the target
-// right here, in the main process, as the post shows.
+// right here, in the main process, as the Python version shows.
 #include <mproc/mproc.hpp>
 
 #include <unistd.h>

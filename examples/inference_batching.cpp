@@ -1,4 +1,4 @@
-// Seed 004, use 3: an asynchronous inference system of three modules, each a
+// An asynchronous inference system of three modules, each a
 // process that starts processes of its own, joined by Queues:
 //   A (network)     A.send hands requests to B's processes; A.receive collects results.
 //   B (processing)  b_pool processes do the CPU-heavy preparation and pass items on to C.
@@ -6,7 +6,7 @@
 //                   items or whatever came within 1 s; one predict process builds the
 //                   model inside itself (a model made in the parent would not survive
 //                   the fork) and runs each batch; C sends the results back to A.
-// The post runs forever; here A sends 1000 requests, waits until every result is
+// The Python version runs forever; here A sends 1000 requests, waits until every result is
 // back (the last, partial batch is sent on by C's 1 s timer, as nothing more comes),
 // then end markers (std::nullopt) flow down the pipeline, every process finishes,
 // and A prints a summary. Log lines from every process go through one LogListener.
@@ -30,7 +30,7 @@ using Batch = std::optional<std::vector<std::string>>;
 constexpr int b_pool_size = 2;
 constexpr int c_pool_size = 6;
 
-/// Every module's input queue (the post's WholeQueue registry).
+/// Every module's input queue (the Python version's WholeQueue registry).
 struct WholeQueue {
   mproc::Queue<Text> a;                                                              // results, for A
   std::vector<mproc::Queue<std::optional<int>>> b = std::vector<mproc::Queue<std::optional<int>>>(b_pool_size);  // requests
@@ -65,7 +65,7 @@ class A : public mproc::Process {
   void send(const mproc::Queue<int>& all_back) {
     mproc::log("send process: ", ::getpid());
     for (int count = 0; count < requests_; ++count) {
-      std::this_thread::sleep_for(500us);  // requests arrive over time (the post: 1 ms)
+      std::this_thread::sleep_for(500us);  // requests arrive over time (the Python version: 1 ms)
       q_.b[static_cast<std::size_t>(count % b_pool_size)].put_nowait(count);
     }
     (void)all_back.get();  // no end markers before then: only the timer can flush the last batch

@@ -1,10 +1,10 @@
-// Seed 002 with the post's stop Event: a manager puts tasks on a shared task list and
-// sets `stop` when it has no more; one worker per core but one (or --workers N)
-// takes tasks until the list is empty AND stop is set. The post's workers poll the
-// queue with get_nowait() in a loop; here they sleep on a Condition that the manager
-// notifies when it adds a task or sets stop, so an idle worker costs nothing. A
-// SharedDict counts the tasks each worker did. The post's 10 tasks of 2 s become 6
-// tasks of 0.2 s.
+// Manager and workers with a stop Event: a manager puts tasks on a shared task list
+// and sets `stop` when it has no more; one worker per core but one (or --workers N)
+// takes tasks until the list is empty AND stop is set. The Python version's workers
+// poll the queue with get_nowait() in a loop; here they sleep on a Condition that the
+// manager notifies when it adds a task or sets stop, so an idle worker costs nothing.
+// A SharedDict counts the tasks each worker did. The Python version's 10 tasks of 2 s
+// become 6 tasks of 0.2 s.
 #include <mproc/mproc.hpp>
 
 #include <algorithm>
@@ -34,7 +34,7 @@ void worker(Shared& shared) {
       if (shared.tasks.empty()) return;  // empty and stopped: go home
       job = shared.tasks.pop(0);
     }
-    std::int64_t random_operation = 0;  // the post's sum((job) ^ i for i in range(500000))
+    std::int64_t random_operation = 0;  // the Python version's sum((job) ^ i for i in range(500000))
     for (std::int64_t i = 0; i < 500000; ++i) random_operation += job ^ i;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     shared.done_by.update(mproc::current_process().name(), [](std::optional<int> n) { return n.value_or(0) + 1; });

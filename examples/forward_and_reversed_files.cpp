@@ -1,9 +1,9 @@
-// Seed 004, use 2: write dialogues to two files, one as they are and one with each
+// Write dialogues to two files, one as they are and one with each
 // dialogue's turns reversed, without holding both versions in memory. The main
 // process writes the forward file and sends each reversed dialogue through a Queue
-// to a writer process; an empty list is the end marker. As in the post, this runs
+// to a writer process; an empty list is the end marker. As in the Python version, this runs
 // once for the training set and once for the validation set, each with its own
-// Queue and writer process. The dialogues are made up here (the post reads Excel
+// Queue and writer process. The dialogues are made up here (the Python version reads Excel
 // files); the files go to a temporary directory that is removed at the end.
 #include <mproc/mproc.hpp>
 
@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 using Lines = std::vector<std::string>;
 
 /// A made-up dialogue: messages with the speaker's role; consecutive messages of
-/// one speaker make one turn, as in the post.
+/// one speaker make one turn, as in the Python version.
 std::vector<std::pair<bool, std::string>> dialogue(int d) {
   std::vector<std::pair<bool, std::string>> messages;
   for (int m = 0; m < 2 + d % 5; ++m) {
@@ -31,7 +31,7 @@ std::vector<std::pair<bool, std::string>> dialogue(int d) {
   return messages;
 }
 
-/// The reversed-file writer (the post's save_mmi_train_data / save_mmi_val_data).
+/// The reversed-file writer (the Python version's save_mmi_train_data / save_mmi_val_data).
 void save_reversed(const mproc::Queue<Lines>& queue, const fs::path& path) {
   std::ofstream f(path);
   for (Lines save_list = queue.get(); !save_list.empty(); save_list = queue.get()) {
@@ -62,7 +62,7 @@ void save_dialogues(int first, int count, const fs::path& forward, const fs::pat
     save_list.push_back(turn + "\n");
     for (const std::string& line : save_list) f << line;
     f << '\n';
-    std::reverse(save_list.begin(), save_list.end());  // the post's save_list[::-1]
+    std::reverse(save_list.begin(), save_list.end());  // the Python version's save_list[::-1]
     save_list.push_back("\n");
     queue.put(save_list);
   }
@@ -83,7 +83,7 @@ std::vector<Lines> read_dialogues(const fs::path& path) {
 }
 
 int main() {
-  const fs::path dir = fs::temp_directory_path() / ("mproc-seed004-" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() / ("mproc-dialogues-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   bool all_match = true;
   for (const auto& [name, first, count] : {std::tuple{"train", 0, 900}, std::tuple{"val", 900, 100}}) {

@@ -1,10 +1,10 @@
-// Seed 003, "a simple multiprocessing framework": lite_multi_process(function,
+// A small multiprocessing framework: lite_multi_process(function,
 // events, n_jobs) runs any function over a list of events with imap_unordered and a
-// progress bar, and collects the results into a vector. n_jobs = 1 is the post's
+// progress bar, and collects the results into a vector. n_jobs = 1 is the Python version's
 // debugging trick: here it runs everything in this process (serial mode), so a
 // debugger can step into the function.
 //
-// The events describe queries, {query_id, sql_statement}, as in the post. There is
+// The events describe queries, {query_id, sql_statement}, as in the Python version. There is
 // no database here: each "query" scans a table generated from its name.
 #include <mproc/mproc.hpp>
 

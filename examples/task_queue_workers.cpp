@@ -1,11 +1,11 @@
-// Seed 002: a manager plans tasks and hands them to workers through a task Queue;
-// one worker per core but one (or --workers N). Workers are Process subclasses that
-// override run(), as in the post. The post's 10 tasks of 2 s on 11 workers become 6
-// tasks of 0.2 s here, so with 3 workers they take about 0.4 s instead of 1.2 s.
+// A manager plans tasks and hands them to workers through a task Queue; one worker
+// per core but one (or --workers N). Workers are Process subclasses that override
+// run(), as in the Python version. Its 10 tasks of 2 s on 11 workers become 6 tasks
+// of 0.2 s here, so with 3 workers they take about 0.4 s instead of 1.2 s.
 //
-// The post stops its workers with an Event and polls the queue with get_nowait in a
-// loop; here each worker blocks in get() and the stop signal is one end-of-work
-// sentinel per worker on the same Queue, which needs no polling.
+// The Python version stops its workers with an Event and polls the queue with
+// get_nowait in a loop; here each worker blocks in get() and the stop signal is one
+// end-of-work sentinel per worker on the same Queue, which needs no polling.
 #include <mproc/mproc.hpp>
 
 #include <algorithm>
@@ -29,7 +29,7 @@ class Worker : public mproc::Process {
 
   void run() override {
     for (Task job = tasks_.get(); job; job = tasks_.get()) {
-      std::int64_t random_operation = 0;  // the post's sum((job) ^ i for i in range(500000))
+      std::int64_t random_operation = 0;  // the Python version's sum((job) ^ i for i in range(500000))
       for (std::int64_t i = 0; i < 500000; ++i) random_operation += *job ^ i;
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       std::cout << mproc::current_process().name() << " finished task " << *job << std::endl;
@@ -48,7 +48,7 @@ class Manager {
     for (int i = 1; i <= workers; ++i) workers_.emplace_back(i, task_queue_, results_);
     for (auto& w : workers_) w.start();
   }
-  /// Assigns the jobs (the post's add_jobs()).
+  /// Assigns the jobs (the Python version's add_jobs()).
   void add_jobs(int n) {
     for (int i = 0; i < n; ++i) task_queue_.put(i);
   }

@@ -1,8 +1,8 @@
-// Seed 000: a pipeline of processes joined by Queues. generate_numbers puts 1..20,
+// A pipeline of processes joined by Queues. generate_numbers puts 1..20,
 // add_random adds a random int from [10, 20] to each, numbers_list collects them, and
 // the main process turns the list into a set. Each stage stops at an end sentinel
-// (std::nullopt, the post's "end"), and a logger process prints the log lines of all
-// the others whole, tagged and in the order they were logged. Unlike the post's
+// (std::nullopt, the Python version's "end"), and a logger process prints the log lines of all
+// the others whole, tagged and in the order they were logged. Unlike the Python version's
 // stages, which spin on `if not queue.empty()`, these block in get().
 #include <mproc/mproc.hpp>
 
@@ -19,7 +19,7 @@ using Item = std::optional<int>;  // std::nullopt ends a stage
 int main() {
   const mproc::Queue<Item> numbers;              // NUMBERS_QUEUE
   const mproc::Queue<Item> randints;             // RANDINT_QUEUE
-  const mproc::Queue<std::vector<int>> collected;  // the post's shared list, sent back once
+  const mproc::Queue<std::vector<int>> collected;  // the Python version's shared list, sent back once
   const mproc::LogQueue logs;                    // LOGGER_QUEUE
 
   mproc::Process logger(mproc::ProcessOptions{.name = "print_logs"}, [logs] {
@@ -29,7 +29,7 @@ int main() {
     logs.log("Number generation Started");
     for (int x = 1; x <= 20; ++x) {
       numbers.put(x);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the post sleeps 5 s
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the Python version sleeps 5 s
     }
     numbers.put(std::nullopt);
   });

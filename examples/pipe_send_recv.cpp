@@ -1,4 +1,4 @@
-// Seed 001, "Pipe": a child sends ["Hello", "World", None] through one end of a
+// Pipe: a child sends ["Hello", "World", None] through one end of a
 // duplex Pipe; the parent receives it from the other. The child's end is moved into
 // the Process, so the parent holds only its own.
 #include <mproc/mproc.hpp>

@@ -1,4 +1,4 @@
-// Seed 001, "Queue": a producer puts ten random values and then None (std::nullopt)
+// Queue: a producer puts ten random values and then None (std::nullopt)
 // as the end marker; a consumer takes them until it sees the marker.
 #include <mproc/mproc.hpp>
 
@@ -17,7 +17,7 @@ void producer(const mproc::Queue<std::optional<double>>& queue) {
   std::cout << "Producer is running" << std::endl;
   for (int i = 0; i < 10; ++i) {
     const double value = random_value();
-    std::this_thread::sleep_for(std::chrono::duration<double>(value / 20));  // the post sleeps value s
+    std::this_thread::sleep_for(std::chrono::duration<double>(value / 20));  // the Python version sleeps value s
     std::cout << "Producer generated: " << value << std::endl;
     queue.put(value);
   }

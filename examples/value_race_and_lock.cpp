@@ -1,6 +1,6 @@
-// Seed 001, "Lock": two processes add and subtract 10, fifty times each, on a shared
+// Lock: two processes add and subtract 10, fifty times each, on a shared
 // Value(1000). Without a lock their read-modify-writes interleave and updates are
-// lost (the post got 840); with the lock the result is 1000 every time.
+// lost (the Python version got 840); with the lock the result is 1000 every time.
 #include <mproc/mproc.hpp>
 
 #include <chrono>
@@ -8,7 +8,7 @@
 #include <mutex>
 #include <thread>
 
-// One step of the post's `x.value += 10`: read, work a moment, write back. The pause
+// One step of the Python version's `x.value += 10`: read, work a moment, write back. The pause
 // stands for the time Python spends between the read and the write.
 void step(mproc::Value<int>& x, int delta) {
   const int seen = x.value();

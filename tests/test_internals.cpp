@@ -5,6 +5,8 @@
 // the shared ring's recovery after a writer or reader stopped between its steps. One
 // process and no timers; only the ring's dead-holder cases fork, one child per case.
 
+#include "fault_support.hpp"
+
 #include <mproc/codec.hpp>
 #include <mproc/detail/engine/chunk_policy.hpp>
 #include <mproc/detail/engine/engine.hpp>
@@ -783,31 +785,7 @@ std::vector<std::int64_t> drain(SharedRing& ring) {
   return out;
 }
 
-const char* kill_at = nullptr;
-void kill_if_reached(const char* where) {
-  if (kill_at != nullptr && std::strcmp(where, kill_at) == 0) ::kill(::getpid(), SIGKILL);
-}
-
-/// Runs op in a child process that is killed when it reaches the named fault point
-/// (as tests/test_queue.cpp's die_at, without a Process): a holder that dies there.
-template <class Op>
-void die_at(const char* point, Op op) {
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    kill_at = point;
-    mproc::detail::fault_hook.store(kill_if_reached);
-    try {
-      op();
-    } catch (...) {
-    }
-    ::_exit(1);  // it never reached the point
-  }
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFSIGNALED(status));
-  REQUIRE(WTERMSIG(status) == SIGKILL);
-}
+using mproc_test::die_at;
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 // processes killed in the middle of an operation.
 
 #include "shared_state_support.hpp"
+#include "fault_support.hpp"
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/manager/container.hpp>
@@ -360,22 +361,7 @@ TEST_CASE("A Manager's segment grows by itself up to max_size") {
   CHECK(lst.at(15).back() == 15.0);
 }
 
-// Kills the process when a container operation reaches the named point.
-const char* kill_at = nullptr;
-void kill_if_reached(const char* where) {
-  if (kill_at != nullptr && std::strcmp(where, kill_at) == 0) ::kill(::getpid(), SIGKILL);
-}
-
-template <class Op>
-void die_at(const char* point, Op op) {
-  auto child = spawn([&] {
-    kill_at = point;
-    mproc::detail::fault_hook.store(kill_if_reached);
-    op();
-    return 0;  // the point was never reached
-  });
-  REQUIRE(exit_code(child) == -SIGKILL);
-}
+using mproc_test::die_at;
 
 TEST_CASE("SharedList: a process killed in the middle of an operation leaves a consistent list") {
   mproc::Manager mgr;

@@ -4,11 +4,11 @@
 // and processes that die inside put() or get().
 
 #include "blocked_support.hpp"
+#include "fault_support.hpp"
 
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
-#include <mproc/detail/shm/crash_safety.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -525,25 +525,7 @@ TEST_CASE("a consumer killed while taking an item: the other sleeping consumers 
   CHECK(q.empty());
 }
 
-namespace {
-// Kills the process when a put or get reaches the named point of the ring.
-const char* kill_at = nullptr;
-void kill_if_reached(const char* where) {
-  if (kill_at != nullptr && std::strcmp(where, kill_at) == 0) ::kill(::getpid(), SIGKILL);
-}
-
-template <class Op>
-void die_at(const char* point, Op op) {
-  mproc::Process child([point, op] {
-    kill_at = point;
-    mproc::detail::fault_hook.store(kill_if_reached);
-    op();
-  });
-  child.start();
-  child.join();
-  REQUIRE(child.exitcode() == -SIGKILL);
-}
-}  // namespace
+using mproc_test::die_at;
 
 TEST_CASE("a process killed between a put's steps or a get's leaves size() exact once the queue is used again") {
   // maxsize 1: a count left one too high would make the queue look full for ever.

@@ -12,6 +12,7 @@
 #include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/os/deadline.hpp>  // monotonic_ns
+#include <mproc/detail/wire/frame.hpp>     // FrameView
 #include <mproc/errors.hpp>
 
 #include <signal.h>
@@ -274,6 +275,24 @@ class Engine {
       return c;
     }
     return std::nullopt;
+  }
+
+  /// A result frame f from a worker (who: "a worker", "a serving rank") holding
+  /// held, whose last answer was at last_answer_ns: it must be the outcome of the
+  /// chunk at the front (workers answer in order), which it completes. Pool's
+  /// thread, mutex not held.
+  void complete_front(HeldChunks& held, std::int64_t& last_answer_ns, const FrameView& f, const char* who) {
+    if (held.empty() || held.front().id != f.header.id) {
+      throw ProtocolError(std::string("mproc: ") + who + " answered for a chunk it does not hold");
+    }
+    const ChunkOutcome outcome = parse_chunk_outcome(f.payload);
+    if (outcome.header.count > held.front().count) {
+      throw ProtocolError(std::string("mproc: ") + who + " returned too many outcomes");
+    }
+    Chunk c = std::move(held.front());
+    held.pop_front();
+    last_answer_ns = monotonic_ns();
+    complete(c, outcome);
   }
 
   /// A worker returned the outcome of chunk c (pool's thread, mutex not held). A

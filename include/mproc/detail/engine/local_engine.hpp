@@ -727,16 +727,8 @@ class LocalEngine final : public Engine {
   }
 
   void handle_result(Worker& w, const FrameView& f) {
-    if (w.held.empty() || w.held.front().id != f.header.id) {
-      throw ProtocolError("mproc: a worker answered for a chunk it does not hold");
-    }
-    const ChunkOutcome outcome = parse_chunk_outcome(f.payload);
-    if (outcome.header.count > w.held.front().count) throw ProtocolError("mproc: a worker returned too many outcomes");
-    Chunk c = std::move(w.held.front());
-    w.held.pop_front();
-    w.last_answer_ns = monotonic_ns();
     if ((f.header.flags & frame_flag_retiring) != 0) w.retiring = true;  // over its memory limit: it leaves
-    complete(c, outcome);
+    complete_front(w.held, w.last_answer_ns, f, "a worker");
   }
 
   /// Queues the frame that tells a worker to leave once it ran what it got before.

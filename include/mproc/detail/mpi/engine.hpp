@@ -264,24 +264,10 @@ class MpiEngine final : public Engine {
         break_pool(initializer_error(f.payload));
         return;
       case FrameKind::result:
-        return handle_result(r, f);
+        return complete_front(r.held, r.last_answer_ns, f, "a serving rank");
       default:
         throw ProtocolError("mproc: unexpected frame from a serving rank");
     }
-  }
-
-  void handle_result(Rank& r, const FrameView& f) {
-    if (r.held.empty() || r.held.front().id != f.header.id) {
-      throw ProtocolError("mproc: a serving rank answered for a chunk it does not hold");
-    }
-    const ChunkOutcome outcome = parse_chunk_outcome(f.payload);
-    if (outcome.header.count > r.held.front().count) {
-      throw ProtocolError("mproc: a serving rank returned too many outcomes");
-    }
-    Chunk c = std::move(r.held.front());
-    r.held.pop_front();
-    r.last_answer_ns = monotonic_ns();
-    complete(c, outcome);
   }
 
   /// Starts sending the frames cut since the last round (header and payload copied

@@ -1,6 +1,7 @@
 #pragma once
 // AsyncResult<T>: the handle apply_async, map_async and starmap_async return, as in
-// Python (get, wait, ready, successful), plus callbacks run when the result arrives.
+// Python (get, wait, ready, successful), plus callbacks run when the result arrives;
+// and None, the result of a task whose function returns void.
 
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/errors.hpp>
@@ -17,6 +18,12 @@
 #include <utility>
 
 namespace mproc {
+
+/// What a Pool returns for a task whose function returns void, as Python returns None.
+struct None {
+  bool operator==(const None&) const = default;
+};
+
 namespace detail {
 
 /// Set on a pool's own thread, where callbacks run: waiting there for a result that

@@ -36,7 +36,7 @@
 #include <mproc/detail/os/child.hpp>
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/pid.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>  // describe_current_exception
+#include <mproc/detail/wire/type_name.hpp>  // describe_current_exception
 #include <mproc/errors.hpp>
 
 #include <sys/prctl.h>

@@ -8,6 +8,7 @@
 //   results: the encoded results of the items that succeeded, in item order
 //   errors:  error_count x [u32 item][string type][string message], by item
 
+#include <mproc/async_result.hpp>  // None
 #include <mproc/codec.hpp>
 #include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 #include <mproc/detail/os/resident_memory.hpp>
@@ -29,14 +30,7 @@
 #include <utility>
 #include <vector>
 
-namespace mproc {
-
-/// What a Pool returns for a task whose function returns void, as Python returns None.
-struct None {
-  bool operator==(const None&) const = default;
-};
-
-namespace detail {
+namespace mproc::detail {
 
 /// What a failure to decode `what` is (call inside a catch block): a ProtocolError that
 /// names it and what was thrown, whatever that was (a ProtocolError for bad bytes, a
@@ -218,5 +212,4 @@ void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, 
   std::memcpy(out.data() + header_at, &h, sizeof h);
 }
 
-}  // namespace detail
-}  // namespace mproc
+}  // namespace mproc::detail

@@ -3,7 +3,7 @@
 
 A path is a word that starts with include/, tests/, bench/, examples/, cmake/ or
 detail/ (the last is under include/mproc/) and ends with a file extension or a slash,
-e.g. `detail/engine/engine.hpp`, `tests/compile_fail/` or `bench/bench_*.cpp` (a
+e.g. `detail/engine/dispatch_engine.hpp`, `tests/compile_fail/` or `bench/bench_*.cpp` (a
 pattern must match at least one file). A word that continues a longer path
 (build/tests/test_pool) is not one. So a document that names a file which was moved
 or removed fails the check instead of misleading its next reader.

@@ -9,7 +9,7 @@
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/engine/chunk_policy.hpp>
-#include <mproc/detail/engine/engine.hpp>
+#include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
@@ -173,7 +173,7 @@ TEST_CASE("RecentItemTime follows a rise at once and a fall gradually, and ignor
   CHECK(*t.item_seconds() == Approx(1e-2));
 }
 
-// ================================================================== Engine rules
+// ================================================================== DispatchEngine rules
 
 namespace {
 
@@ -207,13 +207,13 @@ class RecordingJob : public Job {
 };
 
 /// An engine with no transport and no thread: its rules, called as a transport would.
-class BareEngine : public mproc::detail::Engine {
+class BareEngine : public mproc::detail::DispatchEngine {
  public:
-  using Engine::complete;
-  using Engine::cut_chunk_locked;
-  using Engine::Engine;
-  using Engine::max_held_chunks;
-  using Engine::wants_more_locked;
+  using DispatchEngine::complete;
+  using DispatchEngine::cut_chunk_locked;
+  using DispatchEngine::DispatchEngine;
+  using DispatchEngine::max_held_chunks;
+  using DispatchEngine::wants_more_locked;
 
   std::shared_ptr<RecordingJob> submit(std::size_t items, std::size_t chunksize = 0) {
     auto job = std::make_shared<RecordingJob>(items, chunksize);
@@ -254,7 +254,7 @@ Chunk held_chunk(const std::shared_ptr<Job>& job, double predicted_seconds) {
 
 }  // namespace
 
-TEST_CASE("Engine: a call not measured yet goes out as one-item probes, one per worker, then in measured chunks") {
+TEST_CASE("DispatchEngine: a call not measured yet goes out as one-item probes, one per worker, then in measured chunks") {
   BareEngine engine(3, 0);
   const auto job = engine.submit(100);
   std::vector<Chunk> probes;
@@ -296,7 +296,7 @@ TEST_CASE("Engine: a call not measured yet goes out as one-item probes, one per 
   CHECK(job->in_flight == 0);
 }
 
-TEST_CASE("Engine: an explicit chunksize needs no probes, and the last chunk holds what is left") {
+TEST_CASE("DispatchEngine: an explicit chunksize needs no probes, and the last chunk holds what is left") {
   BareEngine engine(2, 0);
   const auto job = engine.submit(10, 4);
   std::vector<std::size_t> sizes;
@@ -311,7 +311,7 @@ TEST_CASE("Engine: an explicit chunksize needs no probes, and the last chunk hol
   CHECK(c->count == 3);
 }
 
-TEST_CASE("Engine: a measured job's chunks never run past its end, and an empty job gives none") {
+TEST_CASE("DispatchEngine: a measured job's chunks never run past its end, and an empty job gives none") {
   BareEngine engine(4, 0);
   (void)engine.submit(0);
   CHECK_FALSE(engine.cut());
@@ -328,7 +328,7 @@ TEST_CASE("Engine: a measured job's chunks never run past its end, and an empty 
   CHECK_FALSE(engine.cut());
 }
 
-TEST_CASE("Engine: a worker gets another chunk only while what it holds is known to be short") {
+TEST_CASE("DispatchEngine: a worker gets another chunk only while what it holds is known to be short") {
   BareEngine engine(2, 0);
   const auto unmeasured = engine.submit(10);
   const auto measured_job = engine.submit(10);

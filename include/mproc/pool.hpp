@@ -282,7 +282,7 @@ class Pool {
     bool serial;
     bool closed = false;  // serial mode's own close flag
     pid_t owner = detail::current_pid();
-    std::shared_ptr<detail::Engine> core;  // runs the tasks; null: they run here (serial)
+    std::shared_ptr<detail::DispatchEngine> core;  // runs the tasks; null: they run here (serial)
     /// Non-empty: this process takes no tasks (an MPI serving rank); map, apply and
     /// the rest throw ValueError with this text.
     std::string refusal;
@@ -343,7 +343,7 @@ class Pool {
     return *state;
   }
   State& state() const { return usable(state_); }
-  detail::Engine* live_core() const { return state().core.get(); }
+  detail::DispatchEngine* live_core() const { return state().core.get(); }
   /// The state, for a call that submits tasks: refused where tasks are not taken.
   State& submitter() const {
     State& s = state();
@@ -643,7 +643,7 @@ class Pool {
   }
 
   /// Queues a job whose input is complete. A job with no items finishes at once.
-  /// awaited: its caller waits for it at once (see Engine::submit_awaited).
+  /// awaited: its caller waits for it at once (see DispatchEngine::submit_awaited).
   void submit(std::shared_ptr<detail::Job> job, bool awaited = false) {
     State& s = submitter();
     if (s.core && awaited && job->input.size() != 0) {
@@ -802,7 +802,7 @@ class Pool {
     }
 
     std::shared_ptr<State> state_;
-    std::shared_ptr<detail::Engine> core_;
+    std::shared_ptr<detail::DispatchEngine> core_;
     std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
     std::optional<std::ranges::iterator_t<std::remove_reference_t<R>>> it_;  // none if begin() threw
     std::shared_ptr<detail::StreamJob<result_type>> job_;

@@ -32,7 +32,7 @@
 
 #include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/os/child.hpp>
-#include <mproc/detail/engine/engine.hpp>
+#include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/fork_server.hpp>
 #include <mproc/detail/wire/frame.hpp>
@@ -76,7 +76,7 @@ struct LocalConfig {
 class LocalEngine final : public Engine {
  public:
   explicit LocalEngine(LocalConfig config)
-      : Engine(config.processes, config.retries),
+      : DispatchEngine(config.processes, config.retries),
         config_(std::move(config)),
         slots_(config_.processes, config_.task_timeout.count() > 0) {
     // Made before the fork server, so every worker shares them.
@@ -138,7 +138,7 @@ class LocalEngine final : public Engine {
   };
   using Clock = std::chrono::steady_clock;
 
-  // ------------------------------------------------------------------ Engine steps
+  // ------------------------------------------------------------------ DispatchEngine steps
 
   void start() override {
     ForkGate::join();  // until stop(): see fork_gate.hpp
@@ -667,7 +667,7 @@ class LocalEngine final : public Engine {
     std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
   }
 
-  /// A worker with work to take gets as much as Engine::wants_more_locked allows.
+  /// A worker with work to take gets as much as DispatchEngine::wants_more_locked allows.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
     return wants_more_locked(w.held, w.last_answer_ns);

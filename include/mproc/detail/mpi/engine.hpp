@@ -2,7 +2,7 @@
 // The MPI transport of a Pool, on the master (rank 0 of the pool's communicator):
 // the other ranks are the workers. Chunks go to a rank as it has room (a result
 // coming back makes room: ranks take work on demand), as task frames sent without
-// blocking; outcomes come back as result frames and go to Engine::complete().
+// blocking; outcomes come back as result frames and go to DispatchEngine::complete().
 //
 // Waiting: while a rank holds work (or has not said it is ready) the pool's thread
 // tests for a message without spinning (mpi/wait.hpp): at full speed for a moment,
@@ -12,7 +12,7 @@
 //
 // A rank that dies is not survived: Open MPI's mpirun ends the whole job.
 
-#include <mproc/detail/engine/engine.hpp>
+#include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/mpi/env.hpp>
@@ -49,12 +49,12 @@ class MasterPools {
     static MasterPools pools;
     return pools;
   }
-  void add(const Engine* pool) {
+  void add(const DispatchEngine* pool) {
     std::lock_guard lock(mutex_);
     pools_.push_back(pool);
   }
   /// The pool's ranks have stopped (or it is being destroyed).
-  void remove(const Engine* pool) noexcept {
+  void remove(const DispatchEngine* pool) noexcept {
     {
       std::lock_guard lock(mutex_);
       pools_.erase(std::remove(pools_.begin(), pools_.end(), pool), pools_.end());
@@ -67,7 +67,7 @@ class MasterPools {
     std::unique_lock lock(mutex_);
     for (;;) {
       if (pools_.empty()) return true;
-      if (std::any_of(pools_.begin(), pools_.end(), [](const Engine* p) { return !p->closed(); })) return false;
+      if (std::any_of(pools_.begin(), pools_.end(), [](const DispatchEngine* p) { return !p->closed(); })) return false;
       stopped_.wait(lock);
     }
   }
@@ -75,7 +75,7 @@ class MasterPools {
  private:
   std::mutex mutex_;
   std::condition_variable stopped_;
-  std::vector<const Engine*> pools_;
+  std::vector<const DispatchEngine*> pools_;
 };
 
 class MpiEngine final : public Engine {
@@ -83,7 +83,7 @@ class MpiEngine final : public Engine {
   /// Takes the pool's communicator (this process is its rank 0); every other rank
   /// must be in serve_tasks().
   explicit MpiEngine(Comm comm)
-      : Engine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
+      : DispatchEngine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
     ranks_.resize(static_cast<std::size_t>(comm_.size() - 1));
     for (std::size_t i = 0; i < ranks_.size(); ++i) ranks_[i].rank = static_cast<int>(i) + 1;
     wake_fd_ = make_private_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
@@ -127,7 +127,7 @@ class MpiEngine final : public Engine {
     MasterPools::instance().remove(this);
   }
 
-  // ------------------------------------------------------------------ Engine steps
+  // ------------------------------------------------------------------ DispatchEngine steps
 
   void start() override {}
 

@@ -6,7 +6,7 @@
 // mproc's own threads (each pool's, each LogListener's) hold it (shared) whenever they
 // are not asleep in poll, a futex or a robust mutex, and every fork_child takes it
 // whole, so no fork lands inside one of their allocations. (The thread that makes a
-// pool waits while the pool forks its fork server: Engine::launch.) The user's own
+// pool waits while the pool forks its fork server: DispatchEngine::launch.) The user's own
 // threads are not covered: that is the sanitizer's limit, not mproc's.
 // Without AddressSanitizer every member is empty.
 

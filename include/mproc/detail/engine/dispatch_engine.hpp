@@ -1,5 +1,5 @@
 #pragma once
-// Engine: what every pool runs on, whatever carries its chunks (pipes to forked
+// DispatchEngine: what every pool runs on, whatever carries its chunks (pipes to forked
 // workers, or MPI ranks). It owns the queue of jobs and the pool's own thread, cuts
 // chunks, settles outcomes, requeues what a lost worker held, retires finished jobs
 // and runs their callbacks. A transport derives from it and supplies four steps:
@@ -105,12 +105,12 @@ class HeldChunks {
   std::size_t unknown_ = 0;
 };
 
-class Engine {
+class DispatchEngine {
  public:
-  Engine(std::size_t workers, std::size_t retries) : workers_(workers), retries_(retries) {}
-  Engine(const Engine&) = delete;
-  Engine& operator=(const Engine&) = delete;
-  virtual ~Engine() = default;
+  DispatchEngine(std::size_t workers, std::size_t retries) : workers_(workers), retries_(retries) {}
+  DispatchEngine(const DispatchEngine&) = delete;
+  DispatchEngine& operator=(const DispatchEngine&) = delete;
+  virtual ~DispatchEngine() = default;
 
   // ---------------------------------------------------------------- user side
 

@@ -17,6 +17,7 @@
 
 #include <mproc/detail/mpi/engine.hpp>
 #include <mproc/detail/mpi/env.hpp>
+#include <mproc/detail/mpi/refusing_engine.hpp>
 #include <mproc/detail/mpi/serve.hpp>
 #include <mproc/detail/wire/type_name.hpp>
 #include <mproc/errors.hpp>
@@ -111,18 +112,18 @@ class Pool : public mproc::Pool<F> {
   /// master's pool is closed. Throws ValueError on every rank if the master's
   /// options are refused.
   explicit Pool(F fn, PoolOptions pool_options = {}, Options options = {})
-      : Base(std::move(fn), std::move(pool_options), [&options](State& s) { setup(s, options); }),
+      : Base(std::move(fn), std::move(pool_options), [&options](State& s) { return setup(s, options); }),
         rank_(detail::comm_rank(options.comm)) {}
 
   /// Whether this rank is the master, which submits the tasks.
   bool is_master() const noexcept { return rank_ == detail::mpi_master; }
   /// This rank's rank in Options::comm.
   int rank() const noexcept { return rank_; }
-  /// Local pools only: ranks have no pids the master could use.
-  std::vector<pid_t> worker_pids() const = delete;
 
  private:
-  static void setup(State& s, const Options& options) {
+  /// Returns the master's engine (null: serial mode), or a serving rank's, which
+  /// refuses tasks.
+  static std::shared_ptr<detail::Engine> setup(State& s, const Options& options) {
     if (detail::init_mpi()) std::atexit(+[] { detail::finalize_mpi(); });
     // Before the first collective call. The serving ranks come out of this master's
     // last pool only once it stops: a closed one is waited for, as join() would; an
@@ -156,17 +157,20 @@ class Pool : public mproc::Pool<F> {
     s.serial = config[0] != 0;
     s.options.processes = static_cast<std::size_t>(std::max(comm.size() - 1, 1));
     if (comm.rank() == detail::mpi_master) {
-      if (!s.serial) s.core = std::make_shared<detail::MpiEngine>(std::move(comm));
-      return;
+      if (s.serial) return nullptr;
+      return std::make_shared<detail::MpiEngine>(std::move(comm));
     }
-    s.refusal = "mproc::mpi::Pool: rank " + std::to_string(comm.rank()) +
-                " served the tasks; only the master (rank 0) submits them (check pool.is_master())";
+    auto refusing = std::make_shared<detail::RefusingEngine>(
+        "mproc::mpi::Pool: rank " + std::to_string(comm.rank()) +
+            " served the tasks; only the master (rank 0) submits them (check pool.is_master())",
+        s.serial ? 1 : s.options.processes);
     if (!s.serial) detail::serve_or_abort(s.fn, s.options.initializer, comm);
     comm.reset();
     if (options.after_serving == AfterServing::exit_process) {
       detail::finalize_mpi();
       std::exit(0);
     }
+    return refusing;
   }
 
   static bool replaces_workers(const PoolOptions& o) {

@@ -10,12 +10,18 @@
 #include <mproc/async_result.hpp>
 #include <mproc/codec.hpp>
 #include <mproc/cpu_count.hpp>
-#include <mproc/detail/engine/typed_jobs.hpp>
+#include <mproc/detail/engine/engine.hpp>
 #include <mproc/detail/engine/local_engine.hpp>
-#include <mproc/detail/os/pid.hpp>
-#include <mproc/detail/engine/signature.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/serial_engine.hpp>
+#include <mproc/detail/engine/signature.hpp>
+#include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/engine/worker.hpp>
+#include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/pool/call_checks.hpp>
+#include <mproc/detail/pool/call_options.hpp>
+#include <mproc/detail/pool/input_stream.hpp>
+#include <mproc/detail/pool/item_encoding.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/imap.hpp>
 
@@ -24,12 +30,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
-#include <exception>
 #include <functional>
-#include <iterator>
 #include <memory>
 #include <ranges>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -37,74 +43,6 @@
 #include <vector>
 
 namespace mproc {
-namespace detail {
-
-/// Whether an argument of type From (as passed) converts implicitly to the parameter
-/// type To at position Position. When it doesn't, the static_assert below fires
-/// inside argument_check<Position, From, To>, so the compiler names all three.
-template <std::size_t Position, class From, class To, bool ok = std::is_convertible_v<From, To>>
-struct argument_check : std::true_type {};
-template <std::size_t Position, class From, class To>
-struct argument_check<Position, From, To, false> : std::false_type {
-  static_assert(std::is_convertible_v<From, To>,
-                "mproc: an argument does not convert implicitly to F's parameter type (the types are named in "
-                "argument_check<position, argument, parameter> in this error). mproc makes no explicit "
-                "conversions, such as a pointer to an integer: convert it yourself, or change F's parameter "
-                "type.");
-};
-
-// The trailing arguments of the _async calls: [chunksize,] [callback,] [error_callback].
-template <class A>
-inline constexpr bool is_chunksize_arg =
-    std::is_integral_v<std::remove_cvref_t<A>> && !std::is_same_v<std::remove_cvref_t<A>, bool>;
-template <class T, class A>
-inline constexpr bool is_result_callback =
-    std::is_null_pointer_v<std::remove_cvref_t<A>> || std::is_invocable_v<A&, const T&>;
-template <class A>
-inline constexpr bool is_error_callback =
-    std::is_null_pointer_v<std::remove_cvref_t<A>> || std::is_invocable_v<A&, const Error&>;
-
-/// Whether Opts is nothing, a callback, an error_callback, or a callback then an
-/// error_callback (nullptr stands for "none" in either place, as Python's None).
-template <class T, class... Opts>
-consteval bool callbacks_fit() {
-  using List = std::tuple<Opts...>;
-  if constexpr (sizeof...(Opts) == 0) {
-    return true;
-  } else if constexpr (sizeof...(Opts) == 1) {
-    using A = std::tuple_element_t<0, List>;
-    return is_result_callback<T, A> || is_error_callback<A>;
-  } else if constexpr (sizeof...(Opts) == 2) {
-    return is_result_callback<T, std::tuple_element_t<0, List>> && is_error_callback<std::tuple_element_t<1, List>>;
-  } else {
-    return false;
-  }
-}
-/// As callbacks_fit, after an optional leading chunksize.
-template <class T, class... Opts>
-consteval bool map_options_fit() {
-  if constexpr (sizeof...(Opts) > 0) {
-    if constexpr (is_chunksize_arg<std::tuple_element_t<0, std::tuple<Opts...>>>) {
-      return []<class First, class... Rest>(std::type_identity<std::tuple<First, Rest...>>) {
-        return callbacks_fit<T, Rest...>();
-      }(std::type_identity<std::tuple<Opts...>>{});
-    }
-  }
-  return callbacks_fit<T, Opts...>();
-}
-/// Whether a chunksize comes after a callback (it must come first).
-template <class... Opts>
-consteval bool chunksize_misplaced() {
-  if constexpr (sizeof...(Opts) < 2) {
-    return false;
-  } else {
-    return []<class First, class... Rest>(std::type_identity<std::tuple<First, Rest...>>) {
-      return (is_chunksize_arg<Rest> || ...);
-    }(std::type_identity<std::tuple<Opts...>>{});
-  }
-}
-
-}  // namespace detail
 
 /// How a Pool runs. Fields keep this order (designated initializers rely on it).
 struct PoolOptions {
@@ -152,12 +90,16 @@ class Pool {
   using Traits = detail::TaskTraits<Callable>;
   using Args = typename Traits::Args;
   static constexpr std::size_t arity = std::tuple_size_v<Args>;
-  static constexpr std::size_t item_size = detail::fixed_encoded_size<Args>();
+  using Encoding = detail::ItemEncoding<Args>;
 
  public:
   /// What F returns (mproc::None when F returns void).
   using result_type = typename Traits::Result;
 
+ private:
+  using Checks = detail::CallChecks<Args, result_type>;
+
+ public:
   /// Forks the worker processes (unless serial) and returns at once.
   explicit Pool(F fn, PoolOptions options = {}) : Pool(std::move(fn), std::move(options), start_local) {}
   Pool(Pool&&) noexcept = default;
@@ -185,10 +127,10 @@ class Pool {
   template <std::ranges::input_range R, class... Options>
   AsyncResult<std::vector<result_type>> map_async(R&& inputs, Options&&... options) {
     using E = std::ranges::range_reference_t<R>;
-    require_map_input<E>();
-    require_map_options<Options...>();
-    if constexpr (map_input_ok<E>() && map_options_ok<Options...>()) {
-      return collect(inputs, MapConvert{}, std::forward<Options>(options)...);
+    Checks::template require_map_input<E>();
+    Checks::template require_map_options<Options...>();
+    if constexpr (Checks::template map_input_ok<E>() && Checks::template map_options_ok<Options...>()) {
+      return collect(inputs, typename Encoding::MapConvert{}, std::forward<Options>(options)...);
     } else {
       return {};  // not reached: a static_assert above has failed
     }
@@ -202,10 +144,10 @@ class Pool {
   template <std::ranges::input_range R, class... Options>
   AsyncResult<std::vector<result_type>> starmap_async(R&& inputs, Options&&... options) {
     using E = std::ranges::range_reference_t<R>;
-    require_starmap_input<E>();
-    require_map_options<Options...>();
-    if constexpr (starmap_input_ok<E>() && map_options_ok<Options...>()) {
-      return collect(inputs, StarConvert{}, std::forward<Options>(options)...);
+    Checks::template require_starmap_input<E>();
+    Checks::template require_map_options<Options...>();
+    if constexpr (Checks::template starmap_input_ok<E>() && Checks::template map_options_ok<Options...>()) {
+      return collect(inputs, typename Encoding::StarConvert{}, std::forward<Options>(options)...);
     } else {
       return {};  // not reached: a static_assert above has failed
     }
@@ -246,53 +188,36 @@ class Pool {
   // ------------------------------------------------------------------ lifecycle
 
   /// No more tasks may be submitted; workers exit when the queued ones are done.
-  void close() {
-    if (auto* core = live_core()) core->close();
-    else state().closed = true;
-  }
+  void close() { engine().close(); }
   /// Waits for the workers to exit. Call close() or terminate() first.
-  void join() {
-    if (auto* core = live_core()) core->join();
-    else if (!state().closed) throw ValueError("mproc: Pool::join() needs close() or terminate() first");
-  }
+  void join() { engine().join(); }
   /// Stops the workers at once (SIGKILL) and reaps them; tasks not finished fail
   /// with PoolClosed.
-  void terminate() {
-    if (auto* core = live_core()) core->terminate();
-    else state().closed = true;
-  }
+  void terminate() { engine().terminate(); }
 
   /// The number of worker processes (1 in serial mode).
-  std::size_t processes() const { return state().serial ? 1 : state().options.processes; }
+  std::size_t processes() const { return engine().workers(); }
   /// Whether tasks run in the calling process (PoolOptions::serial or MPROC_SERIAL).
   bool serial() const { return state().serial; }
-  /// The pids of the current workers (changes when workers are replaced).
-  std::vector<pid_t> worker_pids() const {
-    const auto* local = dynamic_cast<const detail::LocalEngine*>(state().core.get());
-    return local ? local->worker_pids() : std::vector<pid_t>{};
-  }
+  /// The pids of the current workers (changes when workers are replaced); empty
+  /// where the workers are not local processes (serial mode, a pool over MPI).
+  std::vector<pid_t> worker_pids() const { return engine().worker_pids(); }
 
  protected:
   /// Everything a pool holds. Protected for pools over another transport
-  /// (mproc::mpi::Pool), whose setup fills in core, serial and refusal.
+  /// (mproc::mpi::Pool), whose setup decides serial mode and makes the engine.
   struct State {
     State(F f, PoolOptions o) : fn(std::move(f)), options(std::move(o)), serial(options.serial || env_serial()) {}
     F fn;
     PoolOptions options;
     bool serial;
-    bool closed = false;  // serial mode's own close flag
     pid_t owner = detail::current_pid();
-    std::shared_ptr<detail::DispatchEngine> core;  // runs the tasks; null: they run here (serial)
-    /// Non-empty: this process takes no tasks (an MPI serving rank); map, apply and
-    /// the rest throw ValueError with this text.
-    std::string refusal;
-    std::exception_ptr broken;  // serial mode: the initializer's error, for every later call
-    std::uint64_t next_chunk_id = 1;  // serial mode
+    std::shared_ptr<detail::Engine> engine;  // runs the tasks
   };
 
   /// For pools over another transport: `setup(state)` runs once the pool holds F and
-  /// its options (processes already defaulted), unless F was rejected; it sets
-  /// state.core to the engine that runs the tasks, or leaves it null for serial mode.
+  /// its options (processes already defaulted), unless F was rejected, and returns
+  /// the engine that runs the tasks, or null for serial mode (they run here).
   template <class Setup>
   Pool(F fn, PoolOptions options, Setup&& setup)
       : state_(std::make_shared<State>(std::move(fn), std::move(options))) {
@@ -301,32 +226,29 @@ class Pool {
     State& s = *state_;
     if (s.options.processes == 0) s.options.processes = cpu_count();
     if constexpr (detail::has_signature<F>) {
-      std::forward<Setup>(setup)(s);
-      if (!s.core && s.refusal.empty()) run_initializer_here(s);
+      s.engine = std::forward<Setup>(setup)(s);
+      if (!s.engine) s.engine = serial_engine(s);
     }
   }
 
  private:
   /// The local transport: forked workers, unless serial.
-  static void start_local(State& s) {
-    if (s.serial) return;
+  static std::shared_ptr<detail::Engine> start_local(State& s) {
+    if (s.serial) return nullptr;
     State* raw = &s;  // stable (the State is heap-allocated): the child uses it after the fork
-    s.core = std::make_shared<detail::LocalEngine>(detail::LocalConfig{
+    return std::make_shared<detail::LocalEngine>(detail::LocalConfig{
         s.options.processes, s.options.maxtasksperchild, s.options.task_timeout, s.options.retries,
         s.options.max_memory_per_child,
         [raw](const detail::WorkerEnv& env) { return detail::worker_main(raw->fn, raw->options.initializer, env); }});
   }
-
-  /// Serial mode: the initializer runs once, here, as it would in each worker. If it
-  /// throws, the pool is broken as a pool of workers would be: every call fails with
-  /// the same RemoteError.
-  static void run_initializer_here(State& s) {
-    if (!s.options.initializer) return;
-    try {
-      s.options.initializer();
-    } catch (...) {
-      s.broken = detail::initializer_error(detail::describe_current_exception());
-    }
+  /// Serial mode: the tasks run in this thread, through the worker's chunk runner.
+  static std::shared_ptr<detail::Engine> serial_engine(State& s) {
+    State* raw = &s;  // the engine lives in the State, or in a stream that holds it (stream())
+    return std::make_shared<detail::SerialEngine>(
+        [raw](std::uint64_t chunk_id, std::span<const std::byte> items, Bytes& out) {
+          detail::run_chunk(raw->fn, chunk_id, items, out, nullptr, false);
+        },
+        s.options.initializer);
   }
 
   static bool env_serial() {
@@ -335,27 +257,14 @@ class Pool {
   }
 
   /// The state, if this process may use it (the one that made the pool).
-  static State& usable(const std::shared_ptr<State>& state) {
-    if (!state) throw ValueError("mproc: this Pool was moved from");
-    if (detail::current_pid() != state->owner) {
+  State& state() const {
+    if (!state_) throw ValueError("mproc: this Pool was moved from");
+    if (detail::current_pid() != state_->owner) {
       throw ValueError("mproc: a Pool can only be used by the process that created it");
     }
-    return *state;
+    return *state_;
   }
-  State& state() const { return usable(state_); }
-  detail::DispatchEngine* live_core() const { return state().core.get(); }
-  /// The state, for a call that submits tasks: refused where tasks are not taken.
-  State& submitter() const {
-    State& s = state();
-    if (!s.refusal.empty()) throw ValueError(s.refusal);
-    return s;
-  }
-  /// Serial mode: throws what a pool of workers would throw at a submission (the
-  /// initializer's error, or PoolClosed after close() or terminate()).
-  static void check_open_here(const State& s) {
-    if (s.broken) std::rethrow_exception(s.broken);
-    if (s.closed) throw PoolClosed("mproc: the pool is closed (close() or terminate() was called)");
-  }
+  detail::Engine& engine() const { return *state().engine; }
 
   void shut_down() noexcept {
     if (!state_) return;
@@ -366,253 +275,35 @@ class Pool {
       return;
     }
     try {
-      if (state_->core) {
-        state_->core->close();
-        state_->core->join();
-      }
+      state_->engine->close();  // a stream that outlives the pool then ends with PoolClosed
+      state_->engine->join();
     } catch (...) {
     }
-    state_->closed = true;  // a serial imap that outlives the pool ends with PoolClosed
     state_.reset();
-  }
-
-  // ---- argument conversion
-
-  /// Encodes F's arguments as the Args tuple would be encoded, without building it:
-  /// an argument already of the parameter's type is encoded in place, not copied.
-  /// Others convert implicitly only (require_arguments_convert has made sure they can).
-  template <class... Xs>
-  static void encode_args(detail::Writer& w, Xs&&... xs) {
-    if constexpr (arity == 0) {
-      detail::encode_value(w, Args{});  // its one byte: an item is found by its bytes
-    } else {
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        (detail::encode_value<std::tuple_element_t<I, Args>>(w, std::forward<Xs>(xs)), ...);
-      }(std::index_sequence_for<Xs...>{});
-    }
-  }
-  struct MapConvert {
-    template <class X>
-    void operator()(detail::Writer& w, X&& x) const {
-      encode_args(w, std::forward<X>(x));
-    }
-  };
-  struct StarConvert {
-    template <class X>
-    void operator()(detail::Writer& w, X&& x) const {
-      std::apply([&w](auto&&... e) { encode_args(w, std::forward<decltype(e)>(e)...); }, std::forward<X>(x));
-    }
-  };
-
-  // ---- compile-time checks of a call. require_*() static_asserts what is wrong, with
-  // a message that says what to do; *_ok() is the same verdict as a plain constant,
-  // on which the call compiles nothing more after an error (one message, not a page).
-
-  /// Whether each From converts implicitly to F's parameter at its position.
-  template <class... From>
-  static consteval bool arguments_convert(std::type_identity<std::tuple<From...>> = {}) {
-    return []<std::size_t... I>(std::index_sequence<I...>) {
-      return (std::is_convertible_v<From, std::tuple_element_t<I, Args>> && ...);
-    }(std::index_sequence_for<From...>{});
-  }
-  template <class... From>
-  static void require_arguments_convert(std::type_identity<std::tuple<From...>> = {}) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((void)detail::argument_check<I, From, std::tuple_element_t<I, Args>>{}, ...);
-    }(std::index_sequence_for<From...>{});
-  }
-
-  template <class E>
-  static consteval bool map_input_ok() {
-    if constexpr (arity == 1) return arguments_convert<E>();
-    else return false;
-  }
-  template <class E>
-  static void require_map_input() {
-    static_assert(arity == 1,
-                  "mproc: map/imap/imap_unordered call F with one argument per input, but F takes another "
-                  "number of arguments: use starmap with tuples, or apply/apply_async");
-    if constexpr (arity == 1) require_arguments_convert<E>();
-  }
-
-  /// For a starmap input element E (a tuple, pair or array): its elements as std::get
-  /// hands them out, as a tuple of types.
-  template <class E>
-  static consteval auto element_types() {
-    return []<std::size_t... I>(std::index_sequence<I...>) {
-      return std::type_identity<std::tuple<decltype(std::get<I>(std::declval<E>()))...>>{};
-    }(std::make_index_sequence<std::tuple_size_v<std::remove_cvref_t<E>>>{});
-  }
-  template <class E>
-  static constexpr bool is_tuple_like = requires { std::tuple_size<std::remove_cvref_t<E>>::value; };
-  template <class E>
-  static consteval bool starmap_input_ok() {
-    if constexpr (is_tuple_like<E>) {
-      if constexpr (std::tuple_size_v<std::remove_cvref_t<E>> == arity) return arguments_convert(element_types<E>());
-    }
-    return false;
-  }
-  template <class E>
-  static void require_starmap_input() {
-    static_assert(is_tuple_like<E>, "mproc: starmap needs inputs that are tuples, pairs or arrays of F's arguments");
-    if constexpr (is_tuple_like<E>) {
-      constexpr bool fits = std::tuple_size_v<std::remove_cvref_t<E>> == arity;
-      static_assert(fits, "mproc: starmap: each input tuple must have as many elements as F has parameters");
-      if constexpr (fits) require_arguments_convert(element_types<E>());
-    }
-  }
-
-  template <class... Options>
-  static consteval bool map_options_ok() {
-    return !detail::chunksize_misplaced<Options...>() && detail::map_options_fit<std::vector<result_type>, Options...>();
-  }
-  template <class... Options>
-  static void require_map_options() {
-    constexpr bool misplaced = detail::chunksize_misplaced<Options...>();
-    static_assert(!misplaced, "mproc: map_async/starmap_async: the chunksize (an integer) comes once, right after "
-                              "the inputs, before the callbacks");
-    static_assert(misplaced || map_options_ok<Options...>(),
-                  "mproc: map_async/starmap_async take, after the inputs, an optional chunksize, then an optional "
-                  "callback(const std::vector<R>&), then an optional error_callback(const mproc::Error&), in that "
-                  "order (nullptr for none)");
-  }
-
-  /// apply_async's arguments: F's, then the callbacks.
-  template <class... Xs>
-  static consteval auto leading_arguments() {
-    return []<std::size_t... I>(std::index_sequence<I...>) {
-      return std::type_identity<std::tuple<std::tuple_element_t<I, std::tuple<Xs...>>...>>{};
-    }(std::make_index_sequence<arity>{});
-  }
-  template <class... Xs>
-  static consteval bool callbacks_after_arguments_fit() {
-    return []<std::size_t... J>(std::index_sequence<J...>) {
-      return detail::callbacks_fit<result_type, std::tuple_element_t<arity + J, std::tuple<Xs...>>...>();
-    }(std::make_index_sequence<sizeof...(Xs) - arity>{});
-  }
-  template <class... Xs>
-  static consteval bool apply_ok() {
-    if constexpr (sizeof...(Xs) >= arity) {
-      return callbacks_after_arguments_fit<Xs...>() && arguments_convert(leading_arguments<Xs...>());
-    }
-    return false;
-  }
-  template <class... Xs>
-  static void require_apply_arguments() {
-    constexpr bool enough = sizeof...(Xs) >= arity;
-    static_assert(enough, "mproc: Pool::apply_async takes all of F's arguments");
-    if constexpr (enough) {
-      constexpr bool fit = callbacks_after_arguments_fit<Xs...>();
-      static_assert(fit, "mproc: Pool::apply_async got arguments past F's that are not callbacks: after F's "
-                         "arguments only a callback(const R&), then an error_callback(const mproc::Error&), may "
-                         "follow (too many arguments for F, or a callback that can't take F's result?)");
-      if constexpr (fit) require_arguments_convert(leading_arguments<Xs...>());
-    }
-  }
-
-  /// Encodes items from [it, end) into bytes (and their offsets, for variable-size
-  /// items): at most max items, and no more once max_bytes are filled. When reading
-  /// or encoding an item throws, the exception leaves; or, given `failed`, it goes
-  /// there, and the items before it are kept (none half encoded): the input has
-  /// ended at that item, and `it` is not used again.
-  template <class It, class Sent, class Convert>
-  static std::size_t encode_items(It& it, const Sent& end, std::size_t max, Convert convert, Bytes& bytes,
-                                  std::vector<std::size_t>& offsets, std::size_t max_bytes = SIZE_MAX,
-                                  std::exception_ptr* failed = nullptr) {
-    detail::Writer w(bytes);
-    const std::size_t offsets_before = offsets.size();
-    std::size_t n = 0;
-    std::size_t kept = bytes.size();  // the end of the last whole item
-    try {
-      while (n < max && it != end && bytes.size() < max_bytes) {
-        if constexpr (item_size == 0) offsets.push_back(bytes.size());
-        convert(w, *it);
-        ++n;
-        kept = bytes.size();
-        ++it;  // an item whose successor throws was read: it counts
-      }
-    } catch (...) {
-      if (failed == nullptr) throw;
-      *failed = std::current_exception();
-      bytes.resize(kept);
-      if constexpr (item_size == 0) offsets.resize(offsets_before + n);
-    }
-    return n;
-  }
-
-  // ---- async options: [chunksize], [callback], [error_callback], already checked
-
-  template <class T>
-  struct AsyncOptions {
-    std::size_t chunksize = 0;
-    std::function<void(const T&)> callback;
-    std::function<void(const Error&)> error_callback;
-  };
-  /// Callbacks in the forms callbacks_fit accepts: a lone one is the callback when it
-  /// takes the result, else the error_callback.
-  template <class T, class... Opts>
-  static AsyncOptions<T> callback_options(Opts&&... opts) {
-    AsyncOptions<T> o;
-    if constexpr (sizeof...(Opts) == 2) {
-      [&o](auto&& callback, auto&& error_callback) {
-        o.callback = std::forward<decltype(callback)>(callback);
-        o.error_callback = std::forward<decltype(error_callback)>(error_callback);
-      }(std::forward<Opts>(opts)...);
-    } else if constexpr (sizeof...(Opts) == 1) {
-      [&o](auto&& callback) {
-        if constexpr (detail::is_result_callback<T, decltype(callback)>) {
-          o.callback = std::forward<decltype(callback)>(callback);
-        } else {
-          o.error_callback = std::forward<decltype(callback)>(callback);
-        }
-      }(std::forward<Opts>(opts)...);
-    }
-    return o;
-  }
-  template <class T>
-  static AsyncOptions<T> map_options() {
-    return {};
-  }
-  template <class T, class First, class... Rest>
-  static AsyncOptions<T> map_options(First&& first, Rest&&... rest) {
-    if constexpr (detail::is_chunksize_arg<First>) {
-      AsyncOptions<T> o = callback_options<T>(std::forward<Rest>(rest)...);
-      o.chunksize = static_cast<std::size_t>(first);
-      return o;
-    } else {
-      return callback_options<T>(std::forward<First>(first), std::forward<Rest>(rest)...);
-    }
-  }
-
-  template <class T>
-  static std::shared_ptr<detail::ResultState<T>> make_state(AsyncOptions<T> options) {
-    auto state = std::make_shared<detail::ResultState<T>>();
-    state->set_callbacks(std::move(options.callback), std::move(options.error_callback));
-    return state;
   }
 
   // ---- submission
 
   template <class R, class Convert, class... Options>
   AsyncResult<std::vector<result_type>> collect(R& inputs, Convert convert, Options&&... options) {
-    auto opts = map_options<std::vector<result_type>>(std::forward<Options>(options)...);
+    auto opts = detail::map_options<std::vector<result_type>>(std::forward<Options>(options)...);
     const std::size_t chunksize = opts.chunksize != 0 ? opts.chunksize : state().options.chunksize;
-    auto result = make_state(std::move(opts));
+    auto result = detail::make_result_state(std::move(opts));
     Bytes bytes;
     std::vector<std::size_t> offsets;
     if constexpr (std::ranges::sized_range<R>) {
       const auto n = static_cast<std::size_t>(std::ranges::size(inputs));
-      if constexpr (item_size != 0) bytes.reserve(n * item_size);
+      if constexpr (Encoding::item_size != 0) bytes.reserve(n * Encoding::item_size);
       else offsets.reserve(n);
     }
     auto it = std::ranges::begin(inputs);
-    const std::size_t count = encode_items(it, std::ranges::end(inputs), SIZE_MAX, convert, bytes, offsets);
-    auto job = std::make_shared<detail::CollectJob<result_type>>(item_size, chunksize, count,
+    const std::size_t count = Encoding::encode_items(it, std::ranges::end(inputs), SIZE_MAX, convert, bytes, offsets);
+    auto job = std::make_shared<detail::CollectJob<result_type>>(Encoding::item_size, chunksize, count,
                                                                   state().options.progress, result);
     job->input.append(std::move(bytes), std::move(offsets), count);
     job->input_closed = true;
     job->expected_total = count;
-    submit(std::move(job));
+    engine().submit(std::move(job), false);
     return AsyncResult<std::vector<result_type>>(std::move(result));
   }
 
@@ -620,208 +311,40 @@ class Pool {
   /// lets the engine run the round trip on the caller's thread.
   template <class... Xs>
   AsyncResult<result_type> submit_apply(bool awaited, Xs&&... xs) {
-    require_apply_arguments<Xs...>();
-    if constexpr (apply_ok<Xs...>()) {
+    Checks::template require_apply_arguments<Xs...>();
+    if constexpr (Checks::template apply_ok<Xs...>()) {
       auto all = std::forward_as_tuple(std::forward<Xs>(xs)...);
-      auto state = [&]<std::size_t... J>(std::index_sequence<J...>) {
-        return make_state(callback_options<result_type>(std::get<arity + J>(all)...));
+      auto result = [&]<std::size_t... J>(std::index_sequence<J...>) {
+        return detail::make_result_state(detail::callback_options<result_type>(std::get<arity + J>(all)...));
       }(std::make_index_sequence<sizeof...(Xs) - arity>{});
-      auto job = std::make_shared<detail::ApplyJob<result_type>>(item_size, state);
+      auto job = std::make_shared<detail::ApplyJob<result_type>>(Encoding::item_size, result);
       Bytes bytes;
       [&]<std::size_t... I>(std::index_sequence<I...>) {
         detail::Writer w(bytes);
-        encode_args(w, std::get<I>(std::move(all))...);
+        Encoding::encode_args(w, std::get<I>(std::move(all))...);
       }(std::make_index_sequence<arity>{});
       job->input.append(std::move(bytes), {0}, 1);
       job->input_closed = true;
       job->expected_total = 1;
-      submit(std::move(job), awaited);
-      return AsyncResult<result_type>(std::move(state));
+      engine().submit(std::move(job), awaited);
+      return AsyncResult<result_type>(std::move(result));
     } else {
       return {};  // not reached: a static_assert above has failed
     }
   }
 
-  /// Queues a job whose input is complete. A job with no items finishes at once.
-  /// awaited: its caller waits for it at once (see DispatchEngine::submit_awaited).
-  void submit(std::shared_ptr<detail::Job> job, bool awaited = false) {
-    State& s = submitter();
-    if (s.core && awaited && job->input.size() != 0) {
-      s.core->submit_awaited(std::move(job));
-      return;
-    }
-    if (s.core) {
-      std::lock_guard lock(s.core->mutex());
-      if (job->input.size() != 0) {
-        s.core->submit_locked(std::move(job));
-        return;
-      }
-      s.core->check_open_locked();
-    } else {
-      check_open_here(s);
-      run_inline(s, *job);
-    }
-    job->finish();
-  }
-
-  /// Serial mode: runs the job's undispatched items here, through the same chunk
-  /// runner and outcome path as the workers.
-  static void run_inline(State& s, detail::Job& job) {
-    while (job.dispatched < job.input.size()) {
-      const std::size_t first = job.dispatched;
-      std::optional<std::size_t> remaining;
-      if (job.expected_total) remaining = *job.expected_total - first;
-      const std::size_t n = std::min(job.chunking.next(remaining, 1), job.input.contiguous_from(first));
-      Bytes out;
-      if constexpr (detail::has_signature<F>) {
-        detail::run_chunk(s.fn, s.next_chunk_id++, job.input.bytes(first, n), out, nullptr, false);
-      }
-      const detail::ChunkOutcome outcome = detail::parse_chunk_outcome(out.span());
-      job.chunking.record(outcome.header.count, outcome.header.elapsed_ns);
-      job.dispatched += n;
-      detail::deliver_chunk(job, first, n, outcome);
-      job.settled += n;
-      job.input.settle(first, n);
-    }
-  }
-
-  /// Feeds an IMap from an input range: keeps a window of items submitted ahead of
-  /// the consumer (pool), or runs one chunk at a time when asked (serial). It holds
-  /// what it needs by shared ownership, so it may outlive the Pool: it then ends as
-  /// a closed pool's stream does, with PoolClosed. An input that throws (reading an
-  /// item, or converting or encoding it) ends there, as Python's imap does: the items
-  /// read before it run, and the consumer gets its exception after their results.
-  template <class R>
-  class Stream final : public detail::StreamSource<result_type> {
-   public:
-    Stream(const std::shared_ptr<State>& state, R&& range, std::size_t chunksize, bool ordered)
-        : state_(state),
-          core_(state->core),
-          range_(std::forward<R>(range)),
-          job_(std::make_shared<detail::StreamJob<result_type>>(item_size, chunksize, ordered, size_hint(range_),
-                                                                state->options.progress)) {
-      job_->expected_total = size_hint(range_);
-      try {
-        it_.emplace(std::ranges::begin(range_));  // a generator's first item may throw here
-      } catch (...) {
-        input_error_ = std::current_exception();
-        exhausted_ = true;
-      }
-      if (core_) {
-        std::lock_guard lock(core_->mutex());
-        core_->submit_locked(job_);
-        if (exhausted_) {
-          job_->input_closed = true;
-          core_->job_changed_locked(job_);
-        }
-      } else {
-        check_open_here(*state_);  // as submit_locked does for a pool of workers
-      }
-    }
-    bool pump(std::size_t consumed) override {
-      if (!core_) return pump_serial(consumed);
-      refill(consumed);
-      if (consumed < fed_) return true;
-      if (cut_short_) throw PoolClosed(closed_while_reading);
-      return !exhausted_;
-    }
-    std::exception_ptr input_error() const noexcept override { return input_error_; }
-    void cancel() noexcept override {
-      if (!core_) return;
-      std::lock_guard lock(core_->mutex());
-      job_->cancelled = true;
-      job_->input_closed = true;
-      core_->job_changed_locked(job_);
-    }
-    detail::StreamJob<result_type>& job() noexcept override { return *job_; }
-
-   private:
-    static constexpr const char* closed_while_reading =
-        "mproc: the pool was closed while imap was still reading its input";
-    static constexpr std::size_t max_ahead_bytes = detail::ChunkPolicy::max_stream_bytes;
-
-    static std::optional<std::size_t> size_hint(const auto& range) {
-      if constexpr (std::ranges::sized_range<decltype(range)>) {
-        return static_cast<std::size_t>(std::ranges::size(range));
-      } else {
-        return std::nullopt;
-      }
-    }
-    void refill(std::size_t consumed) {
-      if (exhausted_) return;
-      std::size_t window;
-      {
-        std::lock_guard lock(core_->mutex());
-        window = job_->chunking.stream_window(core_->workers());
-      }
-      if (fed_ > 0) {
-        // Big items, or big results waiting for a slow consumer: keep what is ahead of
-        // the consumer near max_ahead_bytes, whichever way it is big.
-        const std::size_t per_item = std::max(bytes_fed_ / fed_, job_->mean_result_bytes());
-        const std::size_t by_bytes = max_ahead_bytes / std::max<std::size_t>(1, per_item);
-        window = std::max(std::min(window, by_bytes), 2 * core_->workers());
-      }
-      const std::size_t ahead = fed_ - consumed;
-      if (ahead > 0 && ahead * 2 > window) return;  // enough in flight
-      Bytes bytes;
-      std::vector<std::size_t> offsets;
-      const std::size_t n = encode_items(*it_, std::ranges::end(range_), window - std::min(window, ahead), convert_,
-                                         bytes, offsets, max_ahead_bytes, &input_error_);
-      bytes_fed_ += bytes.size();
-      exhausted_ = input_error_ || *it_ == std::ranges::end(range_);
-      std::lock_guard lock(core_->mutex());
-      if (job_->input_closed) {
-        // close() ended the stream's input: what was submitted runs and is handed out,
-        // then the stream ends with PoolClosed, as the rest never will run.
-        exhausted_ = true;
-        cut_short_ = n > 0;
-        if (cut_short_) input_error_ = nullptr;  // the stream ends before the input's error
-        return;
-      }
-      job_->input.append(std::move(bytes), std::move(offsets), n);
-      fed_ += n;
-      if (exhausted_) job_->input_closed = true;
-      core_->job_changed_locked(job_);
-    }
-    bool pump_serial(std::size_t consumed) {
-      if (consumed < fed_) return true;
-      if (input_error_) return false;
-      State& s = usable(state_);
-      if (s.broken) std::rethrow_exception(s.broken);
-      if (s.closed) throw PoolClosed(closed_while_reading);
-      Bytes bytes;
-      std::vector<std::size_t> offsets;
-      const std::size_t want = job_->chunking.next(std::nullopt, 1);
-      const std::size_t n = encode_items(*it_, std::ranges::end(range_), want, convert_, bytes, offsets, SIZE_MAX,
-                                         &input_error_);
-      if (n == 0) return false;
-      job_->input.append(std::move(bytes), std::move(offsets), n);
-      fed_ += n;
-      run_inline(s, *job_);
-      return true;
-    }
-
-    std::shared_ptr<State> state_;
-    std::shared_ptr<detail::DispatchEngine> core_;
-    std::conditional_t<std::is_lvalue_reference_v<R>, R, std::remove_cvref_t<R>> range_;
-    std::optional<std::ranges::iterator_t<std::remove_reference_t<R>>> it_;  // none if begin() threw
-    std::shared_ptr<detail::StreamJob<result_type>> job_;
-    MapConvert convert_;
-    std::size_t fed_ = 0;
-    std::size_t bytes_fed_ = 0;
-    std::exception_ptr input_error_;  // what the input threw where it ended
-    bool exhausted_ = false;
-    bool cut_short_ = false;  // the pool closed before the input was read to its end
-  };
-
   template <class R>
   IMap<result_type> stream(R&& inputs, std::size_t chunksize, bool ordered) {
     using E = std::ranges::range_reference_t<R>;
-    require_map_input<E>();
-    if constexpr (map_input_ok<E>()) {
-      const State& s = submitter();
+    Checks::template require_map_input<E>();
+    if constexpr (Checks::template map_input_ok<E>()) {
+      const State& s = state();
       if (chunksize == 0) chunksize = s.options.chunksize;
-      return IMap<result_type>(std::make_unique<Stream<R>>(state_, std::forward<R>(inputs), chunksize, ordered));
+      // The stream shares ownership of the whole State (F, and the engine it points
+      // to), so that it may outlive the pool.
+      std::shared_ptr<detail::Engine> engine(state_, s.engine.get());
+      return IMap<result_type>(std::make_unique<detail::InputStream<result_type, Args, R>>(
+          std::move(engine), std::forward<R>(inputs), chunksize, ordered, s.options.progress));
     } else {
       return IMap<result_type>(nullptr);  // not reached: a static_assert above has failed
     }

@@ -23,6 +23,14 @@
 
 namespace mproc::detail {
 
+/// What an imap stream has fed so far, when it asks how much input to encode next.
+struct StreamFeed {
+  std::size_t fed = 0;                // items appended
+  std::size_t bytes_fed = 0;          // their encoded size
+  std::size_t consumed = 0;           // results the consumer has taken
+  std::size_t mean_result_bytes = 0;  // of the results waiting for the consumer
+};
+
 class ChunkPolicy {
  public:
   static constexpr double min_chunk_seconds = 0.002;
@@ -81,6 +89,21 @@ class ChunkPolicy {
       window = std::max(window, workers * static_cast<std::size_t>(stream_ahead_seconds / *per_item));
     }
     return std::clamp<std::size_t>(window, 2 * workers, max_stream_window);
+  }
+  /// How many items a stream over `workers` should encode and append now: up to its
+  /// window ahead of the consumer, refilled once half of that is consumed. Big items,
+  /// or big results waiting for a slow consumer, shrink the window so that what is
+  /// ahead stays near max_stream_bytes, whichever way it is big.
+  std::size_t stream_room(std::size_t workers, const StreamFeed& feed) const noexcept {
+    std::size_t window = stream_window(workers);
+    if (feed.fed > 0) {
+      const std::size_t per_item = std::max(feed.bytes_fed / feed.fed, feed.mean_result_bytes);
+      const std::size_t by_bytes = max_stream_bytes / std::max<std::size_t>(1, per_item);
+      window = std::max(std::min(window, by_bytes), 2 * workers);
+    }
+    const std::size_t ahead = feed.fed - feed.consumed;
+    if (ahead > 0 && ahead * 2 > window) return 0;  // enough in flight
+    return window - std::min(window, ahead);
   }
 
  private:

@@ -1,13 +1,14 @@
 #pragma once
-// DispatchEngine: what every pool runs on, whatever carries its chunks (pipes to forked
-// workers, or MPI ranks). It owns the queue of jobs and the pool's own thread, cuts
-// chunks, settles outcomes, requeues what a lost worker held, retires finished jobs
-// and runs their callbacks. A transport derives from it and supplies four steps:
-// start its workers, hand chunks to those with room, wait for and handle events,
-// and stop its workers.
+// DispatchEngine: the Engine of a pool whose chunks go to workers, whatever carries
+// them (pipes to forked workers, or MPI ranks). It owns the queue of jobs and the
+// pool's own thread, cuts chunks, settles outcomes, requeues what a lost worker held,
+// retires finished jobs and runs their callbacks. A transport derives from it and
+// supplies four steps: start its workers, hand chunks to those with room, wait for
+// and handle events, and stop its workers.
 
 #include <mproc/async_result.hpp>
 #include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/engine.hpp>
 #include <mproc/detail/os/fd.hpp>  // limit_error
 #include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/engine/job.hpp>
@@ -105,48 +106,57 @@ class HeldChunks {
   std::size_t unknown_ = 0;
 };
 
-class DispatchEngine {
+class DispatchEngine : public Engine {
  public:
   DispatchEngine(std::size_t workers, std::size_t retries) : workers_(workers), retries_(retries) {}
-  DispatchEngine(const DispatchEngine&) = delete;
-  DispatchEngine& operator=(const DispatchEngine&) = delete;
-  virtual ~DispatchEngine() = default;
 
   // ---------------------------------------------------------------- user side
 
-  std::mutex& mutex() noexcept { return mutex_; }
-  std::size_t workers() const noexcept { return workers_; }
+  std::size_t workers() const noexcept override { return workers_; }
 
-  /// Queues a job. Call with mutex() held. Throws PoolClosed after close() or
-  /// terminate(), or the error that broke the pool.
-  void submit_locked(std::shared_ptr<Job> job) {
-    check_open_locked();
-    queue_locked(std::move(job));
-    wake_locked();
+  void submit(std::shared_ptr<Job> job, bool awaited) override {
+    if (job->input.size() != 0 && awaited) {
+      submit_awaited(std::move(job));
+      return;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (job->input.size() != 0) {
+        submit_locked(std::move(job));
+        return;
+      }
+      check_open_locked();
+    }
+    job->finish();
   }
-  /// Queues a job whose caller waits for it at once (Pool::apply). A transport may
-  /// hand it out and wait for its outcome on the caller's thread while the pool's
-  /// thread sleeps (one wake-up less each way); this one queues it for the pool's
-  /// thread. Returns once the job is finished or left to the pool's thread: either
-  /// way the caller then waits on its result as usual. Mutex not held.
-  virtual void submit_awaited(std::shared_ptr<Job> job) {
+
+  void open_stream(std::shared_ptr<Job> job) override {
     std::lock_guard lock(mutex_);
     submit_locked(std::move(job));
   }
-  /// Throws if the pool takes no more work. Call with mutex() held.
-  void check_open_locked() const {
-    if (broken_) std::rethrow_exception(broken_);
-    if (closed_) throw PoolClosed("mproc: the pool is closed (close() or terminate() was called)");
+  std::size_t stream_room(const Job& job, const StreamFeed& feed) override {
+    std::lock_guard lock(mutex_);
+    return job.chunking.stream_room(workers_, feed);
   }
-  /// Tells the pool's thread that a job changed (more input, input ended,
-  /// cancelled). Call with mutex() held.
-  void job_changed_locked(const std::shared_ptr<Job>& job) {
-    touched_.push_back(job);
-    wake_locked();
+  bool append_input(const std::shared_ptr<Job>& job, Bytes bytes, std::vector<std::size_t> offsets, std::size_t n,
+                    bool last) override {
+    std::lock_guard lock(mutex_);
+    // close() ended the stream's input: what was submitted runs, the rest never will.
+    if (job->input_closed) return false;
+    job->input.append(std::move(bytes), std::move(offsets), n);
+    if (last) job->input_closed = true;
+    job_changed_locked(job);
+    return true;
+  }
+  void cancel(const std::shared_ptr<Job>& job) noexcept override {
+    std::lock_guard lock(mutex_);
+    job->cancelled = true;
+    job->input_closed = true;
+    job_changed_locked(job);
   }
 
   /// No more work will be submitted; workers exit once the queued work is done.
-  void close() {
+  void close() override {
     std::lock_guard lock(mutex_);
     closed_ = true;
     // Streams still reading their input end with what they submitted so far.
@@ -162,16 +172,16 @@ class DispatchEngine {
   }
   /// Waits for the queued work to finish and the workers to exit. Requires close()
   /// or terminate() first.
-  void join() {
+  void join() override {
     {
       std::lock_guard lock(mutex_);
-      if (!closed_) throw ValueError("mproc: Pool::join() needs close() or terminate() first");
+      if (!closed_) throw_join_while_open();
     }
     join_thread("join()");
   }
   /// Stops the workers now; unfinished tasks fail with PoolClosed. Returns when the
   /// workers are gone.
-  void terminate() {
+  void terminate() override {
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
@@ -182,6 +192,36 @@ class DispatchEngine {
   }
 
  protected:
+  std::mutex& mutex() noexcept { return mutex_; }
+
+  /// Queues a job. Mutex held. Throws PoolClosed after close() or terminate(), or
+  /// the error that broke the pool.
+  void submit_locked(std::shared_ptr<Job> job) {
+    check_open_locked();
+    queue_locked(std::move(job));
+    wake_locked();
+  }
+  /// Queues a job whose caller waits for it at once (Pool::apply). A transport may
+  /// hand it out and wait for its outcome on the caller's thread while the pool's
+  /// thread sleeps (one wake-up less each way); this one queues it for the pool's
+  /// thread. Returns once the job is finished or left to the pool's thread: either
+  /// way the caller then waits on its result as usual. Mutex not held.
+  virtual void submit_awaited(std::shared_ptr<Job> job) {
+    std::lock_guard lock(mutex_);
+    submit_locked(std::move(job));
+  }
+  /// Throws if the pool takes no more work. Mutex held.
+  void check_open_locked() const {
+    if (broken_) std::rethrow_exception(broken_);
+    if (closed_) throw_closed();
+  }
+  /// Tells the pool's thread that a job changed (more input, input ended,
+  /// cancelled). Mutex held.
+  void job_changed_locked(const std::shared_ptr<Job>& job) {
+    touched_.push_back(job);
+    wake_locked();
+  }
+
   // ---------------------------------------------------------------- transport steps
 
   /// On the pool's thread, first: start the workers.

@@ -73,7 +73,7 @@ struct LocalConfig {
   std::function<int(const WorkerEnv&)> worker_main;  // runs in the child; returns its exit code
 };
 
-class LocalEngine final : public Engine {
+class LocalEngine final : public DispatchEngine {
  public:
   explicit LocalEngine(LocalConfig config)
       : DispatchEngine(config.processes, config.retries),
@@ -96,7 +96,7 @@ class LocalEngine final : public Engine {
   /// until the first workers are started (forked, not necessarily ready), as Python's
   /// pool has its workers once made; the constructor itself waits only for the fork
   /// server.
-  std::vector<pid_t> worker_pids() const {
+  std::vector<pid_t> worker_pids() const override {
     std::unique_lock lock(pids_mutex_);
     if (!on_pool_thread) pids_cv_.wait(lock, [this] { return !starting_; });
     return pids_;

@@ -8,7 +8,7 @@
 #include "fault_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>

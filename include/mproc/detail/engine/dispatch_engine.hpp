@@ -7,7 +7,7 @@
 // and handle events, and stop its workers.
 
 #include <mproc/async_result.hpp>
-#include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/engine.hpp>
 #include <mproc/detail/os/fd.hpp>  // limit_error
 #include <mproc/detail/os/fork_gate.hpp>
@@ -303,8 +303,7 @@ class DispatchEngine : public Engine {
     }
     for (const auto& job : pending_) {
       if (!job->has_undispatched()) continue;
-      // Without a measurement chunks are one-item probes: one per worker is enough.
-      if (!job->chunking.item_seconds() && job->chunking.fixed() == 0 && job->in_flight >= workers_) continue;
+      if (!job->chunking.may_cut(job->in_flight, workers_)) continue;
       std::optional<std::size_t> remaining;
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
       const std::size_t n = std::min({job->chunking.next(remaining, workers_),
@@ -486,44 +485,18 @@ class DispatchEngine : public Engine {
     }
   }
 
-  /// How many chunks a worker may hold at most.
-  static constexpr std::size_t max_held_chunks = 256;
-  /// How much measured work a worker may hold beyond two chunks.
-  static constexpr double max_held_seconds = 0.001;
-
   /// Whether a worker holding `held`, whose last outcome came at `last_answer_ns`
-  /// (monotonic_ns), should get another chunk (mutex held).
-  ///
-  /// Yes while it holds nothing. A second chunk, to start right after the first so
-  /// that it never waits for the pool between chunks, unless the first is a probe: a
-  /// chunk of a job not measured yet (two chunks of unknown length on one worker may
-  /// leave another idle while both wait). Beyond two (never past
-  /// max_held_chunks) only tiny tasks travel in batches: while every chunk it holds had
-  /// a prediction, together under max_held_seconds, and it answered within that time.
-  /// So long tasks are not hoarded by one worker (which may be stuck on one while
-  /// others could run what waits behind it).
-  ///
-  /// A prediction comes from the chunk's own job (the call it belongs to): a job not
-  /// yet measured has none, so a new call starts with probes, whatever the previous
-  /// one cost. A stream of fresh one-item jobs (apply_async) is never measured before
-  /// its items go out: those take the recent cost of the one-item jobs of their
-  /// series (they all run the pool's one F), once one has answered. A series starts
-  /// when one is submitted while none is live (submitted and not retired), so a
-  /// caller that waited for a result (apply) starts a new one: quick calls before it
-  /// say nothing about slow ones after it, nor slow ones about quick ones; and a
-  /// burst of apply_async on one worker is batched once its first has answered.
+  /// (monotonic_ns), should get another chunk: the rule is scheduling.hpp's
+  /// wants_more. Mutex held.
   bool wants_more_locked(const HeldChunks& held, std::int64_t last_answer_ns) const {
-    if (held.empty()) return true;
-    if (held.size() == 1) {
-      const Chunk& c = held.front();
-      return c.predicted_seconds >= 0 || c.job->chunking.item_seconds().has_value();
+    HeldWork work{held.size(), false, held.predicted_seconds(), pass_ns_ - last_answer_ns};
+    if (!held.empty()) {
+      const Chunk& first = held.front();
+      work.first_predicted = first.predicted_seconds >= 0 || first.job->chunking.item_seconds().has_value();
     }
-    if (held.size() >= max_held_chunks) return false;
-    constexpr auto window_ns = static_cast<std::int64_t>(max_held_seconds * 1e9);
-    if (pass_ns_ - last_answer_ns >= window_ns) return false;
-    const auto seconds = held.predicted_seconds();
-    return seconds && *seconds < max_held_seconds;
+    return wants_more(work);
   }
+  static constexpr std::size_t max_held_chunks = detail::max_held_chunks;
 
   /// The pool can't go on (an initializer failed, the machinery did): every task
   /// still pending fails with `error`, and so does every later call.

@@ -12,7 +12,7 @@
 //   ├── SerialEngine (serial_engine.hpp): the calling thread
 //   └── RefusingEngine (mpi/refusing_engine.hpp): an MPI rank that served, takes nothing
 
-#include <mproc/detail/engine/chunk_policy.hpp>  // StreamFeed
+#include <mproc/detail/engine/scheduling.hpp>  // StreamFeed
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>

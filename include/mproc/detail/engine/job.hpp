@@ -5,7 +5,7 @@
 // typed jobs in typed_jobs.hpp). Nothing here depends on how chunks reach a worker.
 
 #include <mproc/detail/wire/bytes.hpp>
-#include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
 #include <mproc/errors.hpp>
 

@@ -667,7 +667,7 @@ class LocalEngine final : public DispatchEngine {
     std::erase_if(workers_, [&](const auto& p) { return p.get() == &w; });
   }
 
-  /// A worker with work to take gets as much as DispatchEngine::wants_more_locked allows.
+  /// A worker that can take work gets what the scheduling policy allows.
   bool has_room(const Worker& w) const {
     if (!w.ready || w.retiring || !w.task_w || w.result_eof) return false;
     return wants_more_locked(w.held, w.last_answer_ns);

@@ -4,7 +4,7 @@
 // engine asks (Engine::stream_room), and hands the items to the engine
 // (append_input); the job's state is the engine's to lock.
 
-#include <mproc/detail/engine/chunk_policy.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/engine.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/pool/item_encoding.hpp>

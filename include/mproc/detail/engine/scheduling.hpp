@@ -1,4 +1,8 @@
 #pragma once
+// The scheduling policy, all of it: how big a chunk is (ChunkPolicy), when a job's
+// first chunks are probes, how far a stream reads ahead (ChunkPolicy::stream_room),
+// and when a worker gets another chunk (wants_more). The engines apply it.
+//
 // Automatic chunk sizes. Python cuts a map into about 4 chunks per worker, whatever
 // the tasks cost: fine for tiny tasks, badly unbalanced for long uneven ones. mproc
 // measures how long items take (workers report each chunk's compute time) and sizes
@@ -57,6 +61,12 @@ class ChunkPolicy {
     return std::max(ns_ / static_cast<double>(items_), 1.0) * 1e-9;  // at least 1 ns
   }
   std::size_t fixed() const noexcept { return fixed_; }
+
+  /// Whether another chunk may be cut while `in_flight` chunks of the job are out.
+  /// Until a job is measured its chunks are one-item probes: one per worker is enough.
+  bool may_cut(std::size_t in_flight, std::size_t workers) const noexcept {
+    return fixed_ != 0 || items_ != 0 || in_flight < workers;
+  }
 
   /// The size of the next chunk, given how many items are left (nullopt: unknown,
   /// an endless stream) and how many workers share them.
@@ -133,5 +143,50 @@ class RecentItemTime {
   static constexpr double weight = 0.25;
   std::optional<double> seconds_;
 };
+
+/// What a worker holds, as the hand-out rule (wants_more) sees it.
+struct HeldWork {
+  std::size_t chunks = 0;
+  /// The first held chunk had a prediction when it was cut, or its job is measured now.
+  bool first_predicted = false;
+  /// The predicted time of everything held, if every chunk had a prediction.
+  std::optional<double> predicted_seconds;
+  /// Since the worker's last outcome, at the current hand-out pass.
+  std::int64_t since_answer_ns = 0;
+};
+
+/// How many chunks a worker may hold at most.
+inline constexpr std::size_t max_held_chunks = 256;
+/// How much measured work a worker may hold beyond two chunks.
+inline constexpr double max_held_seconds = 0.001;
+
+/// Whether a worker holding `held` should get another chunk.
+///
+/// Yes while it holds nothing. A second chunk, to start right after the first so
+/// that it never waits for the pool between chunks, unless the first is a probe: a
+/// chunk of a job not measured yet (two chunks of unknown length on one worker may
+/// leave another idle while both wait). Beyond two (never past max_held_chunks) only
+/// tiny tasks travel in batches: while every chunk it holds had a prediction,
+/// together under max_held_seconds, and it answered within that time. So long tasks
+/// are not hoarded by one worker (which may be stuck on one while others could run
+/// what waits behind it).
+///
+/// A prediction comes from the chunk's own job (the call it belongs to): a job not
+/// yet measured has none, so a new call starts with probes, whatever the previous
+/// one cost. A stream of fresh one-item jobs (apply_async) is never measured before
+/// its items go out: those take the recent cost of the one-item jobs of their series
+/// (RecentItemTime: they all run the pool's one F), once one has answered. A series
+/// starts when one is submitted while none is live (submitted and not retired), so a
+/// caller that waited for a result (apply) starts a new one: quick calls before it
+/// say nothing about slow ones after it, nor slow ones about quick ones; and a burst
+/// of apply_async on one worker is batched once its first has answered.
+inline bool wants_more(const HeldWork& held) noexcept {
+  if (held.chunks == 0) return true;
+  if (held.chunks == 1) return held.first_predicted;
+  if (held.chunks >= max_held_chunks) return false;
+  constexpr auto window_ns = static_cast<std::int64_t>(max_held_seconds * 1e9);
+  if (held.since_answer_ns >= window_ns) return false;
+  return held.predicted_seconds && *held.predicted_seconds < max_held_seconds;
+}
 
 }  // namespace mproc::detail

@@ -23,7 +23,8 @@ set -euo pipefail
 # and tests only (bench/bench_boost.cpp, tests/test_boost_kill_safety.cpp measure mproc
 # against Boost.Interprocess); the library itself does not use Boost.
 DEPS=(build-essential cmake g++ clang libclang-rt-14-dev libcereal-dev catch2
-      libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin libboost-dev)
+      libbenchmark-dev python3 pkg-config libopenmpi-dev openmpi-bin libboost-dev
+      clang-format-19)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -26,6 +26,7 @@ std::uint64_t collatz_steps(std::uint64_t n) {
 
 int main(int argc, char** argv) {
   mproc::mpi::Environment mpi(argc, argv);
+  // clang-format off
   // [snippet]
   // Every rank makes its own local pool first: F is made the same way everywhere.
   // Its workers: this machine's cores; the master (rank 0) runs no tasks, so none.
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     const std::vector<std::uint64_t> totals = machines.map(blocks, 1);  // a block per task
     const auto total = std::accumulate(totals.begin(), totals.end(), std::uint64_t{0});
     // [/snippet]
+    // clang-format on
     std::uint64_t serial = 0;
     for (std::uint64_t n = 1; n < 200'001; ++n) serial += collatz_steps(n);
     std::printf("%zu blocks over %zu ranks with local pools: %llu steps, serial: %llu, equal: %s\n", blocks.size(),

@@ -12,13 +12,16 @@
 #include <string>
 #include <vector>
 
+// clang-format off
 // [snippet]
 long cube(int n) { return long(n) * n * n; }
 
 int parse(const std::string& s) { return std::stoi(s); }  // throws on "two"
 // [/snippet]
+// clang-format on
 
 int main(int argc, char** argv) {
+  // clang-format off
   // [snippet]
   mproc::mpi::Environment mpi(argc, argv);  // MPI_Init_thread ... MPI_Finalize
   {
@@ -34,6 +37,7 @@ int main(int argc, char** argv) {
     }
   }  // the master's pool closes here; every rank goes on
   // [/snippet]
+  // clang-format on
 
   // Errors come back as RemoteError, as from local workers.
   mproc::mpi::Pool pool(parse);

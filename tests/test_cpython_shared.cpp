@@ -11,6 +11,7 @@
 // tests/CPYTHON_PORT_SYNC.md.
 
 #include "shared_state_support.hpp"  // first: it configures Catch2
+
 #include "cpython_port_support.hpp"
 
 #include <mproc/manager.hpp>

@@ -22,6 +22,7 @@
 // and at most by a lower bound on the time taken (the wait did not return early).
 
 #include "shared_state_support.hpp"  // first: it configures Catch2
+
 #include "blocked_support.hpp"
 #include "cpython_port_support.hpp"
 

@@ -42,6 +42,7 @@
 // ignored (test_reliability_signals).
 
 #include "hostile_support.hpp"  // first: it configures Catch2
+
 #include "blocked_support.hpp"
 
 #include <mproc/mproc.hpp>

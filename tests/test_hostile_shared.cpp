@@ -46,6 +46,7 @@
 // while every core runs other work
 
 #include "hostile_support.hpp"  // first: it configures Catch2
+
 #include "blocked_support.hpp"
 
 #include <mproc/mproc.hpp>

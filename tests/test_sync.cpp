@@ -4,6 +4,7 @@
 // nothing here waits on time except the timeouts under test.
 
 #include "shared_state_support.hpp"  // first: it configures Catch2
+
 #include "blocked_support.hpp"
 
 #include <mproc/pool.hpp>

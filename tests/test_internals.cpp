@@ -6,6 +6,7 @@
 // process and no timers; only the ring's dead-holder cases fork, one child per case.
 
 #include "fault_support.hpp"
+#include "picky_support.hpp"
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/engine/chunk_policy.hpp>
@@ -385,21 +386,6 @@ TEST_CASE("DispatchEngine: a worker gets another chunk only while what it holds 
 
 namespace {
 
-/// A user type sent through cereal whose load refuses negative values: a result
-/// that is well framed but does not decode.
-struct Picky {
-  int v = 0;
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(v);
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    ar(v);
-    if (v < 0) throw std::runtime_error("negative");
-  }
-};
-
 /// What for_each_outcome reported: a value or an error message per item index.
 template <class R>
 struct Walked {
@@ -583,13 +569,13 @@ TEST_CASE("A result that does not decode fails its item; the ones after it decod
   }
   SECTION("cereal results carry their length: the ones after a bad one still decode") {
     Bytes results;
-    for (const int v : {1, -1, 3}) mproc::encode_into(results, Picky{v});
+    for (const int v : {1, -2, 3}) mproc::encode_into(results, mproc_test::CerealPicky{v});
     const Bytes payload = outcome_bytes(Header{0, 4, 1, results.size(), 0, 0}, results, {{2, "boom"}});
-    const auto w = walk<Picky>(50, mproc::detail::parse_chunk_outcome(payload.span()));
+    const auto w = walk<mproc_test::CerealPicky>(50, mproc::detail::parse_chunk_outcome(payload.span()));
     CHECK(w.calls == 4);
     REQUIRE(w.values.size() == 2);
-    CHECK(w.values.at(50).v == 1);
-    CHECK(w.values.at(53).v == 3);
+    CHECK(w.values.at(50).value == 1);
+    CHECK(w.values.at(53).value == 3);
     CHECK_THAT(w.errors.at(51), Catch::StartsWith("ProtocolError") && Catch::Contains("negative"));
     CHECK(w.errors.at(52) == "E: boom");
   }
@@ -785,6 +771,15 @@ std::vector<std::int64_t> drain(SharedRing& ring) {
   return out;
 }
 
+/// A ring found empty takes two items from `v` on, counts them, and gives them back in order.
+void check_round_trip(SharedRing& ring, std::int64_t v) {
+  REQUIRE(put(ring, v));
+  REQUIRE(put(ring, v + 1));
+  CHECK(ring.size() == 2);
+  CHECK(drain(ring) == std::vector<std::int64_t>{v, v + 1});
+  CHECK(ring.size() == 0);
+}
+
 using mproc_test::die_at;
 
 }  // namespace
@@ -821,10 +816,7 @@ TEST_CASE("SharedRing: an item is invisible until published, and a reader taking
   }
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
-  REQUIRE(put(ring, 4));
-  REQUIRE(put(ring, 5));
-  CHECK(ring.size() == 2);
-  CHECK(drain(ring) == std::vector<std::int64_t>{4, 5});
+  check_round_trip(ring, 4);
 }
 
 TEST_CASE("SharedRing: a put between a get's count and its move past the item leaves both items, in order") {
@@ -853,11 +845,7 @@ TEST_CASE("SharedRing: a giant item withdrawn when its put's time ran out leaves
   CHECK_FALSE(ring.put(giant, expired));  // the first piece went in; nobody took it
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
-  REQUIRE(put(ring, 1));
-  REQUIRE(put(ring, 2));
-  CHECK(ring.size() == 2);
-  CHECK(drain(ring) == std::vector<std::int64_t>{1, 2});
-  CHECK(ring.size() == 0);
+  check_round_trip(ring, 1);
 }
 
 TEST_CASE("SharedRing: after a writer or reader dies between its steps, size(), order and the next put and get "

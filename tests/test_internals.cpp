@@ -1,17 +1,24 @@
 // Unit tests of the internals the process-level tests reach only by forking and
-// killing: the chunk-size policy and the engine's probe and hand-out rules (an engine
-// with no transport), the chunk outcome format (written by run_chunk, parsed and
-// walked as the pool does), the segment allocator against a model of its blocks, and
-// the shared ring's recovery after a writer or reader stopped between its steps. One
-// process and no timers; only the ring's dead-holder cases fork, one child per case.
+// killing: the chunk-size policy, the engine's probe and hand-out rules and its loss
+// and retry accounting (an engine driven as a transport would: chunks cut, answered
+// by the worker side's run_chunk, or lost with the worker that held them), the chunk
+// outcome format (written by run_chunk, parsed and walked as the pool does), the
+// segment allocator against a model of its blocks, and the shared ring's recovery
+// after a writer or reader stopped between its steps. One process and no timers; only
+// the ring's dead-holder cases fork, one child per case.
+
+#define CATCH_CONFIG_ENABLE_PAIR_STRINGMAKER  // failures print the chunks cut and the results
+#define CATCH_CONFIG_ENABLE_TUPLE_STRINGMAKER
 
 #include "fault_support.hpp"
+#include "picky_support.hpp"
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
@@ -194,16 +201,47 @@ class RecordingJob : public Job {
   }
   void deliver(std::size_t first, const ChunkOutcome& outcome) override {
     mproc::detail::for_each_outcome<int>(
-        first, outcome, [&](std::size_t i, int v) { results[i] = v; },
-        [&](std::size_t i, std::exception_ptr) { failed.push_back(i); });
+        first, outcome,
+        [&](std::size_t i, int v) {
+          results[i] = v;
+          ++outcomes[i];
+        },
+        [&](std::size_t i, std::exception_ptr e) { fail(i, e); });
   }
-  void fail(std::size_t index, std::exception_ptr) override { failed.push_back(index); }
+  void fail(std::size_t index, std::exception_ptr error) override {
+    failed.push_back(index);
+    errors[index] = error;
+    ++outcomes[index];
+  }
   void finish() override { finished = true; }
   void abandon(std::exception_ptr) override {}
 
+  /// Whether every item got exactly one outcome, a result or an error.
+  bool each_item_once() const {
+    return outcomes.size() == input.size() &&
+           std::all_of(outcomes.begin(), outcomes.end(), [](const auto& o) { return o.second == 1; });
+  }
+
   std::map<std::size_t, int> results;
-  std::vector<std::size_t> failed;
+  std::vector<std::size_t> failed;  // in the order they failed
+  std::map<std::size_t, std::exception_ptr> errors;
+  std::map<std::size_t, int> outcomes;  // how many outcomes each item got
   bool finished = false;
+};
+
+/// The worker side's task: ten times its argument; a negative one throws.
+int times_ten(int x) {
+  if (x < 0) throw std::invalid_argument("negative " + std::to_string(x));
+  return 10 * x;
+}
+
+/// A chunk as cut: first, count, attempts, orphaned.
+using Cut = std::tuple<std::size_t, std::size_t, std::uint32_t, std::uint32_t>;
+
+/// A worker as the engine sees it: the chunks it holds, in the order it got them.
+struct FakeWorker {
+  HeldChunks held;
+  std::int64_t last_answer_ns = 0;
 };
 
 /// An engine with no transport and no thread: its rules, called as a transport would.
@@ -212,19 +250,88 @@ class BareEngine : public mproc::detail::DispatchEngine {
   using DispatchEngine::complete;
   using DispatchEngine::cut_chunk_locked;
   using DispatchEngine::DispatchEngine;
+  using DispatchEngine::Death;
   using DispatchEngine::max_held_chunks;
   using DispatchEngine::wants_more_locked;
 
   std::shared_ptr<RecordingJob> submit(std::size_t items, std::size_t chunksize = 0) {
     auto job = std::make_shared<RecordingJob>(items, chunksize);
+    submit(job);
+    return job;
+  }
+  void submit(const std::shared_ptr<Job>& job) {
     std::lock_guard lock(mutex());
     submit_locked(job);
-    return job;
   }
   std::optional<Chunk> cut(std::size_t budget = SIZE_MAX) {
     std::lock_guard lock(mutex());
     return cut_chunk_locked(budget);
   }
+
+  /// Hands worker w the next chunk; returns it (nothing if none waits).
+  std::optional<Chunk> give(FakeWorker& w) {
+    auto c = cut();
+    if (c) w.held.push_back(*c);
+    return c;
+  }
+  /// Worker w runs the chunk at its front (run_chunk, as a worker does, on the
+  /// chunk's own argument bytes; memory: its limit) and its result frame arrives.
+  void answer(FakeWorker& w, mproc::detail::MemoryGuard* memory = nullptr) {
+    REQUIRE_FALSE(w.held.empty());
+    const Chunk& c = w.held.front();
+    Bytes payload;
+    mproc::detail::run_chunk(times_ten, c.id, c.job->input.bytes(c.first, c.count), payload, nullptr, false, memory);
+    const auto header = mproc::detail::make_frame_header(mproc::detail::FrameKind::result, c.id, payload.size());
+    complete_front(w.held, w.last_answer_ns, mproc::detail::FrameView{header, payload.span()}, "a worker");
+  }
+  /// Worker w died (`death`) while running item `running->second` of the chunk with
+  /// id `running->first`, or with no item running. The running item's error is the
+  /// one the local engine gives (death_error), and the attempts it was asked about
+  /// are recorded in `asked`.
+  void kill(FakeWorker& w, const Death& death, std::optional<std::pair<std::uint64_t, std::size_t>> running) {
+    std::optional<RunningItem> item;
+    if (running) {
+      item = RunningItem{running->first, running->second, [this, death](std::size_t index, std::uint32_t attempts) {
+                           asked.emplace_back(index, attempts);
+                           return death_error(index, attempts, death.what, death.signal, death.exit_code);
+                         }};
+    }
+    lost(w.held, item, death);
+  }
+  /// Worker w answers for every chunk it holds.
+  void answer_all(FakeWorker& w) {
+    while (!w.held.empty()) answer(w);
+  }
+  /// Worker w left as it was told to, with what it held.
+  void leave(FakeWorker& w) { lost(w.held, std::nullopt, std::nullopt); }
+
+  /// Gives worker w the next chunks, until none is left or `n` were cut, and says
+  /// what they were.
+  std::vector<Cut> give_all(FakeWorker& w, std::size_t n = SIZE_MAX) {
+    std::vector<Cut> out;
+    while (out.size() < n) {
+      const auto c = give(w);
+      if (!c) break;
+      out.emplace_back(c->first, c->count, c->attempts, c->orphaned);
+    }
+    return out;
+  }
+  /// Whether the job is finished, as the pool's thread would see it (then retired).
+  bool retire(const std::shared_ptr<Job>& job) {
+    std::lock_guard lock(mutex());
+    return retire_awaited_locked(job);
+  }
+  bool has_queued_work() {
+    std::lock_guard lock(mutex());
+    return has_queued_work_locked();
+  }
+  void cancel(const std::shared_ptr<Job>& job) {
+    std::lock_guard lock(mutex());
+    job->cancelled = true;
+    job_changed_locked(job);
+  }
+
+  std::vector<std::pair<std::size_t, std::uint32_t>> asked;  // (index, attempts) of each running item lost, in order
 
  protected:
   void start() override {}
@@ -381,24 +488,280 @@ TEST_CASE("DispatchEngine: a worker gets another chunk only while what it holds 
   CHECK(engine.wants_more_locked(held, now));  // 0.95 ms
 }
 
-// ================================================================== chunk outcomes
+// ================================================================== DispatchEngine loss and retry accounting
 
 namespace {
 
-/// A user type sent through cereal whose load refuses negative values: a result
-/// that is well framed but does not decode.
-struct Picky {
-  int v = 0;
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(v);
+const BareEngine::Death sigkill{"worker process 12 was killed by signal 9 (SIGKILL)", SIGKILL, std::nullopt};
+const BareEngine::Death exit3{"worker process 13 exited with status 3", std::nullopt, 3};
+
+/// The error e holds, if it is an E.
+template <class E>
+std::optional<E> error_as(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const E& x) {
+    return x;
+  } catch (...) {
   }
-  template <class Archive>
-  void load(Archive& ar) {
-    ar(v);
-    if (v < 0) throw std::runtime_error("negative");
-  }
-};
+  return std::nullopt;
+}
+
+/// The results times_ten gives for items that are their own index.
+std::map<std::size_t, int> times_ten_of(std::vector<std::size_t> items) {
+  std::map<std::size_t, int> out;
+  for (const std::size_t i : items) out[i] = 10 * static_cast<int>(i);
+  return out;
+}
+
+/// Every item of the job has its one outcome (a result for those in `succeeded`, an
+/// error for the others) and the job is finished; the pool would now retire it.
+void check_finished(BareEngine& engine, const std::shared_ptr<RecordingJob>& job,
+                    const std::vector<std::size_t>& succeeded) {
+  CHECK(job->results == times_ten_of(succeeded));
+  CHECK(job->each_item_once());
+  CHECK(job->in_flight == 0);
+  CHECK(engine.retire(job));
+}
+
+using Asked = std::vector<std::pair<std::size_t, std::uint32_t>>;
+
+}  // namespace
+
+TEST_CASE("DispatchEngine: a worker killed running an item fails that item alone with WorkerLost; the items before "
+          "and after it in its chunk, and its other chunks, run again ahead of newer work") {
+  BareEngine engine(2, 0);
+  const auto job = engine.submit(10, 4);
+  FakeWorker a, b;
+  const auto first = engine.give(a);  // items 0-3
+  REQUIRE(first);
+  REQUIRE(engine.give(a));  // 4-7, not started
+  REQUIRE(engine.give(b));  // 8-9
+  const auto later = engine.submit(3, 3);
+  engine.kill(a, sigkill, {{first->id, 2}});
+  CHECK(a.held.empty());
+  CHECK(engine.asked == Asked{{2, 0}});
+  REQUIRE(job->failed == std::vector<std::size_t>{2});
+  const auto lost = error_as<mproc::WorkerLost>(job->errors[2]);
+  REQUIRE(lost);
+  CHECK(std::string(lost->what()) == "mproc: worker process 12 was killed by signal 9 (SIGKILL) while running task 2");
+  CHECK(lost->signal() == SIGKILL);
+  CHECK_FALSE(lost->exit_code());
+  CHECK(job->results.empty());
+  CHECK(job->settled == 1);
+  CHECK(job->in_flight == 1);  // b's chunk
+
+  FakeWorker c;
+  CHECK(engine.give_all(c) == std::vector<Cut>{{0, 2, 0, 0}, {3, 1, 0, 0}, {4, 4, 0, 0}, {0, 3, 0, 0}});
+  CHECK(c.held.back().job == later);
+  engine.answer_all(c);
+  CHECK_FALSE(engine.retire(job));  // b's items are still out
+  engine.answer(b);
+  CHECK(job->failed == std::vector<std::size_t>{2});
+  CHECK(job->settled == 10);
+  check_finished(engine, job, {0, 1, 3, 4, 5, 6, 7, 8, 9});
+  check_finished(engine, later, {0, 1, 2});
+  CHECK_FALSE(engine.has_queued_work());
+}
+
+TEST_CASE("DispatchEngine: with retries a killed item runs again, each item counting its own deaths; once they are "
+          "spent it fails with WorkerLost naming the attempt") {
+  BareEngine engine(1, 2);
+  const auto job = engine.submit(6, 3);
+  FakeWorker w;
+  const auto chunk = engine.give(w);  // 0-2
+  REQUIRE(chunk);
+  engine.kill(w, exit3, {{chunk->id, 1}});
+  CHECK(job->failed.empty());
+  CHECK(engine.give_all(w) == std::vector<Cut>{{0, 1, 0, 0}, {1, 1, 1, 0}, {2, 1, 0, 0}, {3, 3, 0, 0}});
+
+  engine.answer(w);  // item 0
+  engine.kill(w, exit3, {{w.held.front().id, 0}});  // item 1, its second death
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 2, 0}, {2, 1, 0, 0}, {3, 3, 0, 0}});
+  // A death in another chunk, behind two done but not reported: only item 4 is charged.
+  engine.kill(w, sigkill, {{w.held.back().id, 1}});
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 2, 0}, {2, 1, 0, 0}, {3, 1, 0, 0}, {4, 1, 1, 0}, {5, 1, 0, 0}});
+  CHECK(job->failed.empty());
+
+  engine.kill(w, exit3, {{w.held.front().id, 0}});  // item 1's third death: retries = 2 are spent
+  CHECK(engine.asked == Asked{{1, 0}, {1, 1}, {4, 0}, {1, 2}});
+  REQUIRE(job->failed == std::vector<std::size_t>{1});
+  const auto lost = error_as<mproc::WorkerLost>(job->errors[1]);
+  REQUIRE(lost);
+  CHECK(std::string(lost->what()) == "mproc: worker process 13 exited with status 3 while running task 1 (attempt 3)");
+  CHECK(lost->exit_code() == 3);
+  CHECK_FALSE(lost->signal());
+  CHECK(engine.give_all(w) == std::vector<Cut>{{2, 1, 0, 0}, {3, 1, 0, 0}, {4, 1, 1, 0}, {5, 1, 0, 0}});
+  engine.answer_all(w);
+  check_finished(engine, job, {0, 2, 3, 4, 5});
+}
+
+TEST_CASE("DispatchEngine: a killed worker's chunks of several jobs, done but not yet reported or not started, go "
+          "back in the order it held them, uncharged") {
+  BareEngine engine(2, 1);
+  const auto a = engine.submit(4, 2);
+  const auto b = engine.submit(4, 2);
+  FakeWorker w, other;
+  REQUIRE(engine.give(w));  // a 0-1: ran, its outcome never came
+  REQUIRE(engine.give(other));  // a 2-3
+  const auto running = engine.give(w);  // b 0-1
+  REQUIRE(running);
+  REQUIRE(engine.give(w));  // b 2-3, not started
+  engine.kill(w, sigkill, {{running->id, 1}});
+  CHECK(a->failed.empty());
+  CHECK(b->failed.empty());
+  CHECK(a->in_flight == 1);
+  CHECK(b->in_flight == 0);
+  CHECK(engine.give_all(other) == std::vector<Cut>{{0, 2, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0}, {2, 2, 0, 0}});
+  std::vector<const Job*> jobs;
+  for (const Chunk& c : other.held) jobs.push_back(c.job.get());
+  CHECK(jobs == std::vector<const Job*>{a.get(), a.get(), b.get(), b.get(), b.get()});
+  engine.answer_all(other);
+  check_finished(engine, a, {0, 1, 2, 3});
+  check_finished(engine, b, {0, 1, 2, 3});
+}
+
+TEST_CASE("DispatchEngine: a death with no item running charges the first chunk held, item by item; an item charged "
+          "again fails with WorkerLost, and neither a death that blames an item nor a worker leaving as told "
+          "charges the others") {
+  BareEngine engine(1, 0);
+  const auto job = engine.submit(8, 4);
+  FakeWorker w;
+  CHECK(engine.give_all(w).size() == 2);  // 0-3, 4-7
+  engine.kill(w, sigkill, std::nullopt);
+  CHECK(job->failed.empty());
+  CHECK(job->in_flight == 0);
+  CHECK(engine.asked.empty());
+  CHECK(engine.give_all(w) == std::vector<Cut>{{0, 1, 0, 1}, {1, 1, 0, 1}, {2, 1, 0, 1}, {3, 1, 0, 1}, {4, 4, 0, 0}});
+
+  engine.kill(w, sigkill, std::nullopt);  // item 0 at the front again: the second such death in a row
+  REQUIRE(job->failed == std::vector<std::size_t>{0});
+  const auto lost = error_as<mproc::WorkerLost>(job->errors[0]);
+  REQUIRE(lost);
+  CHECK(std::string(lost->what()) ==
+        "mproc: worker process 12 was killed by signal 9 (SIGKILL) holding task 0 with no task running (after "
+        "running it, before its result came?), 2 times in a row; the task fails");
+  CHECK(lost->signal() == SIGKILL);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 0, 1}, {2, 1, 0, 1}, {3, 1, 0, 1}, {4, 4, 0, 0}});
+
+  engine.kill(w, sigkill, {{w.held.back().id, 0}});  // item 4 is blamed: 1-3 stay charged once
+  CHECK(job->failed == std::vector<std::size_t>{0, 4});
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 0, 1}, {2, 1, 0, 1}, {3, 1, 0, 1}, {5, 3, 0, 0}});
+  engine.leave(w);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 0, 1}, {2, 1, 0, 1}, {3, 1, 0, 1}, {5, 3, 0, 0}});
+  engine.answer_all(w);
+  CHECK(job->failed == std::vector<std::size_t>{0, 4});
+  check_finished(engine, job, {1, 2, 3, 5, 6, 7});
+}
+
+TEST_CASE("DispatchEngine: with retries, an item survives that many more deaths with no item running before it fails") {
+  BareEngine engine(1, 1);
+  const auto job = engine.submit(2, 2);
+  FakeWorker w;
+  REQUIRE(engine.give(w));
+  engine.kill(w, exit3, std::nullopt);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{0, 1, 0, 1}, {1, 1, 0, 1}});
+  engine.kill(w, exit3, std::nullopt);
+  CHECK(job->failed.empty());
+  CHECK(engine.give_all(w) == std::vector<Cut>{{0, 1, 0, 2}, {1, 1, 0, 1}});
+  engine.kill(w, exit3, std::nullopt);
+  REQUIRE(job->failed == std::vector<std::size_t>{0});
+  const auto lost = error_as<mproc::WorkerLost>(job->errors[0]);
+  REQUIRE(lost);
+  CHECK_THAT(lost->what(), Catch::Contains("exited with status 3 holding task 0") && Catch::Contains("3 times in a row"));
+  CHECK(lost->exit_code() == 3);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 0, 1}});
+  engine.answer(w);
+  check_finished(engine, job, {1});
+}
+
+TEST_CASE("DispatchEngine: a chunk stopped early by the memory limit delivers what ran and puts the rest back first") {
+  BareEngine engine(1, 0);
+  const auto job = engine.submit(4, 4);
+  FakeWorker w;
+  REQUIRE(engine.give(w));
+  const auto later = engine.submit(1, 1);
+  mproc::detail::MemoryGuard over(1);  // one byte: over after the first item
+  engine.answer(w, &over);
+  CHECK(job->results == times_ten_of({0}));
+  CHECK(job->settled == 1);
+  CHECK(job->in_flight == 0);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{1, 3, 0, 0}, {0, 1, 0, 0}});
+  CHECK(w.held.back().job == later);
+  engine.answer_all(w);
+  check_finished(engine, job, {0, 1, 2, 3});
+  check_finished(engine, later, {0});
+}
+
+TEST_CASE("DispatchEngine: a map whose workers die finishes once, when every item has its outcome: its results in "
+          "input order, or its first failure in input order, whichever came first") {
+  using State = mproc::detail::ResultState<std::vector<int>>;
+  const auto map_job = [](const std::vector<int>& values, std::size_t chunksize) {
+    auto state = std::make_shared<State>();
+    auto job = std::make_shared<mproc::detail::CollectJob<int>>(
+        mproc::detail::fixed_encoded_size<std::tuple<int>>(), chunksize, values.size(), false, state);
+    Bytes bytes;
+    for (const int v : values) mproc::encode_into(bytes, std::tuple<int>(v));
+    job->input.append(std::move(bytes), {}, values.size());
+    job->expected_total = values.size();
+    job->input_closed = true;
+    return std::pair{job, state};
+  };
+  BareEngine engine(2, 0);
+  const auto [bad, bad_result] = map_job({0, 1, 2, 3, 4, 5, -6, 7}, 4);
+  const auto [good, good_result] = map_job({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 3);
+  engine.submit(bad);
+  engine.submit(good);
+  FakeWorker w1, w2, w3;
+  const auto killed = engine.give(w1);  // bad 0-3
+  REQUIRE(killed);
+  CHECK(engine.give_all(w2).size() == 5);  // bad 4-7, then good's four chunks
+
+  engine.answer(w2);  // bad 4-7: task 6 threw, the first failure to arrive
+  engine.kill(w1, sigkill, {{killed->id, 1}});  // task 1: an earlier one in input order
+  engine.kill(w2, exit3, std::nullopt);  // good's chunks: the first charged, all run again
+  CHECK_FALSE(engine.retire(bad));
+  CHECK_FALSE(engine.retire(good));
+  CHECK(engine.give_all(w3).size() == 3 + 3 + 2);  // good 0, 1, 2 one by one, 3-5, 6-8, 9; bad 0, 2-3
+  engine.answer_all(w3);
+
+  REQUIRE(engine.retire(good));
+  CHECK_FALSE(engine.retire(good));  // retired once
+  good->finish();
+  REQUIRE(good_result->ready());
+  CHECK(good_result->value() == std::vector<int>{0, 10, 20, 30, 40, 50, 60, 70, 80, 90});
+
+  REQUIRE(engine.retire(bad));
+  bad->finish();
+  REQUIRE(bad_result->ready());
+  CHECK_THROWS_WITH(bad_result->value(), Catch::Contains("while running task 1"));
+  CHECK_THROWS_AS(bad_result->value(), mproc::WorkerLost);
+}
+
+TEST_CASE("DispatchEngine: what a killed worker held of a cancelled job is dropped, not run again, and what it "
+          "answered for it is not delivered") {
+  BareEngine engine(1, 1);
+  const auto job = engine.submit(8, 2);
+  FakeWorker w;
+  CHECK(engine.give_all(w, 3).size() == 3);  // 0-1, 2-3, 4-5
+  const auto other = engine.submit(2, 2);
+  engine.cancel(job);
+  engine.answer(w);  // 0-1 ran, but nobody wants them now
+  CHECK(job->outcomes.empty());
+  CHECK(job->in_flight == 2);
+  engine.kill(w, sigkill, {{w.held.front().id, 1}});  // task 3: to run again, had its job not left
+  CHECK(job->in_flight == 0);
+  CHECK(engine.give_all(w) == std::vector<Cut>{{0, 2, 0, 0}});  // only the other job's
+  CHECK(w.held.front().job == other);
+  engine.answer(w);
+  CHECK(job->outcomes.empty());
+  CHECK_FALSE(engine.has_queued_work());
+  check_finished(engine, other, {0, 1});
+}
+
+// ================================================================== chunk outcomes
+
+namespace {
 
 /// What for_each_outcome reported: a value or an error message per item index.
 template <class R>
@@ -583,13 +946,13 @@ TEST_CASE("A result that does not decode fails its item; the ones after it decod
   }
   SECTION("cereal results carry their length: the ones after a bad one still decode") {
     Bytes results;
-    for (const int v : {1, -1, 3}) mproc::encode_into(results, Picky{v});
+    for (const int v : {1, -2, 3}) mproc::encode_into(results, mproc_test::CerealPicky{v});
     const Bytes payload = outcome_bytes(Header{0, 4, 1, results.size(), 0, 0}, results, {{2, "boom"}});
-    const auto w = walk<Picky>(50, mproc::detail::parse_chunk_outcome(payload.span()));
+    const auto w = walk<mproc_test::CerealPicky>(50, mproc::detail::parse_chunk_outcome(payload.span()));
     CHECK(w.calls == 4);
     REQUIRE(w.values.size() == 2);
-    CHECK(w.values.at(50).v == 1);
-    CHECK(w.values.at(53).v == 3);
+    CHECK(w.values.at(50).value == 1);
+    CHECK(w.values.at(53).value == 3);
     CHECK_THAT(w.errors.at(51), Catch::StartsWith("ProtocolError") && Catch::Contains("negative"));
     CHECK(w.errors.at(52) == "E: boom");
   }
@@ -785,6 +1148,15 @@ std::vector<std::int64_t> drain(SharedRing& ring) {
   return out;
 }
 
+/// A ring found empty takes two items from `v` on, counts them, and gives them back in order.
+void check_round_trip(SharedRing& ring, std::int64_t v) {
+  REQUIRE(put(ring, v));
+  REQUIRE(put(ring, v + 1));
+  CHECK(ring.size() == 2);
+  CHECK(drain(ring) == std::vector<std::int64_t>{v, v + 1});
+  CHECK(ring.size() == 0);
+}
+
 using mproc_test::die_at;
 
 }  // namespace
@@ -821,10 +1193,7 @@ TEST_CASE("SharedRing: an item is invisible until published, and a reader taking
   }
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
-  REQUIRE(put(ring, 4));
-  REQUIRE(put(ring, 5));
-  CHECK(ring.size() == 2);
-  CHECK(drain(ring) == std::vector<std::int64_t>{4, 5});
+  check_round_trip(ring, 4);
 }
 
 TEST_CASE("SharedRing: a put between a get's count and its move past the item leaves both items, in order") {
@@ -853,11 +1222,7 @@ TEST_CASE("SharedRing: a giant item withdrawn when its put's time ran out leaves
   CHECK_FALSE(ring.put(giant, expired));  // the first piece went in; nobody took it
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
-  REQUIRE(put(ring, 1));
-  REQUIRE(put(ring, 2));
-  CHECK(ring.size() == 2);
-  CHECK(drain(ring) == std::vector<std::int64_t>{1, 2});
-  CHECK(ring.size() == 0);
+  check_round_trip(ring, 1);
 }
 
 TEST_CASE("SharedRing: after a writer or reader dies between its steps, size(), order and the next put and get "

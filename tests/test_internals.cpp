@@ -325,11 +325,6 @@ class BareEngine : public mproc::detail::DispatchEngine {
     std::lock_guard lock(mutex());
     return has_queued_work_locked();
   }
-  void cancel(const std::shared_ptr<Job>& job) {
-    std::lock_guard lock(mutex());
-    job->cancelled = true;
-    job_changed_locked(job);
-  }
 
   std::vector<std::pair<std::size_t, std::uint32_t>> asked;  // (index, attempts) of each running item lost, in order
 

@@ -11,7 +11,8 @@
 #include <mproc/detail/engine/chunk_policy.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/outcome.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>

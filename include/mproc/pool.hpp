@@ -14,7 +14,8 @@
 #include <mproc/detail/engine/local_engine.hpp>
 #include <mproc/detail/os/pid.hpp>
 #include <mproc/detail/engine/signature.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/local_worker.hpp>
+#include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/engine/worker.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/imap.hpp>

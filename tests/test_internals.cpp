@@ -3,9 +3,10 @@
 // and retry accounting (an engine driven as a transport would: chunks cut, answered
 // by the worker side's run_chunk, or lost with the worker that held them), the chunk
 // outcome format (written by run_chunk, parsed and walked as the pool does), the
-// segment allocator against a model of its blocks, and the shared ring's recovery
-// after a writer or reader stopped between its steps. One process and no timers; only
-// the ring's dead-holder cases fork, one child per case.
+// worker loop over a fake transport, the segment allocator against a model of its
+// blocks, and the shared ring's recovery after a writer or reader stopped between its
+// steps. One process and no timers; only the ring's dead-holder cases fork, one child
+// per case.
 
 #define CATCH_CONFIG_ENABLE_PAIR_STRINGMAKER  // failures print the chunks cut and the results
 #define CATCH_CONFIG_ENABLE_TUPLE_STRINGMAKER
@@ -17,8 +18,9 @@
 #include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
@@ -37,12 +39,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -965,6 +970,99 @@ TEST_CASE("A result that does not decode fails its item; the ones after it decod
     CHECK_THAT(walked.errors.at(2), Catch::Contains("came after task 1's"));
     CHECK_THAT(walked.errors.at(3), Catch::Contains("came after task 1's"));
   }
+}
+
+namespace {
+
+/// serve_chunks' transport for a test: the chunks to hand out, and what the loop sent.
+struct FakeTransport {
+  std::deque<Bytes> tasks;  // each one chunk's encoded argument tuples
+  bool stay_after_init_failure = false;
+  bool ready = false;
+  std::optional<Bytes> init_failed;
+  std::vector<std::pair<mproc::detail::FrameHeader, Bytes>> results;  // header, outcome
+  mproc::detail::WorkerSlot running_slot;
+  std::uint64_t next_id = 40;
+  Bytes current;
+
+  bool send_ready() { return ready = true; }
+  bool send_init_failed(std::span<const std::byte> payload) {
+    init_failed.emplace();
+    init_failed->append(payload.data(), payload.size());
+    return stay_after_init_failure;
+  }
+  std::optional<mproc::detail::TaskView> receive() {
+    if (tasks.empty()) return std::nullopt;
+    current = std::move(tasks.front());
+    tasks.pop_front();
+    return mproc::detail::TaskView{next_id++, current.span()};
+  }
+  mproc::detail::WorkerSlot* slot() { return &running_slot; }
+  bool timed() const { return false; }
+  mproc::detail::MemoryGuard* memory() const { return nullptr; }
+  bool send_result(const mproc::detail::FrameHeader& h, Bytes& frame) {
+    REQUIRE(frame.size() >= mproc::detail::frame_header_size);
+    Bytes outcome;
+    outcome.append(frame.data() + mproc::detail::frame_header_size, frame.size() - mproc::detail::frame_header_size);
+    results.emplace_back(h, std::move(outcome));
+    return true;
+  }
+};
+
+Bytes int_items(std::initializer_list<int> xs) {
+  Bytes items;
+  for (const int x : xs) mproc::encode_into(items, std::tuple<int>(x));
+  return items;
+}
+
+}  // namespace
+
+TEST_CASE("The worker loop answers each chunk it receives with one result frame, in order, then stops") {
+  auto f = [](int x) {
+    if (x < 0) throw std::invalid_argument("negative");
+    return x * 10;
+  };
+  FakeTransport t;
+  t.tasks.push_back(int_items({1, 2, 3}));
+  t.tasks.push_back(int_items({-1, 5}));
+  CHECK(mproc::detail::serve_chunks(f, {}, t) == 0);
+  CHECK(t.ready);
+  CHECK_FALSE(t.init_failed);
+  REQUIRE(t.results.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto& [h, payload] = t.results[i];
+    CHECK(h.kind == mproc::detail::FrameKind::result);
+    CHECK(h.id == 40 + i);
+    CHECK(h.size == payload.size());
+    CHECK(h.flags == 0);
+  }
+  const auto first = walk<int>(0, mproc::detail::parse_chunk_outcome(t.results[0].second.span()));
+  CHECK(first.values == std::map<std::size_t, int>{{0, 10}, {1, 20}, {2, 30}});
+  const auto second = walk<int>(3, mproc::detail::parse_chunk_outcome(t.results[1].second.span()));
+  CHECK(second.values == std::map<std::size_t, int>{{4, 50}});
+  CHECK(second.errors == std::map<std::size_t, std::string>{{3, "std::invalid_argument: negative"}});
+  CHECK(t.running_slot.running.load() == 0);  // no item posted as running once the chunk ended
+}
+
+TEST_CASE("A worker whose initializer threw says so, runs nothing, and exits with 1") {
+  auto f = [](int x) { return x; };
+  const std::function<void()> initializer = [] { throw std::runtime_error("no model"); };
+  FakeTransport t;
+  t.tasks.push_back(int_items({1}));
+  CHECK(mproc::detail::serve_chunks(f, initializer, t) == 1);  // a local worker leaves at once
+  CHECK_FALSE(t.ready);
+  CHECK(t.results.empty());
+  REQUIRE(t.init_failed);
+  const auto error = mproc::detail::initializer_error(t.init_failed->span());
+  CHECK_THROWS_AS(std::rethrow_exception(error), mproc::RemoteError);
+  CHECK_THROWS_WITH(std::rethrow_exception(error), Catch::Contains("no model"));
+
+  FakeTransport staying;  // an MPI rank stays to answer the master's stop...
+  staying.stay_after_init_failure = true;
+  CHECK(mproc::detail::serve_chunks(f, initializer, staying) == 1);
+  staying.tasks.push_back(int_items({1}));  // ...and a task instead is a protocol error
+  CHECK_THROWS_AS(mproc::detail::serve_chunks(f, initializer, staying), ProtocolError);
+  CHECK(staying.results.empty());
 }
 
 TEST_CASE("A frame whose payload is in a lane has no payload bytes in the stream") {

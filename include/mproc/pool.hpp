@@ -12,7 +12,7 @@
 #include <mproc/cpu_count.hpp>
 #include <mproc/detail/engine/engine.hpp>
 #include <mproc/detail/engine/local_engine.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/local_worker.hpp>
 #include <mproc/detail/engine/serial_engine.hpp>
 #include <mproc/detail/engine/signature.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>

@@ -14,7 +14,8 @@
 #include <mproc/codec.hpp>
 #include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/engine/job.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/outcome.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>

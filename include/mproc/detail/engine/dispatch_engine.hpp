@@ -12,6 +12,7 @@
 #include <mproc/detail/os/fd.hpp>  // limit_error
 #include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/engine/job.hpp>
+#include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/os/deadline.hpp>  // monotonic_ns
 #include <mproc/detail/wire/frame.hpp>     // FrameView
 #include <mproc/errors.hpp>

@@ -2,21 +2,22 @@
 // A Job is one batch of items submitted together: one map, one imap stream, one
 // apply_async. It holds the encoded arguments (the input side, cut into chunks by
 // whoever runs them) and receives the outcomes (the output side, implemented by the
-// typed jobs in typed_jobs.hpp). Nothing here depends on how chunks reach a worker.
+// typed jobs in typed_jobs.hpp, which walk each outcome with for_each_outcome from
+// outcome.hpp). Nothing here depends on how chunks reach a worker.
 
 #include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/engine/outcome.hpp>  // ChunkOutcome
 #include <mproc/detail/engine/scheduling.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
 #include <mproc/errors.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <exception>
-#include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace mproc::detail {
@@ -124,61 +125,5 @@ class Job {
   /// The pool stopped (terminate, or a broken pool): fail whatever is still missing.
   virtual void abandon(std::exception_ptr error) = 0;
 };
-
-/// Where the encoded result of type R that starts at `start` ends, if that can be told
-/// without decoding it: fixed-size results, and cereal types (their length comes first).
-template <class R>
-std::optional<std::size_t> result_end(std::span<const std::byte> results, std::size_t start) {
-  if constexpr (fixed_encoded_size<R>() != 0) {
-    if (results.size() - start >= fixed_encoded_size<R>()) return start + fixed_encoded_size<R>();
-  } else if constexpr (kind_of<R>() == Kind::cereal) {
-    std::uint64_t length = 0;
-    if (results.size() - start < sizeof length) return std::nullopt;
-    std::memcpy(&length, results.data() + start, sizeof length);
-    if (results.size() - start - sizeof length >= length) return start + sizeof length + length;
-  }
-  return std::nullopt;
-}
-
-/// Walks a chunk outcome: on_value(index, R&&) for each result, on_error(index,
-/// exception_ptr) for each failure, in item order; `first` is the chunk's first index.
-/// Never throws for bad bytes: a result that does not decode, whatever its decoding
-/// throws, fails its item with ProtocolError. The results after it are found if its
-/// end is known without decoding it (result_end); if not, they fail too.
-template <class R, class OnValue, class OnError>
-void for_each_outcome(std::size_t first, const ChunkOutcome& outcome, OnValue&& on_value, OnError&& on_error) {
-  Reader results(outcome.results);
-  std::size_t offset = 0;  // where `results` starts in outcome.results
-  auto error = outcome.errors.begin();
-  std::optional<std::size_t> lost_after;  // the undecodable result the rest can't be found after
-  for (std::uint32_t i = 0; i < outcome.header.count; ++i) {
-    const std::size_t index = first + i;
-    if (error != outcome.errors.end() && error->first == i) {
-      on_error(index, std::make_exception_ptr(RemoteError(error->second.type, error->second.message)));
-      ++error;
-      continue;
-    }
-    if (lost_after) {
-      on_error(index, std::make_exception_ptr(ProtocolError("mproc: the result of task " + std::to_string(index) +
-                                                            " cannot be found: it came after task " +
-                                                            std::to_string(*lost_after) +
-                                                            "'s, which could not be decoded")));
-      continue;
-    }
-    const std::size_t start = offset + results.position();
-    try {
-      on_value(index, decode_value<R>(results));
-      continue;
-    } catch (...) {
-      on_error(index, std::make_exception_ptr(decode_error("the result of task " + std::to_string(index))));
-    }
-    if (const auto end = result_end<R>(outcome.results, start)) {
-      offset = *end;
-      results = Reader(outcome.results.subspan(offset));
-    } else {
-      lost_after = index;
-    }
-  }
-}
 
 }  // namespace mproc::detail

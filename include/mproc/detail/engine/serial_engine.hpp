@@ -5,7 +5,8 @@
 // a debugger. One thread only, so no lock.
 
 #include <mproc/detail/engine/engine.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/outcome.hpp>
+#include <mproc/detail/engine/worker.hpp>  // run_chunk
 #include <mproc/detail/wire/type_name.hpp>
 
 #include <algorithm>

@@ -6,6 +6,7 @@
 
 #include <mproc/async_result.hpp>
 #include <mproc/detail/engine/job.hpp>
+#include <mproc/detail/engine/outcome.hpp>  // for_each_outcome
 #include <mproc/detail/engine/progress.hpp>
 
 #include <condition_variable>

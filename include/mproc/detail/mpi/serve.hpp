@@ -1,7 +1,8 @@
 #pragma once
-// What a serving rank of an MPI pool runs inside the pool's constructor: the
-// initializer, then task frames from the master, each run by run_chunk (exactly as
-// a local worker runs it) and answered with its outcome, until the master says stop.
+// What a serving rank of an MPI pool runs inside the pool's constructor: serve_chunks
+// (engine/worker.hpp, the loop a local worker runs too) over MPI messages from and to
+// the master: the initializer, then task frames, each run and answered with its
+// outcome, until the master says stop.
 //
 // The rank reads ahead whatever the master has already sent before it runs the next
 // chunk, so a stop from terminate() drops the chunks queued behind it instead of
@@ -17,7 +18,7 @@
 #include <mproc/detail/mpi/env.hpp>
 #include <mproc/detail/mpi/frames.hpp>
 #include <mproc/detail/mpi/wait.hpp>
-#include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -25,6 +26,8 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -60,6 +63,64 @@ inline std::optional<MpiInbound> receive_from_master(MPI_Comm comm, bool wait) {
   return in;
 }
 
+/// serve_chunks' transport on a serving rank. It reads ahead whatever the master has
+/// already sent before it hands out the next chunk, so that a stop from terminate()
+/// drops the chunks queued behind it; a stop is answered with a stop frame.
+class MasterLink {
+ public:
+  explicit MasterLink(const Comm& comm) : comm_(comm.get()) {}
+
+  bool send_ready() {
+    send_empty_frame(comm_, mpi_master, FrameKind::ready);
+    return true;
+  }
+  bool send_init_failed(std::span<const std::byte> payload) {
+    Bytes out;
+    const FrameHeader h = make_frame_header(FrameKind::init_failed, 0, payload.size());
+    out.append(&h, sizeof h);
+    out.append(payload.data(), payload.size());
+    send_frame(comm_, mpi_master, out.span());
+    return true;  // the master still sends stop, to be answered
+  }
+
+  std::optional<TaskView> receive() {
+    if (inbox_.empty()) inbox_.push_back(*receive_from_master(comm_, true));
+    while (auto more = receive_from_master(comm_, false)) inbox_.push_back(std::move(*more));
+    const auto now = std::find_if(inbox_.begin(), inbox_.end(), [](const MpiInbound& f) {
+      return f.header.kind == FrameKind::stop && f.header.id == mpi_stop_now;
+    });
+    if (now != inbox_.end()) inbox_.erase(inbox_.begin(), now);  // terminate(): what it queued never runs
+
+    current_ = std::move(inbox_.front());
+    inbox_.pop_front();
+    if (current_.header.kind == FrameKind::stop) {
+      send_empty_frame(comm_, mpi_master, FrameKind::stop);  // nothing more comes from here
+      return std::nullopt;
+    }
+    if (current_.header.kind != FrameKind::task) {
+      throw ProtocolError("mproc: a serving rank got an unexpected frame from the master");
+    }
+    return TaskView{current_.header.id, current_.payload()};
+  }
+
+  // A rank posts no running item (it cannot be interrupted inside a chunk) and has no
+  // memory limit.
+  WorkerSlot* slot() const noexcept { return nullptr; }
+  bool timed() const noexcept { return false; }
+  MemoryGuard* memory() const noexcept { return nullptr; }
+
+  bool send_result(const FrameHeader& h, Bytes& frame) {
+    std::memcpy(frame.data(), &h, sizeof h);
+    send_frame(comm_, mpi_master, frame.span());
+    return true;
+  }
+
+ private:
+  MPI_Comm comm_;
+  std::deque<MpiInbound> inbox_;  // frames already sent by the master, in order
+  MpiInbound current_{};          // the chunk running now
+};
+
 /// Serves the master's tasks until it sends stop, then answers with a stop frame
 /// and returns. If the initializer throws, the master hears it (the pool is broken
 /// there) and this rank runs nothing.
@@ -71,46 +132,8 @@ void serve_tasks(F& fn, const std::function<void()>& initializer, const Comm& co
     Busy(const Busy&) = delete;
     Busy& operator=(const Busy&) = delete;
   } busy;
-  Bytes out;  // one outcome frame; kept to reuse its memory
-  bool ready = true;
-  if (initializer) {
-    try {
-      initializer();
-    } catch (...) {
-      const Bytes payload = encode_initializer_failure(describe_current_exception());
-      const FrameHeader h = make_frame_header(FrameKind::init_failed, 0, payload.size());
-      out.append(&h, sizeof h);
-      out.append(payload.data(), payload.size());
-      send_frame(comm.get(), mpi_master, out.span());
-      ready = false;
-    }
-  }
-  if (ready) send_empty_frame(comm.get(), mpi_master, FrameKind::ready);
-
-  std::deque<MpiInbound> inbox;  // frames already sent by the master, in order
-  for (;;) {
-    if (inbox.empty()) inbox.push_back(*receive_from_master(comm.get(), true));
-    while (auto more = receive_from_master(comm.get(), false)) inbox.push_back(std::move(*more));
-    const auto now = std::find_if(inbox.begin(), inbox.end(), [](const MpiInbound& f) {
-      return f.header.kind == FrameKind::stop && f.header.id == mpi_stop_now;
-    });
-    if (now != inbox.end()) inbox.erase(inbox.begin(), now);  // terminate(): what it queued never runs
-
-    const MpiInbound frame = std::move(inbox.front());
-    inbox.pop_front();
-    if (frame.header.kind == FrameKind::stop) {
-      send_empty_frame(comm.get(), mpi_master, FrameKind::stop);  // nothing more comes from here
-      return;
-    }
-    if (frame.header.kind != FrameKind::task || !ready) {
-      throw ProtocolError("mproc: a serving rank got an unexpected frame from the master");
-    }
-    out.resize(frame_header_size);
-    run_chunk(fn, frame.header.id, frame.payload(), out, nullptr, false);
-    const FrameHeader h = make_frame_header(FrameKind::result, frame.header.id, out.size() - frame_header_size);
-    std::memcpy(out.data(), &h, sizeof h);
-    send_frame(comm.get(), mpi_master, out.span());
-  }
+  MasterLink master(comm);
+  serve_chunks(fn, initializer, master);
 }
 
 /// serve_tasks, or the end of the job with the message of what escaped it.

@@ -1,32 +1,28 @@
 #pragma once
-// Running a chunk of tasks: decode each argument tuple, call F, encode the outcome.
-// The same code runs in a forked worker, in serial mode in the caller's own thread,
-// and on MPI ranks, so all three give the same results and the same errors.
+// The chunk outcome: what a worker answers for a chunk of items, as bytes. Written in
+// the worker (OutcomeWriter, used by run_chunk in worker.hpp), read in the pool: a
+// result frame's payload is parsed (parse_chunk_outcome), handed to the job that owns
+// the items (deliver_chunk), and the job walks it item by item (for_each_outcome).
 //
 // A chunk's outcome payload:
 //   [i64 elapsed_ns][u32 count][u32 error_count][u64 results_bytes][u32 flags][u32 0]
 //   results: the encoded results of the items that succeeded, in item order
 //   errors:  error_count x [u32 item][string type][string message], by item
+//
+// Also here: the payload of an init_failed frame (what the pool's initializer threw).
 
-#include <mproc/async_result.hpp>  // None
 #include <mproc/codec.hpp>
-#include <mproc/detail/os/deadline.hpp>  // monotonic_ns
-#include <mproc/detail/os/resident_memory.hpp>
-#include <mproc/detail/engine/signature.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/wire/type_name.hpp>
-#include <mproc/detail/engine/worker_slots.hpp>
 #include <mproc/errors.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <optional>
 #include <span>
 #include <string>
-#include <tuple>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -59,6 +55,45 @@ struct ChunkOutcomeHeader {
   std::uint32_t flags;
   std::uint32_t reserved;
 };
+
+// ---------------------------------------------------------------- worker side: writing
+
+/// Writes one outcome at the end of `out`: made before the first item runs (it keeps
+/// room for the header), then each result is encoded onto `out` as its item finishes,
+/// each failure is noted with fail(), and finish() appends the errors and the header.
+class OutcomeWriter {
+ public:
+  explicit OutcomeWriter(Bytes& out) : out_(out), header_at_(out.size()) {
+    out.extend(sizeof(ChunkOutcomeHeader));
+    results_at_ = out.size();
+  }
+  OutcomeWriter(const OutcomeWriter&) = delete;
+  OutcomeWriter& operator=(const OutcomeWriter&) = delete;
+
+  /// Item `item` failed (items in ascending order, each once).
+  void fail(std::uint32_t item, ExceptionInfo info) { errors_.emplace_back(item, std::move(info)); }
+
+  /// The first `count` items have their outcome; `flags`: outcome_flag_*.
+  void finish(std::uint32_t count, std::uint32_t flags, std::int64_t elapsed_ns) {
+    const ChunkOutcomeHeader h{elapsed_ns, count, static_cast<std::uint32_t>(errors_.size()),
+                               out_.size() - results_at_, flags, 0};
+    Writer w(out_);
+    for (auto& [index, info] : errors_) {
+      w.pod(index);
+      encode_value(w, info.type);
+      encode_value(w, info.message);
+    }
+    std::memcpy(out_.data() + header_at_, &h, sizeof h);
+  }
+
+ private:
+  Bytes& out_;
+  std::size_t header_at_;
+  std::size_t results_at_;
+  std::vector<std::pair<std::uint32_t, ExceptionInfo>> errors_;
+};
+
+// ------------------------------------------------------------------ pool side: reading
 
 /// A parsed chunk outcome: which items failed and the encoded results of the rest.
 struct ChunkOutcome {
@@ -110,6 +145,65 @@ void deliver_chunk(Sink& job, std::size_t first, std::size_t count, const ChunkO
   }
 }
 
+/// Where the encoded result of type R that starts at `start` ends, if that can be told
+/// without decoding it: fixed-size results, and cereal types (their length comes first).
+template <class R>
+std::optional<std::size_t> result_end(std::span<const std::byte> results, std::size_t start) {
+  if constexpr (fixed_encoded_size<R>() != 0) {
+    if (results.size() - start >= fixed_encoded_size<R>()) return start + fixed_encoded_size<R>();
+  } else if constexpr (kind_of<R>() == Kind::cereal) {
+    std::uint64_t length = 0;
+    if (results.size() - start < sizeof length) return std::nullopt;
+    std::memcpy(&length, results.data() + start, sizeof length);
+    if (results.size() - start - sizeof length >= length) return start + sizeof length + length;
+  }
+  return std::nullopt;
+}
+
+/// Walks a chunk outcome for the job it was delivered to: on_value(index, R&&) for each
+/// result, on_error(index, exception_ptr) for each failure, in item order; `first` is
+/// the chunk's first index. Never throws for bad bytes: a result that does not decode,
+/// whatever its decoding throws, fails its item with ProtocolError. The results after
+/// it are found if its end is known without decoding it (result_end); if not, they
+/// fail too.
+template <class R, class OnValue, class OnError>
+void for_each_outcome(std::size_t first, const ChunkOutcome& outcome, OnValue&& on_value, OnError&& on_error) {
+  Reader results(outcome.results);
+  std::size_t offset = 0;  // where `results` starts in outcome.results
+  auto error = outcome.errors.begin();
+  std::optional<std::size_t> lost_after;  // the undecodable result the rest can't be found after
+  for (std::uint32_t i = 0; i < outcome.header.count; ++i) {
+    const std::size_t index = first + i;
+    if (error != outcome.errors.end() && error->first == i) {
+      on_error(index, std::make_exception_ptr(RemoteError(error->second.type, error->second.message)));
+      ++error;
+      continue;
+    }
+    if (lost_after) {
+      on_error(index, std::make_exception_ptr(ProtocolError("mproc: the result of task " + std::to_string(index) +
+                                                            " cannot be found: it came after task " +
+                                                            std::to_string(*lost_after) +
+                                                            "'s, which could not be decoded")));
+      continue;
+    }
+    const std::size_t start = offset + results.position();
+    try {
+      on_value(index, decode_value<R>(results));
+      continue;
+    } catch (...) {
+      on_error(index, std::make_exception_ptr(decode_error("the result of task " + std::to_string(index))));
+    }
+    if (const auto end = result_end<R>(outcome.results, start)) {
+      offset = *end;
+      results = Reader(outcome.results.subspan(offset));
+    } else {
+      lost_after = index;
+    }
+  }
+}
+
+// ------------------------------------------------------------ the initializer's failure
+
 /// The error that breaks a pool whose initializer threw `info`.
 inline std::exception_ptr initializer_error(const ExceptionInfo& info) {
   return std::make_exception_ptr(
@@ -124,92 +218,6 @@ inline Bytes encode_initializer_failure(const ExceptionInfo& info) {
 inline std::exception_ptr initializer_error(std::span<const std::byte> payload) {
   auto [type, message] = decode<std::pair<std::string, std::string>>(payload);
   return initializer_error(ExceptionInfo{std::move(type), std::move(message)});
-}
-
-/// How F is called from decoded arguments: parameters declared as non-const lvalue
-/// references get the decoded object itself, all others get it moved.
-template <class Param, class Arg>
-decltype(auto) pass_argument(Arg& arg) {
-  if constexpr (std::is_lvalue_reference_v<Param> && !std::is_const_v<std::remove_reference_t<Param>>) {
-    return (arg);
-  } else {
-    return std::move(arg);
-  }
-}
-
-template <class F>
-struct TaskTraits {
-  using Sig = signature<std::remove_cvref_t<F>>;
-  using Args = typename Sig::args;      // decoded argument tuple
-  using Params = typename Sig::params;  // declared parameter types
-  using RawResult = typename Sig::result;
-  using Result = std::conditional_t<std::is_void_v<RawResult>, None, std::remove_cvref_t<RawResult>>;
-
-  static Result call(F& fn, Args& args) {
-    return [&]<std::size_t... I>(std::index_sequence<I...>) -> Result {
-      if constexpr (std::is_void_v<RawResult>) {
-        std::invoke(fn, pass_argument<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
-        return None{};
-      } else {
-        return std::invoke(fn, pass_argument<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
-      }
-    }(std::make_index_sequence<std::tuple_size_v<Args>>{});
-  }
-};
-
-/// Runs every item of a chunk (its encoded argument tuples, back to back) and
-/// appends the outcome payload to out. slot, if given, is told which item runs.
-/// memory, if given, is checked after each item: over the limit, the chunk stops
-/// there (outcome_flag_stopped_early) unless that was its last item.
-template <class F>
-void run_chunk(F& fn, std::uint64_t chunk_id, std::span<const std::byte> items, Bytes& out, WorkerSlot* slot,
-               bool timed, MemoryGuard* memory = nullptr) {
-  using Traits = TaskTraits<F>;
-  static_assert(min_encoded_size<typename Traits::Args>() > 0,
-                "every item takes a byte at least, so a chunk's items are counted by their bytes");
-  const std::size_t header_at = out.size();
-  out.extend(sizeof(ChunkOutcomeHeader));
-  const std::size_t results_at = out.size();
-  std::vector<std::pair<std::uint32_t, ExceptionInfo>> errors;
-  Reader in(items);
-  Writer w(out);
-  const std::int64_t start = monotonic_ns();
-  std::uint32_t item = 0;
-  std::uint32_t flags = 0;
-  while (!in.at_end()) {
-    if (slot != nullptr) slot->begin(chunk_id, item, timed);
-    std::optional<typename Traits::Args> args;
-    try {
-      args.emplace(decode_value<typename Traits::Args>(in));
-    } catch (...) {
-      // Undecodable input: the items after it can't be found, so the chunk ends here
-      // and the parent fails the ones it never got an outcome for.
-      const ProtocolError error = decode_error("the task's arguments");
-      errors.emplace_back(item++, ExceptionInfo{type_name<ProtocolError>(), error.what()});
-      break;
-    }
-    const std::size_t before = out.size();
-    try {
-      encode_value(w, Traits::call(fn, *args));
-    } catch (...) {
-      out.resize(before);  // drop a partly encoded result
-      errors.emplace_back(item, describe_current_exception());
-    }
-    ++item;
-    if (memory != nullptr && memory->check()) {
-      if (!in.at_end()) flags |= outcome_flag_stopped_early;
-      break;
-    }
-  }
-  if (slot != nullptr) slot->idle();
-  ChunkOutcomeHeader h{monotonic_ns() - start, item, static_cast<std::uint32_t>(errors.size()),
-                       out.size() - results_at, flags, 0};
-  for (auto& [index, info] : errors) {
-    w.pod(index);
-    encode_value(w, info.type);
-    encode_value(w, info.message);
-  }
-  std::memcpy(out.data() + header_at, &h, sizeof h);
 }
 
 }  // namespace mproc::detail

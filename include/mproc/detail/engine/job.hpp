@@ -22,8 +22,8 @@
 
 namespace mproc::detail {
 
-/// Encoded argument tuples, appended in segments (one for a map, one per refill for a
-/// stream) and released once every item of a segment has its outcome.
+/// Encoded argument tuples, appended in batches (one for a map, one per refill for a
+/// stream) and released once every item of a batch has its outcome.
 class ItemStore {
  public:
   /// item_size: the encoded size of every item if fixed, else 0 (then offsets are kept).
@@ -33,38 +33,38 @@ class ItemStore {
   /// starts (ignored, and may be empty, for fixed-size items).
   void append(Bytes bytes, std::vector<std::size_t> offsets, std::size_t count) {
     if (count == 0) return;
-    segments_.push_back(Segment{size_, count, count, std::move(bytes), std::move(offsets)});
+    batches_.push_back(Batch{size_, count, count, std::move(bytes), std::move(offsets)});
     size_ += count;
   }
   /// Items appended so far.
   std::size_t size() const noexcept { return size_; }
 
-  /// How many items from `first` on lie in the same segment (so can form one chunk).
-  std::size_t contiguous_from(std::size_t first) const { return segment_of(first).end() - first; }
+  /// How many items from `first` on lie in the same batch (so can form one chunk).
+  std::size_t contiguous_from(std::size_t first) const { return batch_of(first).end() - first; }
 
-  /// The bytes of items [first, first + count), which must lie in one segment.
+  /// The bytes of items [first, first + count), which must lie in one batch.
   std::span<const std::byte> bytes(std::size_t first, std::size_t count) const {
-    const Segment& s = segment_of(first);
+    const Batch& s = batch_of(first);
     const std::size_t a = s.offset_of(first - s.first, item_size_);
     const std::size_t b = s.offset_of(first - s.first + count, item_size_);
     return {s.bytes.data() + a, b - a};
   }
 
   /// Records that count items from `first` on have their final outcome, and frees
-  /// the segments at the front that are fully done.
+  /// the batches at the front that are fully done.
   void settle(std::size_t first, std::size_t count) {
     while (count > 0) {
-      Segment& s = segment_of(first);
+      Batch& s = batch_of(first);
       const std::size_t n = std::min(count, s.end() - first);
       s.unsettled -= n;
       first += n;
       count -= n;
     }
-    while (!segments_.empty() && segments_.front().unsettled == 0) segments_.pop_front();
+    while (!batches_.empty() && batches_.front().unsettled == 0) batches_.pop_front();
   }
 
  private:
-  struct Segment {
+  struct Batch {
     std::size_t first;
     std::size_t count;
     std::size_t unsettled;
@@ -76,10 +76,10 @@ class ItemStore {
       return i == count ? bytes.size() : offsets[i];
     }
   };
-  const Segment& segment_of(std::size_t index) const { return const_cast<ItemStore*>(this)->segment_of(index); }
-  Segment& segment_of(std::size_t index) {
-    // Few live segments (a stream keeps a bounded window), so a linear scan is cheap.
-    for (Segment& s : segments_) {
+  const Batch& batch_of(std::size_t index) const { return const_cast<ItemStore*>(this)->batch_of(index); }
+  Batch& batch_of(std::size_t index) {
+    // Few live batches (a stream keeps a bounded window), so a linear scan is cheap.
+    for (Batch& s : batches_) {
       if (index >= s.first && index < s.end()) return s;
     }
     throw ProtocolError("mproc: internal error: item " + std::to_string(index) + " is not in the store");
@@ -87,10 +87,10 @@ class ItemStore {
 
   std::size_t item_size_;
   std::size_t size_ = 0;
-  std::deque<Segment> segments_;
+  std::deque<Batch> batches_;
 };
 
-/// One batch of items and the sink for their outcomes.
+/// One submission (a map, an imap stream, an apply) and the sink for its outcomes.
 ///
 /// Threads: the input side (input, dispatched, input_closed, cancelled, chunking) is
 /// guarded by the owner's mutex (the pool's); the output side (settled, in_flight and

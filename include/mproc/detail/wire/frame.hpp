@@ -130,10 +130,17 @@ class FrameAssembler {
     has_pending_ = false;
     return frame;
   }
-  /// Drops the frames already taken (their views become invalid).
+  /// Drops the frames already taken (their views become invalid). What is left moves
+  /// to the front only once the frames taken outweigh it, so a reader that takes many
+  /// small frames from one big read copies each byte about once, not once per frame.
   void release() {
-    buf_.consume_front(start_);
-    start_ = 0;
+    if (start_ == buf_.size()) {
+      buf_.clear();
+      start_ = 0;
+    } else if (start_ >= unread()) {
+      buf_.consume_front(start_);
+      start_ = 0;
+    }
   }
   /// Bytes received that do not yet form a whole frame.
   std::size_t unread() const noexcept { return buf_.size() - start_; }

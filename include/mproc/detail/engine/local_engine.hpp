@@ -73,7 +73,7 @@ struct LocalConfig {
   std::function<int(const WorkerEnv&)> worker_main;  // runs in the child; returns its exit code
 };
 
-class LocalEngine final : public Engine {
+class LocalEngine final : public DispatchEngine {
  public:
   explicit LocalEngine(LocalConfig config)
       : DispatchEngine(config.processes, config.retries),

@@ -78,7 +78,7 @@ class MasterPools {
   std::vector<const DispatchEngine*> pools_;
 };
 
-class MpiEngine final : public Engine {
+class MpiEngine final : public DispatchEngine {
  public:
   /// Takes the pool's communicator (this process is its rank 0); every other rank
   /// must be in serve_tasks().

@@ -733,7 +733,7 @@ TEST_CASE("SegmentAllocator: a seeded run of allocate, extend and deallocate kee
 namespace {
 
 using mproc::detail::SharedRing;
-using mproc::detail::WaitSpec;
+using mproc::detail::Deadline;
 
 /// Runs an action at a named fault point of the ring, in this process, while the
 /// operation that reached it is half done. Restores the hook on exit.
@@ -769,12 +769,12 @@ class Interleave {
 
 Bytes item(std::int64_t v) { return mproc::encode(v); }
 
-bool put(SharedRing& ring, std::int64_t v) { return ring.put(item(v).span(), WaitSpec::no_wait()); }
+bool put(SharedRing& ring, std::int64_t v) { return ring.put(item(v).span(), Deadline::no_wait()); }
 
 /// The next item, or nothing if the ring has none now.
 std::optional<std::int64_t> get(SharedRing& ring) {
   std::optional<std::int64_t> out;
-  (void)ring.get(WaitSpec::no_wait(), [&](std::span<const std::byte> p) { out = mproc::decode<std::int64_t>(p); });
+  (void)ring.get(Deadline::no_wait(), [&](std::span<const std::byte> p) { out = mproc::decode<std::int64_t>(p); });
   return out;
 }
 
@@ -849,7 +849,7 @@ TEST_CASE("SharedRing: a put between a get's count and its move past the item le
 TEST_CASE("SharedRing: a giant item withdrawn when its put's time ran out leaves the ring empty and usable") {
   SharedRing ring(0, 4096);  // one page: the item streams through it
   const std::vector<std::byte> giant(3 * 4096, std::byte{7});
-  const WaitSpec expired{true, std::chrono::steady_clock::now() - std::chrono::seconds(1)};
+  const Deadline expired = Deadline::at(std::chrono::steady_clock::now() - std::chrono::seconds(1));
   CHECK_FALSE(ring.put(giant, expired));  // the first piece went in; nobody took it
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
@@ -889,7 +889,7 @@ TEST_CASE("SharedRing: after a writer or reader dies between its steps, size(), 
   SECTION("a writer of an item bigger than the ring, before its first piece shows") {
     CHECK(drain(ring) == std::vector<std::int64_t>{1, 2});  // a giant item streams through an empty ring only
     const std::vector<std::byte> giant(std::size_t{1} << 20, std::byte{7});
-    die_at("ring.publish", [&] { (void)ring.put(giant, WaitSpec::forever()); });
+    die_at("ring.publish", [&] { (void)ring.put(giant, Deadline::forever()); });
     CHECK(ring.size() == 0);
     CHECK_FALSE(get(ring));
     REQUIRE(put(ring, 3));  // without waiting: no reader needed to clear the dead item

@@ -399,9 +399,9 @@ class SharedRing {
     // put_nowait may wait for another writer's copy, never for a giant item that
     // streams through at the readers' pace.
     const bool streaming = c_->put_streaming.load() != 0;
-    const LockResult r = !wait.is_no_wait() ? lock(c_->put_lock, wait)
-                         : streaming        ? c_->put_lock.try_lock()
-                                            : c_->put_lock.lock();
+    const bool no_wait = wait.is_no_wait();
+    const LockResult r = no_wait && streaming ? c_->put_lock.try_lock()
+                                              : lock(c_->put_lock, no_wait ? Deadline::forever() : wait);
     if (r == LockResult::timed_out) return {};
     RobustLock l(c_->put_lock, std::adopt_lock);
     // A streaming writer holds put_lock: finding put_streaming set means it died.
@@ -681,8 +681,9 @@ class SharedRing {
   }
 
   /// Copies a streamed item out as its writer puts it in, freeing ring space as it
-  /// goes; nothing if its writer died in it (the item is dropped).
-  std::optional<Bytes> read_streamed(u32 r, u64 head, const FrameHeader& h) {
+  /// goes; nothing if its writer died in it (the item is dropped). Out of line: its
+  /// set-up would otherwise cost every get (next_item) some instructions.
+  [[gnu::noinline]] std::optional<Bytes> read_streamed(u32 r, u64 head, const FrameHeader& h) {
     c_->skip_index = h.id;
     c_->skip_end = head + record_size(static_cast<std::size_t>(h.size));
     Bytes out(static_cast<std::size_t>(h.size));

@@ -37,7 +37,9 @@ class Deadline {
   /// The instant t (time_point::max(): forever).
   static constexpr Deadline at(time_point t) noexcept { return Deadline(t); }
   /// The instant that monotonic_ns() reads as ns (INT64_MAX: forever).
-  static constexpr Deadline at_ns(std::int64_t ns) noexcept { return Deadline(time_point(std::chrono::nanoseconds(ns))); }
+  static constexpr Deadline at_ns(std::int64_t ns) noexcept {
+    return Deadline(time_point(std::chrono::nanoseconds(ns)));
+  }
 
   /// now + d, saturating: a deadline that would land past time_point::max() (a timeout
   /// of hours::max() or nanoseconds::max(), a NaN) is forever, instead of overflowing

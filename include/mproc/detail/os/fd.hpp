@@ -251,9 +251,9 @@ inline int poll_until(pollfd* fds, nfds_t n, Deadline deadline) {
   for (;;) {
     int ms = -1;
     if (!deadline.is_forever()) {
-      const auto left = deadline.left();
       // Round up so that a sub-millisecond wait does not spin at zero.
-      ms = static_cast<int>(std::min<std::int64_t>(std::chrono::ceil<std::chrono::milliseconds>(left).count(), 1 << 30));
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline.left());
+      ms = static_cast<int>(std::min<std::int64_t>(left.count(), 1 << 30));
     }
     const int r = ::poll(fds, n, ms);
     if (r >= 0) return r;

@@ -12,6 +12,7 @@
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/run_chunk.hpp>
+#include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
@@ -726,6 +727,35 @@ TEST_CASE("SegmentAllocator: a seeded run of allocate, extend and deallocate kee
   CHECK(big + (256 << 10) <= reserve);
   const std::uint64_t big2 = alloc.allocate(256 << 10, "another");
   CHECK(std::max(big, big2) >= std::min(big, big2) + (256 << 10) + sizeof(mproc::detail::BlockHeader));
+}
+
+// ================================================================== Deadline
+
+TEST_CASE("Deadline: forever, no wait and an instant are three different waits") {
+  using mproc::detail::Deadline;
+  using std::chrono::steady_clock;
+  CHECK(Deadline::forever().is_forever());
+  CHECK_FALSE(Deadline::forever().is_no_wait());
+  CHECK(Deadline::no_wait().is_no_wait());
+  CHECK_FALSE(Deadline::no_wait().is_forever());
+  CHECK(Deadline::no_wait().left() == steady_clock::duration::zero());
+  // A zero timeout still looks once (an instant, now); it is not no_wait.
+  const auto before = steady_clock::now();
+  const Deadline now = Deadline::after(std::chrono::seconds(0));
+  CHECK_FALSE(now.is_no_wait());
+  CHECK_FALSE(now.is_forever());
+  CHECK(before <= now.when());
+  CHECK(now.left() == steady_clock::duration::zero());
+  // monotonic_ns() and steady_clock count the same instants; INT64_MAX is forever.
+  CHECK(Deadline::at_ns(INT64_MAX).is_forever());
+  const std::int64_t ns = mproc::detail::monotonic_ns();
+  CHECK(Deadline::at_ns(ns).when().time_since_epoch() == std::chrono::nanoseconds(ns));
+  // A deadline on another clock is the same time away on the monotonic one.
+  const Deadline hour = Deadline::until(std::chrono::system_clock::now() + std::chrono::hours(1));
+  CHECK(hour.left() > std::chrono::minutes(59));
+  CHECK(hour.left() <= std::chrono::hours(1));
+  CHECK(Deadline::until(steady_clock::time_point::max()).is_forever());
+  CHECK(Deadline::at(steady_clock::time_point::max()).is_forever());
 }
 
 // ================================================================== SharedRing

@@ -175,7 +175,7 @@ class RawEcho {
     } else {
       const std::uint32_t seen = taken_[from];
       while (mailbox_->sequence[from].load(std::memory_order_acquire) == seen) {
-        (void)mproc::detail::futex_wait(mailbox_->sequence[from], seen, std::nullopt);
+        (void)mproc::detail::futex_wait(mailbox_->sequence[from], seen, mproc::detail::Deadline::forever());
       }
       taken_[from] = seen + 1;
     }

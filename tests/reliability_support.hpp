@@ -140,8 +140,7 @@ class ProcessWatch {
   bool wait_all_ended(std::chrono::steady_clock::time_point deadline) {
     for (auto& w : watched_) {
       pollfd p{w.fd.get(), POLLIN, 0};
-      const auto left = std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration{});
-      if (mproc::detail::poll_fds(&p, 1, left) == 0) return false;
+      if (mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::at(deadline)) == 0) return false;
     }
     return true;
   }
@@ -219,8 +218,8 @@ inline std::string read_until(int fd, const std::string& needle, std::chrono::st
   char buf[4096];
   while (text.find(needle) == std::string::npos) {
     pollfd p{fd, POLLIN, 0};
-    const auto left = deadline - std::chrono::steady_clock::now();
-    if (left <= std::chrono::steady_clock::duration{} || mproc::detail::poll_fds(&p, 1, left) == 0) break;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    if (mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::at(deadline)) == 0) break;
     const ssize_t n = mproc::detail::read_some(fd, buf, sizeof buf);
     if (n == 0) break;  // end of file
     if (n > 0) text.append(buf, static_cast<std::size_t>(n));
@@ -245,7 +244,8 @@ inline bool wait_for_busy_workers(pid_t root, std::size_t n, std::chrono::steady
     const auto left = deadline - std::chrono::steady_clock::now();
     if (left <= std::chrono::steady_clock::duration{}) return false;
     pollfd p{root_fd.get(), POLLIN, 0};
-    if (mproc::detail::poll_fds(&p, 1, std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(5))) > 0) {
+    const auto pause = std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(5));
+    if (mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::after(pause)) > 0) {
       return false;  // root ended
     }
   }
@@ -257,8 +257,8 @@ inline bool wait_eof(int fd, std::chrono::steady_clock::time_point deadline) {
   char buf[4096];
   for (;;) {
     pollfd p{fd, POLLIN, 0};
-    const auto left = deadline - std::chrono::steady_clock::now();
-    if (left <= std::chrono::steady_clock::duration{} || mproc::detail::poll_fds(&p, 1, left) == 0) return false;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::at(deadline)) == 0) return false;
     if (mproc::detail::read_some(fd, buf, sizeof buf) == 0) return true;
   }
 }

@@ -390,7 +390,7 @@ class Run {
       Slot& slot = slots_[rng() % workers];
       board_->incarnations[slot.incarnation].killed.store(1);
       slot.child.kill(SIGKILL);
-      const auto status = slot.child.wait_until(Clock::now() + mproc_test::hang_limit);
+      const auto status = slot.child.wait(mproc::detail::Deadline::after(mproc_test::hang_limit));
       REQUIRE(status.has_value());
       ++tally_.kills;
       if (status->signal != SIGKILL) {  // it had died on its own first
@@ -460,7 +460,7 @@ class Run {
           board_->acks.fetch_add(1, std::memory_order_release);
           mproc::detail::futex_wake(board_->acks);
         }
-        (void)mproc::detail::futex_wait(board_->pause, request, Clock::now() + mproc_test::hang_limit);
+        (void)mproc::detail::futex_wait(board_->pause, request, mproc::detail::Deadline::after(mproc_test::hang_limit));
       }
       if (!side_.run_operation(incarnation, j)) return 3;
       me.done.store(j + 1, std::memory_order_release);
@@ -479,7 +479,7 @@ class Run {
     for (;;) {
       const std::uint32_t acks = board_->acks.load(std::memory_order_acquire);
       if (std::all_of(slots_.begin(), slots_.end(), [&](const Slot& s) { return paused(s, request); })) return true;
-      if (mproc::detail::futex_wait(board_->acks, acks, Clock::now() + sample_every)) continue;
+      if (mproc::detail::futex_wait(board_->acks, acks, mproc::detail::Deadline::after(sample_every))) continue;
       for (auto& slot : slots_) {
         if (slot.child.try_reap()) {
           resume();
@@ -557,7 +557,7 @@ class Run {
       std::snprintf(board_->finding, sizeof board_->finding, "%s", finding.c_str());
       return 0;
     });
-    const auto status = checker.wait_until(Clock::now() + check_limit);
+    const auto status = checker.wait(mproc::detail::Deadline::after(check_limit));
     std::string finding;
     if (!status) {
       checker.kill(SIGKILL);
@@ -595,7 +595,7 @@ class Run {
     const auto deadline = Clock::now() + no_progress_limit;
     bool stopped = true;
     for (auto& slot : slots_) {
-      const auto status = slot.child.wait_until(deadline);
+      const auto status = slot.child.wait(mproc::detail::Deadline::at(deadline));
       if (!status) {
         ++tally_.stalls;
         stopped = false;

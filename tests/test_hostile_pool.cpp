@@ -274,7 +274,7 @@ TEST_CASE("the parent killed (SIGKILL) while its fork server and workers are sto
   std::size_t got = 0;
   while (got < 2) {
     pollfd p{report.read.get(), POLLIN, 0};
-    REQUIRE(mproc::detail::poll_fds(&p, 1, mproc_test::hang_limit) == 1);
+    REQUIRE(mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::after(mproc_test::hang_limit)) == 1);
     const ssize_t r = mproc::detail::read_some(report.read.get(), buf, sizeof buf - got);
     REQUIRE(r > 0);
     got += static_cast<std::size_t>(r);

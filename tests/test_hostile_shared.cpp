@@ -413,7 +413,7 @@ TEST_CASE("Queue: a consumer stopped in the middle of taking an item: get(timeou
       return 0;
     }
   });
-  const auto status = other.wait(mproc_test::hang_limit);
+  const auto status = other.wait(mproc::detail::Deadline::after(mproc_test::hang_limit));
   REQUIRE(status.has_value());
   const int other_got = status->python_exitcode();
   CHECK((other_got == 0 || other_got == 2));
@@ -745,7 +745,7 @@ TEST_CASE("a lock holder stopped (SIGSTOP) keeps its lock, and killed while stop
       auto next = spawn([&c] { return c.take_and_check() ? 0 : 1; });
       mproc_test::wait_until_blocked(next.pid());
       h.kill(SIGKILL);
-      const auto status = next.wait(mproc_test::hang_limit);
+      const auto status = next.wait(mproc::detail::Deadline::after(mproc_test::hang_limit));
       REQUIRE(status.has_value());
       CHECK(status->python_exitcode() == 0);
     }
@@ -773,7 +773,7 @@ void stopped_waiter_keeps_nothing(Take take, Give give) {
   first.kill(SIGSTOP);
   REQUIRE(mproc_test::wait_until_stopped(first.pid()));
   give();
-  const auto status = second.wait(mproc_test::hang_limit);
+  const auto status = second.wait(mproc::detail::Deadline::after(mproc_test::hang_limit));
   CHECK(status.has_value());
   if (!status) second.kill(SIGKILL);
   give();

@@ -21,6 +21,7 @@
 #include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/engine/worker.hpp>
+#include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
@@ -1184,12 +1185,41 @@ TEST_CASE("SegmentAllocator: a seeded run of allocate, extend and deallocate kee
   CHECK(std::max(big, big2) >= std::min(big, big2) + (256 << 10) + sizeof(mproc::detail::BlockHeader));
 }
 
+// ================================================================== Deadline
+
+TEST_CASE("Deadline: forever, no wait and an instant are three different waits") {
+  using mproc::detail::Deadline;
+  using std::chrono::steady_clock;
+  CHECK(Deadline::forever().is_forever());
+  CHECK_FALSE(Deadline::forever().is_no_wait());
+  CHECK(Deadline::no_wait().is_no_wait());
+  CHECK_FALSE(Deadline::no_wait().is_forever());
+  CHECK(Deadline::no_wait().left() == steady_clock::duration::zero());
+  // A zero timeout still looks once (an instant, now); it is not no_wait.
+  const auto before = steady_clock::now();
+  const Deadline now = Deadline::after(std::chrono::seconds(0));
+  CHECK_FALSE(now.is_no_wait());
+  CHECK_FALSE(now.is_forever());
+  CHECK(before <= now.when());
+  CHECK(now.left() == steady_clock::duration::zero());
+  // monotonic_ns() and steady_clock count the same instants; INT64_MAX is forever.
+  CHECK(Deadline::at_ns(INT64_MAX).is_forever());
+  const std::int64_t ns = mproc::detail::monotonic_ns();
+  CHECK(Deadline::at_ns(ns).when().time_since_epoch() == std::chrono::nanoseconds(ns));
+  // A deadline on another clock is the same time away on the monotonic one.
+  const Deadline hour = Deadline::until(std::chrono::system_clock::now() + std::chrono::hours(1));
+  CHECK(hour.left() > std::chrono::minutes(59));
+  CHECK(hour.left() <= std::chrono::hours(1));
+  CHECK(Deadline::until(steady_clock::time_point::max()).is_forever());
+  CHECK(Deadline::at(steady_clock::time_point::max()).is_forever());
+}
+
 // ================================================================== SharedRing
 
 namespace {
 
 using mproc::detail::SharedRing;
-using mproc::detail::WaitSpec;
+using mproc::detail::Deadline;
 
 /// Runs an action at a named fault point of the ring, in this process, while the
 /// operation that reached it is half done. Restores the hook on exit.
@@ -1225,12 +1255,12 @@ class Interleave {
 
 Bytes item(std::int64_t v) { return mproc::encode(v); }
 
-bool put(SharedRing& ring, std::int64_t v) { return ring.put(item(v).span(), WaitSpec::no_wait()); }
+bool put(SharedRing& ring, std::int64_t v) { return ring.put(item(v).span(), Deadline::no_wait()); }
 
 /// The next item, or nothing if the ring has none now.
 std::optional<std::int64_t> get(SharedRing& ring) {
   std::optional<std::int64_t> out;
-  (void)ring.get(WaitSpec::no_wait(), [&](std::span<const std::byte> p) { out = mproc::decode<std::int64_t>(p); });
+  (void)ring.get(Deadline::no_wait(), [&](std::span<const std::byte> p) { out = mproc::decode<std::int64_t>(p); });
   return out;
 }
 
@@ -1311,7 +1341,7 @@ TEST_CASE("SharedRing: a put between a get's count and its move past the item le
 TEST_CASE("SharedRing: a giant item withdrawn when its put's time ran out leaves the ring empty and usable") {
   SharedRing ring(0, 4096);  // one page: the item streams through it
   const std::vector<std::byte> giant(3 * 4096, std::byte{7});
-  const WaitSpec expired{true, std::chrono::steady_clock::now() - std::chrono::seconds(1)};
+  const Deadline expired = Deadline::at(std::chrono::steady_clock::now() - std::chrono::seconds(1));
   CHECK_FALSE(ring.put(giant, expired));  // the first piece went in; nobody took it
   CHECK(ring.size() == 0);
   CHECK_FALSE(get(ring));
@@ -1347,7 +1377,7 @@ TEST_CASE("SharedRing: after a writer or reader dies between its steps, size(), 
   SECTION("a writer of an item bigger than the ring, before its first piece shows") {
     CHECK(drain(ring) == std::vector<std::int64_t>{1, 2});  // a giant item streams through an empty ring only
     const std::vector<std::byte> giant(std::size_t{1} << 20, std::byte{7});
-    die_at("ring.publish", [&] { (void)ring.put(giant, WaitSpec::forever()); });
+    die_at("ring.publish", [&] { (void)ring.put(giant, Deadline::forever()); });
     CHECK(ring.size() == 0);
     CHECK_FALSE(get(ring));
     REQUIRE(put(ring, 3));  // without waiting: no reader needed to clear the dead item

@@ -344,14 +344,13 @@ TEST_CASE("get(timeout) on a busy task throws TimeoutError while the task keeps 
 }
 
 TEST_CASE("a timeout too long for the clock waits for the result instead of returning at once") {
-  using mproc::detail::deadline_after;
-  using mproc::detail::is_forever;
-  CHECK(is_forever(deadline_after(std::chrono::nanoseconds::max())));
-  CHECK(is_forever(deadline_after(std::chrono::hours::max())));
-  CHECK(is_forever(deadline_after(std::chrono::duration<double>(1e300))));
-  CHECK_FALSE(is_forever(deadline_after(std::chrono::hours(24 * 365 * 100))));
+  using mproc::detail::Deadline;
+  CHECK(Deadline::after(std::chrono::nanoseconds::max()).is_forever());
+  CHECK(Deadline::after(std::chrono::hours::max()).is_forever());
+  CHECK(Deadline::after(std::chrono::duration<double>(1e300)).is_forever());
+  CHECK_FALSE(Deadline::after(std::chrono::hours(24 * 365 * 100)).is_forever());
   const auto before = std::chrono::steady_clock::now();
-  const auto at_once = deadline_after(-std::chrono::hours::max());  // a negative timeout is "now"
+  const auto at_once = Deadline::after(-std::chrono::hours::max()).when();  // a negative timeout is "now"
   CHECK(before <= at_once);
   CHECK(at_once <= std::chrono::steady_clock::now());
 

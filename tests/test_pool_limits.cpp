@@ -46,7 +46,7 @@ std::string in_child(const std::function<std::string()>& body, Clock::duration l
   report.write.reset();
   const auto deadline = Clock::now() + limit;
   const std::string text = mproc_test::read_until(report.read.get(), "\n(end)", deadline);  // until end of file
-  if (!child.wait_until(deadline)) {
+  if (!child.wait(mproc::detail::Deadline::at(deadline))) {
     child.kill(SIGKILL);
     (void)child.wait();
     return text + " (the child hung)";

@@ -338,7 +338,7 @@ TEST_CASE("a process forked outside mproc that holds copies of a pool's pipes do
   CHECK(finished);
   CHECK(workers.size() == 3);  // two tasks each
   hold.write.reset();  // the holder leaves
-  CHECK(holding.wait(mproc_test::hang_limit).has_value());
+  CHECK(holding.wait(mproc::detail::Deadline::after(mproc_test::hang_limit)).has_value());
   if (!finished) pool.terminate();
 }
 

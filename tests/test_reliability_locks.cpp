@@ -80,7 +80,7 @@ void check_no_waiter_left_asleep(Lockable& lock, Take take) {
   lock.unlock();
   // It takes the lock within a slice; the bound only turns a waiter left asleep into
   // a failure rather than a hang.
-  const auto& status = other_waiter.wait(std::chrono::seconds(10));
+  const auto& status = other_waiter.wait(mproc::detail::Deadline::after(std::chrono::seconds(10)));
   REQUIRE(status.has_value());
   CHECK(status->python_exitcode() == 0);
 }

@@ -51,7 +51,7 @@ void read_reports(int fd, std::size_t n) {
     pollfd p{fd, POLLIN, 0};
     const auto left = deadline - Clock::now();
     REQUIRE(left > Clock::duration{});
-    REQUIRE(mproc::detail::poll_fds(&p, 1, left) == 1);
+    REQUIRE(mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::at(deadline)) == 1);
     char buf[16];
     const ssize_t r = mproc::detail::read_some(fd, buf, std::min(sizeof buf, n - got.size()));
     REQUIRE(r > 0);
@@ -104,7 +104,7 @@ struct WatchedProgram {
     program.kill(sig);
     const bool tree_ended = watch.wait_all_ended(sent + promptly);
     const bool eof = mproc_test::wait_eof(tree.read.get(), sent + promptly);
-    const bool program_ended = program.wait(std::max(sent + promptly - Clock::now(), Clock::duration{})).has_value();
+    const bool program_ended = program.wait(mproc::detail::Deadline::at(sent + promptly)).has_value();
     const double took = std::chrono::duration<double>(Clock::now() - sent).count();
     std::printf("%s: the program and the %zu processes under it ended within %.1f ms\n", ::sigabbrev_np(sig),
                 watch.size(), took * 1000);
@@ -297,7 +297,7 @@ TEST_CASE("fresh workers killed from outside three times in a row are replaced, 
   const auto next_worker = [&] {
     pid_t pid = 0;
     pollfd p{started.read.get(), POLLIN, 0};
-    REQUIRE(mproc::detail::poll_fds(&p, 1, mproc_test::hang_limit) == 1);
+    REQUIRE(mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::after(mproc_test::hang_limit)) == 1);
     REQUIRE(::read(started.read.get(), &pid, sizeof pid) == sizeof pid);
     return pid;
   };
@@ -345,7 +345,7 @@ TEST_CASE("task_timeout: chunks handed to a worker that never starts them (SIGST
   pid_t pids[2] = {0, 0};
   for (pid_t& pid : pids) {
     pollfd p{busy.read.get(), POLLIN, 0};
-    REQUIRE(mproc::detail::poll_fds(&p, 1, mproc_test::hang_limit) == 1);
+    REQUIRE(mproc::detail::poll_until(&p, 1, mproc::detail::Deadline::after(mproc_test::hang_limit)) == 1);
     REQUIRE(::read(busy.read.get(), &pid, sizeof pid) == sizeof pid);
   }
   REQUIRE(pids[0] != pids[1]);

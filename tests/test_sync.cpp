@@ -237,7 +237,7 @@ void first_one_dies(const char* where) {
 // is lost turns into a failure rather than a hang (the Child's destructor kills it).
 // Nothing here waits on the bound when the wake-up comes.
 int exit_code_within(mproc::detail::Child& child, std::chrono::seconds bound = 10s) {
-  const auto& status = child.wait(bound);
+  const auto& status = child.wait(mproc::detail::Deadline::after(bound));
   return status ? status->python_exitcode() : -1;
 }
 

@@ -94,20 +94,19 @@ class ResultState {
     return done_;
   }
 
-  /// Waits until done or the deadline passes (no deadline: is_forever()); returns
-  /// whether it is done.
-  bool wait_until(steady_clock::time_point deadline) const {
+  /// Waits until done or the deadline passes; returns whether it is done.
+  bool wait_until(Deadline deadline) const {
     std::unique_lock lock(mutex_);
     if (!done_ && on_pool_thread) {
       throw ValueError("mproc: waiting for a pool result inside a pool callback would never end");
     }
-    if (is_forever(deadline)) {
+    if (deadline.is_forever()) {
       cv_.wait(lock, [&] { return done_; });
       return true;
     }
-    return cv_.wait_until(lock, deadline, [&] { return done_; });
+    return cv_.wait_until(lock, deadline.when(), [&] { return done_; });
   }
-  void wait() const { (void)wait_until(steady_clock::time_point::max()); }
+  void wait() const { (void)wait_until(Deadline::forever()); }
 
   /// After wait(): the value, or the stored exception rethrown.
   T& value() {
@@ -188,7 +187,7 @@ class AsyncResult {
   /// A timeout too long for the clock (hours::max()) waits forever.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-    return state().wait_until(detail::deadline_after(timeout));
+    return state().wait_until(detail::Deadline::after(timeout));
   }
   /// Whether the result has arrived (successfully or not).
   bool ready() const { return state().ready(); }

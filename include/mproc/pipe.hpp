@@ -134,10 +134,10 @@ class Connection {
   /// to timeout for that; the default, like a negative timeout, does not wait.
   template <class Rep = long, class Period = std::ratio<1>>
   bool poll(std::chrono::duration<Rep, Period> timeout = std::chrono::seconds(0)) {
-    return poll_until(detail::deadline_after(timeout));
+    return poll_until(detail::Deadline::after(timeout));
   }
   /// As poll(), waiting as long as it takes (Python's poll(None)).
-  bool poll_forever() { return poll_until(std::chrono::steady_clock::time_point::max()); }
+  bool poll_forever() { return poll_until(detail::Deadline::forever()); }
 
   /// Closes this end in this process; further use throws ValueError.
   void close() noexcept {
@@ -166,7 +166,7 @@ class Connection {
   Connection(std::shared_ptr<detail::PipeLink> link, int side)
       : link_(std::move(link)), side_(side), reader_(link_->read[side_].get()) {}
 
-  bool poll_until(std::chrono::steady_clock::time_point deadline) {
+  bool poll_until(detail::Deadline deadline) {
     check_usable(readable(), "poll", "write-only");
     if (reader_.has_buffered_frame()) return true;
     pollfd p{fileno(), POLLIN, 0};

@@ -229,7 +229,7 @@ class Process {
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) {
     check_mine("join");
-    child_->wait_until(detail::deadline_after(timeout));
+    child_->wait(detail::Deadline::after(timeout));
     if (child_->running()) return false;
     reaped();
     return true;
@@ -346,7 +346,7 @@ class Process {
   void stop() noexcept {
     try {
       child_->kill(SIGTERM);
-      child_->wait(std::chrono::seconds(1));
+      child_->wait(detail::Deadline::after(std::chrono::seconds(1)));
       child_->kill(SIGKILL);
       child_->wait();
     } catch (...) {

@@ -33,8 +33,9 @@
 // dropped, as is such an item whose producer is killed midway.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/scratch.hpp>
+#include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/shm/shared_ring.hpp>
+#include <mproc/detail/wire/scratch.hpp>
 #include <mproc/errors.hpp>
 
 #include <atomic>
@@ -68,30 +69,30 @@ class Queue {
   ~Queue() = default;
 
   /// Adds item, waiting while the queue is full.
-  void put(const T& item) const { put_with(item, detail::WaitSpec::forever(), "put"); }
+  void put(const T& item) const { put_with(item, detail::Deadline::forever(), "put"); }
   /// Adds item, waiting at most timeout for room (a negative one is zero, one too
   /// long for the clock is forever); throws Full if there was none. An item bigger
   /// than the ring must also have been taken by a reader within timeout.
   template <class Rep, class Period>
   void put(const T& item, std::chrono::duration<Rep, Period> timeout) const {
-    put_with(item, detail::WaitSpec::within(timeout), "put");
+    put_with(item, detail::Deadline::after(timeout), "put");
   }
   /// Adds item if there is room now; throws Full otherwise (always for an item bigger
   /// than the ring). Never waits for a reader (it may wait out another producer's
   /// copy of an item into the ring).
-  void put_nowait(const T& item) const { put_with(item, detail::WaitSpec::no_wait(), "put_nowait"); }
+  void put_nowait(const T& item) const { put_with(item, detail::Deadline::no_wait(), "put_nowait"); }
 
   /// Removes and returns the oldest item, waiting for one.
-  T get() const { return get_with(detail::WaitSpec::forever(), "get"); }
+  T get() const { return get_with(detail::Deadline::forever(), "get"); }
   /// Removes and returns the oldest item, waiting at most timeout (as for put); throws
   /// Empty if none came.
   template <class Rep, class Period>
   T get(std::chrono::duration<Rep, Period> timeout) const {
-    return get_with(detail::WaitSpec::within(timeout), "get");
+    return get_with(detail::Deadline::after(timeout), "get");
   }
   /// Removes and returns the oldest item if there is one now; throws Empty otherwise,
   /// also while another consumer is taking one, as Python's does.
-  T get_nowait() const { return get_with(detail::WaitSpec::no_wait(), "get_nowait"); }
+  T get_nowait() const { return get_with(detail::Deadline::no_wait(), "get_nowait"); }
 
   /// The number of items in the queue (Python's qsize()). Exact when no put or get
   /// is in progress in any process; after one killed midway, from the next put or
@@ -123,23 +124,23 @@ class Queue {
     if (closed()) throw ValueError(std::string("mproc: Queue.") + what + ": the queue is closed in this process");
   }
 
-  void put_with(const T& item, const detail::WaitSpec& wait, const char* what) const {
+  void put_with(const T& item, detail::Deadline wait, const char* what) const {
     check_open(what);
     detail::ScratchBytes scratch;
     encode_into(scratch.get(), item);
     if (!state_->ring.put(scratch.get().span(), wait)) {
       throw Full(std::string("mproc: Queue.") + what + ": the queue is full" +
-                 (wait.block ? " (timed out waiting for room)" : ""));
+                 (wait.is_no_wait() ? "" : " (timed out waiting for room)"));
     }
   }
 
-  T get_with(const detail::WaitSpec& wait, const char* what) const {
+  T get_with(detail::Deadline wait, const char* what) const {
     check_open(what);
     std::optional<T> out;
     const bool got = state_->ring.get(wait, [&](std::span<const std::byte> bytes) { out.emplace(decode<T>(bytes)); });
     if (!got) {
       throw Empty(std::string("mproc: Queue.") + what + ": the queue is empty" +
-                  (wait.block ? " (timed out waiting for an item)" : ""));
+                  (wait.is_no_wait() ? "" : " (timed out waiting for an item)"));
     }
     return std::move(*out);
   }

@@ -45,7 +45,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -80,12 +79,12 @@ class LockBase {
   /// Takes the lock, waiting at most timeout; false if it could not.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return lock_until(deadline_after(timeout));
+    return lock_until(Deadline::after(timeout));
   }
   /// Takes the lock, waiting until the deadline at most; false if it could not.
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    return lock_until(to_steady(deadline));
+    return lock_until(Deadline::until(deadline));
   }
   /// Releases the lock (an RLock once per lock()). Throws ValueError if this thread
   /// does not hold it.
@@ -168,7 +167,7 @@ class LockBase {
                        "(locking it again would deadlock; use mproc::RLock)");
     }
   }
-  bool lock_until(steady_clock::time_point deadline) {
+  bool lock_until(Deadline deadline) {
     const LockResult r = checked([&] { return state_->mutex.lock_until(deadline); });
     if (r == LockResult::timed_out) return false;
     acquired(r);
@@ -236,7 +235,7 @@ class LockBase {
   // Waits on c with this lock fully released (all levels of an RLock), then takes
   // it back as it was, whether the wait returns or throws. owner_died() then says
   // whether taking it back meant recovering it from a dead holder.
-  WaitResult wait_on(SharedCondition& c, steady_clock::time_point deadline) {
+  WaitResult wait_on(SharedCondition& c, Deadline deadline) {
     LockState& s = *state_;
     const std::uint32_t depth = s.recursive ? s.depth.load(relaxed) : 0;
     if (s.recursive) {
@@ -315,7 +314,7 @@ class Semaphore {
   /// Python's acquire(block): waits for the counter to be positive and decrements
   /// it; without block, only if it already is. Returns whether it decremented.
   bool acquire(bool block = true) {
-    return block ? acquire_until(detail::steady_clock::time_point::max()) : try_acquire();
+    return block ? acquire_until(detail::Deadline::forever()) : try_acquire();
   }
   /// Python's acquire(timeout=...): try_acquire_for(timeout).
   template <class Rep, class Period>
@@ -323,16 +322,16 @@ class Semaphore {
     return try_acquire_for(timeout);
   }
   /// Decrements the counter if it is positive; never blocks.
-  bool try_acquire() { return acquire_until(detail::steady_clock::time_point::min()); }
+  bool try_acquire() { return acquire_until(detail::Deadline::no_wait()); }
   /// As acquire(), waiting at most timeout; false if the counter stayed zero.
   template <class Rep, class Period>
   bool try_acquire_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return acquire_until(detail::deadline_after(timeout));
+    return acquire_until(detail::Deadline::after(timeout));
   }
   /// As acquire(), waiting until the deadline at most.
   template <class Clock, class Duration>
   bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    return acquire_until(detail::to_steady(deadline));
+    return acquire_until(detail::Deadline::until(deadline));
   }
   /// Adds n to the counter and wakes the waiters. A BoundedSemaphore throws
   /// ValueError (and changes nothing) if that would take it above its initial value.
@@ -378,11 +377,11 @@ class Semaphore {
   friend struct detail::ObjectHandleCodec<Semaphore>;
   friend struct detail::ObjectHandleCodec<BoundedSemaphore>;
 
-  bool acquire_until(detail::steady_clock::time_point deadline) {
+  bool acquire_until(detail::Deadline deadline) {
     detail::SemaphoreState& s = *state_;
     detail::RobustLock guard(s.mutex, s.deaths);
     while (s.value <= 0) {
-      if (deadline == detail::steady_clock::time_point::min() || !guard.wait_until(s.available, deadline)) {
+      if (deadline.is_no_wait() || !guard.wait_until(s.available, deadline)) {
         if (s.value > 0) break;
         return false;
       }
@@ -432,17 +431,17 @@ class Event {
   /// Clears the flag.
   void clear() { state_->sets_and_flag.fetch_and(~std::uint32_t{1}, std::memory_order_release); }
   /// Blocks until the flag is set.
-  void wait() { wait_until_steady(detail::steady_clock::time_point::max()); }
+  void wait() { wait_until_steady(detail::Deadline::forever()); }
   /// Blocks until the flag is set or timeout passes; returns true if it was set
   /// meanwhile (even if cleared since), false on timeout.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return wait_until_steady(detail::deadline_after(timeout));
+    return wait_until_steady(detail::Deadline::after(timeout));
   }
   /// Blocks until the flag is set or the deadline passes; returns as wait_for does.
   template <class Clock, class Duration>
   bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    return wait_until_steady(detail::to_steady(deadline));
+    return wait_until_steady(detail::Deadline::until(deadline));
   }
 
  private:
@@ -450,14 +449,13 @@ class Event {
   friend struct detail::ObjectHandleCodec<Event>;
   explicit Event(detail::SharedObject<detail::EventState> state) : state_(std::move(state)) {}
 
-  bool wait_until_steady(detail::steady_clock::time_point deadline) {
+  bool wait_until_steady(detail::Deadline deadline) {
     std::atomic<std::uint32_t>& word = state_->sets_and_flag;
     // While the flag is down only a set() changes the word.
     const std::uint32_t seen = word.load(std::memory_order_acquire);
     if ((seen & 1) != 0) return true;
-    const auto until = detail::is_forever(deadline) ? std::nullopt : std::optional(deadline);
     while (word.load(std::memory_order_acquire) == seen) {
-      if (!detail::futex_wait(word, seen, until)) return word.load(std::memory_order_acquire) != seen;
+      if (!detail::futex_wait(word, seen, deadline)) return word.load(std::memory_order_acquire) != seen;
     }
     return true;
   }
@@ -500,7 +498,7 @@ class Condition {
   /// Releases the lock (held by this thread), waits for a notify, takes the lock back.
   /// May return early (see above). Throws ValueError if this thread does not hold
   /// the lock.
-  void wait() { (void)lock_.wait_on(state_->cond, detail::steady_clock::time_point::max()); }
+  void wait() { (void)lock_.wait_on(state_->cond, detail::Deadline::forever()); }
   /// Waits (as wait()) until pred() is true; pred is evaluated with the lock held.
   template <class Predicate>
   void wait(Predicate pred) {
@@ -509,22 +507,22 @@ class Condition {
   /// As wait(), for at most timeout; false if it timed out.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return wait_steady(detail::deadline_after(timeout));
+    return wait_steady(detail::Deadline::after(timeout));
   }
   /// Waits until pred() is true or timeout passes; returns pred().
   template <class Rep, class Period, class Predicate>
   bool wait_for(const std::chrono::duration<Rep, Period>& timeout, Predicate pred) {
-    return wait_steady(detail::deadline_after(timeout), pred);
+    return wait_steady(detail::Deadline::after(timeout), pred);
   }
   /// As wait(), until the deadline at most; false if it passed.
   template <class Clock, class Duration>
   bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    return wait_steady(detail::to_steady(deadline));
+    return wait_steady(detail::Deadline::until(deadline));
   }
   /// Waits until pred() is true or the deadline passes; returns pred().
   template <class Clock, class Duration, class Predicate>
   bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline, Predicate pred) {
-    return wait_steady(detail::to_steady(deadline), pred);
+    return wait_steady(detail::Deadline::until(deadline), pred);
   }
 
   /// Wakes up to n waiters (none if n <= 0). Throws ValueError if this thread does
@@ -551,7 +549,7 @@ class Condition {
     return detail::SharedObject<detail::ConditionState>::make(0);
   }
 
-  bool wait_steady(detail::steady_clock::time_point deadline) {
+  bool wait_steady(detail::Deadline deadline) {
     return !lock_.wait_on(state_->cond, deadline).timed_out;
   }
   // The notify counts live under the lock: a notify without it would race the waiters.
@@ -562,7 +560,7 @@ class Condition {
                      "(std::unique_lock guard(cond); or cond.acquire()), as for wait()");
   }
   template <class Predicate>
-  bool wait_steady(detail::steady_clock::time_point deadline, Predicate& pred) {
+  bool wait_steady(detail::Deadline deadline, Predicate& pred) {
     while (!pred()) {
       if (!wait_steady(deadline)) return pred();
     }
@@ -590,12 +588,12 @@ class Barrier {
 
   /// Waits until all parties are waiting; returns this party's arrival index, from 0
   /// to parties() - 1. Throws BrokenBarrierError if the barrier is or gets broken.
-  std::size_t wait() { return wait_steady(detail::steady_clock::time_point::max()); }
+  std::size_t wait() { return wait_steady(detail::Deadline::forever()); }
   /// As wait(), for at most timeout; on timeout breaks the barrier and throws
   /// BrokenBarrierError.
   template <class Rep, class Period>
   std::size_t wait(const std::chrono::duration<Rep, Period>& timeout) {
-    return wait_steady(detail::deadline_after(timeout));
+    return wait_steady(detail::Deadline::after(timeout));
   }
   /// Returns the barrier to its initial state; parties waiting now get BrokenBarrierError.
   void reset() {
@@ -643,7 +641,7 @@ class Barrier {
   class Guard : public detail::RobustLock {
    public:
     explicit Guard(detail::BarrierState& s) : RobustLock(s.mutex, s.deaths), s_(s) { break_if_recovered(); }
-    bool wait_until(detail::SharedCondition& c, detail::steady_clock::time_point deadline) {
+    bool wait_until(detail::SharedCondition& c, detail::Deadline deadline) {
       const bool woken = RobustLock::wait_until(c, deadline);
       break_if_recovered();
       return woken;
@@ -659,7 +657,7 @@ class Barrier {
     bool broke_ = false;
   };
 
-  std::size_t wait_steady(detail::steady_clock::time_point deadline) {
+  std::size_t wait_steady(detail::Deadline deadline) {
     detail::BarrierState& s = *state_;
     Guard guard(s);
     if (s.broken) throw BrokenBarrierError("mproc::Barrier is broken");

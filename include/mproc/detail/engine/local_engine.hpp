@@ -224,7 +224,7 @@ class LocalEngine final : public DispatchEngine {
     for (bool back = false; !back;) {
       pollfd fds[2] = {{w->result_r.get(), POLLIN, 0}, {w->pidfd.get(), POLLIN, 0}};
       try {
-        poll_fds(fds, 2, std::chrono::nanoseconds(-1));
+        poll_until(fds, 2, Deadline::forever());
       } catch (const std::exception& e) {
         failure = std::make_exception_ptr(Error(std::string("mproc: the pool failed: ") + e.what()));
       }
@@ -413,11 +413,11 @@ class LocalEngine final : public DispatchEngine {
       fds_.push_back({w->out.empty() || !w->task_w ? -1 : w->task_w.get(), POLLOUT, 0});
     }
     // Exits queued by an earlier spawn() leave the socket quiet: don't sleep on them.
-    const auto wait = server_->has_queued_exits() ? std::chrono::nanoseconds(0) : next_wait();
+    const Deadline wait = server_->has_queued_exits() ? Deadline::no_wait() : next_wait();
     io_lock_.unlock();  // submit_awaited may do the I/O meanwhile
     try {
       const ForkGate::Asleep asleep;
-      poll_fds(fds_.data(), fds_.size(), wait);
+      poll_until(fds_.data(), fds_.size(), wait);
     } catch (...) {
       io_lock_.lock();
       throw;
@@ -464,7 +464,7 @@ class LocalEngine final : public DispatchEngine {
           }
           Clock::duration wait = std::max<Clock::duration>(left, std::chrono::seconds(1));
           wait = std::clamp<Clock::duration>(give_up - Clock::now(), Clock::duration::zero(), wait);
-          if (server_->wait_readable(wait)) handle_exits();
+          if (server_->wait_readable(Deadline::after(wait))) handle_exits();
         }
       } catch (const Error&) {
         // The server is gone; its workers died with it (PR_SET_PDEATHSIG).
@@ -790,8 +790,8 @@ class LocalEngine final : public DispatchEngine {
 
   /// How long the loop may sleep: until the next task timeout is due, the next try at
   /// starting a worker, or the next look for chunks an idle worker may take over
-  /// (negative: no limit).
-  std::chrono::nanoseconds next_wait() const {
+  /// (forever: no limit).
+  Deadline next_wait() const {
     std::optional<std::int64_t> earliest;
     if (!respawn_.empty() && next_spawn_ns_ != 0) earliest = next_spawn_ns_;
     if (take_over_due_ns_ != 0) earliest = earliest ? std::min(*earliest, take_over_due_ns_) : take_over_due_ns_;
@@ -802,8 +802,7 @@ class LocalEngine final : public DispatchEngine {
         earliest = earliest ? std::min(*earliest, due) : due;
       }
     }
-    if (!earliest) return std::chrono::nanoseconds(-1);
-    return std::chrono::nanoseconds(std::max<std::int64_t>(*earliest - monotonic_ns(), 0));
+    return earliest ? Deadline::at_ns(*earliest) : Deadline::forever();
   }
 
   /// When a worker that holds work is past task_timeout: that long after the item it

@@ -160,7 +160,7 @@ class MpiEngine final : public DispatchEngine {
       wait_for_message();
     } else {
       pollfd p{wake_fd_.get(), POLLIN, 0};
-      poll_fds(&p, 1, std::chrono::nanoseconds(-1));
+      poll_until(&p, 1, Deadline::forever());
       take_wake();
     }
     // Whatever else has arrived, a bounded number so the chunks get handed out too.

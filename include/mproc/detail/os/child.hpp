@@ -101,12 +101,8 @@ class Child {
     return status_;
   }
 
-  /// Waits up to timeout (forever if negative) for the child to exit and reaps it.
-  const std::optional<ExitStatus>& wait(std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1)) {
-    return wait_until(deadline_or_forever(timeout));
-  }
-  /// As wait(), until deadline (time_point::max(): forever).
-  const std::optional<ExitStatus>& wait_until(std::chrono::steady_clock::time_point deadline) {
+  /// Waits until the deadline at most for the child to exit, and reaps it.
+  const std::optional<ExitStatus>& wait(Deadline deadline = Deadline::forever()) {
     if (!running()) return status_;
     pollfd p{pidfd_.get(), POLLIN, 0};
     if (poll_until(&p, 1, deadline) > 0) reap(0);

@@ -246,28 +246,19 @@ inline ssize_t read_some(int fd, void* data, std::size_t n) {
   }
 }
 
-/// poll() that survives EINTR, waiting until deadline (time_point::max(): forever).
-inline int poll_until(pollfd* fds, nfds_t n, std::chrono::steady_clock::time_point deadline) {
-  using clock = std::chrono::steady_clock;
+/// poll() that survives EINTR, waiting until the deadline (each retry for what is left).
+inline int poll_until(pollfd* fds, nfds_t n, Deadline deadline) {
   for (;;) {
     int ms = -1;
-    if (deadline != clock::time_point::max()) {
-      const auto left = deadline - clock::now();
+    if (!deadline.is_forever()) {
       // Round up so that a sub-millisecond wait does not spin at zero.
-      ms = left <= std::chrono::nanoseconds::zero()
-               ? 0
-               : static_cast<int>(std::min<std::int64_t>(
-                     std::chrono::ceil<std::chrono::milliseconds>(left).count(), 1 << 30));
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline.left());
+      ms = static_cast<int>(std::min<std::int64_t>(left.count(), 1 << 30));
     }
     const int r = ::poll(fds, n, ms);
     if (r >= 0) return r;
     if (errno != EINTR) throw OSError("poll", errno);
   }
-}
-
-/// poll_until with a timeout; a negative timeout waits forever.
-inline int poll_fds(pollfd* fds, nfds_t n, std::chrono::nanoseconds timeout) {
-  return poll_until(fds, n, deadline_or_forever(timeout));
 }
 
 }  // namespace mproc::detail

@@ -159,7 +159,7 @@ class ForkServer {
       }
     }
     sock_.reset();
-    server_.wait(std::chrono::seconds(5));
+    server_.wait(Deadline::after(std::chrono::seconds(5)));
   }
 
   /// Kills the server (and so its workers, by PR_SET_PDEATHSIG): it stopped answering.
@@ -190,7 +190,7 @@ class ForkServer {
     for (;;) {
       pollfd p[2] = {{sock_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
       const auto before = clock::now();
-      const int ready = poll_fds(p, 2, slice);
+      const int ready = poll_until(p, 2, Deadline::after(slice));
       if (const auto took = clock::now() - before; took < 2 * slice) waited += took;
       if (ready == 0) {
         if (waited < spawn_deadline) continue;
@@ -239,11 +239,11 @@ class ForkServer {
   /// take_exits(): the socket no longer shows them as readable.
   bool has_queued_exits() const noexcept { return !exits_.empty(); }
 
-  /// Waits until the server has news or the timeout passes.
-  bool wait_readable(std::chrono::nanoseconds timeout) {
+  /// Waits until the server has news or the deadline passes.
+  bool wait_readable(Deadline deadline) {
     if (!exits_.empty()) return true;
     pollfd p{sock_.get(), POLLIN, 0};
-    return poll_fds(&p, 1, timeout) > 0;
+    return poll_until(&p, 1, deadline) > 0;
   }
 
  private:
@@ -293,7 +293,7 @@ class ForkServer {
     for (;;) {
       fds.assign(1, pollfd{sock, POLLIN, 0});
       for (auto& [pid, child] : children) fds.push_back({child.pidfd(), POLLIN, 0});
-      poll_fds(fds.data(), fds.size(), std::chrono::nanoseconds(-1));
+      poll_until(fds.data(), fds.size(), Deadline::forever());
       for (std::size_t i = 1; i < fds.size(); ++i) {
         if (fds[i].revents == 0) continue;
         auto it = std::find_if(children.begin(), children.end(),

@@ -4,6 +4,7 @@
 // variable, a futex keeps no state about its waiters: a waiter that is killed
 // leaves nothing behind that could block the next waker.
 
+#include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/errors.hpp>
 
@@ -17,7 +18,6 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
-#include <optional>
 
 namespace mproc::detail {
 
@@ -44,14 +44,13 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
 /// waits for at least this often; a lost wake-up costs at most this long, never a hang.
 inline constexpr std::chrono::milliseconds wait_slice{100};
 
-/// Sleeps while word still holds expected, until woken, the deadline (if any) passes
-/// or one wait_slice ends; may also return spuriously. Returns false only when the
-/// deadline passed: callers loop, checking what they wait for each time.
-inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                       std::optional<std::chrono::steady_clock::time_point> deadline) {
+/// Sleeps while word still holds expected, until woken, the deadline passes or one
+/// wait_slice ends; may also return spuriously. Returns false only when the deadline
+/// passed: callers loop, checking what they wait for each time.
+inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, Deadline deadline) {
   const auto slice_end = std::chrono::steady_clock::now() + wait_slice;
-  const bool last = deadline && *deadline <= slice_end;
-  const timespec ts = to_timespec(last ? *deadline : slice_end);
+  const bool last = deadline.when() <= slice_end;  // never for forever()
+  const timespec ts = to_timespec(last ? deadline.when() : slice_end);
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so retries after
   // EINTR never stretch the wait. Not FUTEX_PRIVATE: the word is in shared memory.
   long rc;

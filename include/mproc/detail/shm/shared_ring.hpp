@@ -68,22 +68,6 @@
 
 namespace mproc::detail {
 
-/// How long a blocking call may wait: not at all, until a deadline, or forever.
-struct WaitSpec {
-  bool block = true;
-  std::optional<std::chrono::steady_clock::time_point> deadline;
-
-  static WaitSpec forever() noexcept { return {}; }
-  static WaitSpec no_wait() noexcept { return {false, std::nullopt}; }
-  /// A negative timeout is zero; one too long for the clock is forever.
-  template <class Rep, class Period>
-  static WaitSpec within(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = deadline_after(timeout);
-    if (deadline == std::chrono::steady_clock::time_point::max()) return forever();
-    return {true, deadline};
-  }
-};
-
 class SharedRing {
  public:
   /// The most a ring grows to when no capacity is given; memory follows actual use.
@@ -111,10 +95,10 @@ class SharedRing {
   /// readers take it: without wait it is refused at once, and if wait runs out
   /// midway it is withdrawn (a reader taking it drops it). Without wait, it still
   /// waits for the lock while another writer copies an item in (never for readers).
-  bool put(std::span<const std::byte> payload, const WaitSpec& wait) {
+  bool put(std::span<const std::byte> payload, Deadline wait) {
     forget_left_regions();
     const u64 record = record_size(payload.size());
-    if (!wait.block && record > c_->region_size[c_->region_count - 1]) return false;
+    if (wait.is_no_wait() && record > c_->region_size[c_->region_count - 1]) return false;
     const auto has_room = [&] { return ready_for(record); };
     RobustLock lock;
     Placement placement = Placement::none;
@@ -125,14 +109,14 @@ class SharedRing {
         lock = lock_writer(wait);
         if (!lock) return false;
         placement = place(record);
-        if (placement == Placement::stream && !wait.block) return false;
+        if (placement == Placement::stream && wait.is_no_wait()) return false;
         if (placement != Placement::none) break;
         lock.unlock();
       }
-      if (!wait.block) return false;
-      if (!wait_for(c_->get_seq, c_->put_waiters, has_room, wait.deadline)) return false;
+      if (wait.is_no_wait()) return false;
+      if (!wait_for(c_->get_seq, c_->put_waiters, has_room, wait)) return false;
     }
-    if (placement == Placement::stream) return stream_record(payload, record, wait.deadline);
+    if (placement == Placement::stream) return stream_record(payload, record, wait);
     write_record(payload, record);
     return true;
   }
@@ -143,7 +127,7 @@ class SharedRing {
   /// reader is taking one. A reader killed inside consume leaves the item to the next
   /// one (an item bigger than the ring, whose bytes are gone, is dropped).
   template <class Consume>
-  bool get(const WaitSpec& wait, Consume&& consume) {
+  bool get(Deadline wait, Consume&& consume) {
     forget_left_regions();
     std::optional<Taken> taken = take(wait);
     if (!taken) return false;
@@ -174,7 +158,6 @@ class SharedRing {
  private:
   using u64 = std::uint64_t;
   using u32 = std::uint32_t;
-  using time_point = std::chrono::steady_clock::time_point;
   static_assert(std::atomic<u64>::is_always_lock_free, "SharedRing needs address-free 64-bit atomics");
 
   // Jumping back to the lap's start only pays when the ring is much bigger than this.
@@ -389,7 +372,7 @@ class SharedRing {
   /// Sleeps on seq (counted in waiters) until ready() or the deadline.
   template <class Ready>
   static bool wait_for(std::atomic<u32>& seq, std::atomic<u32>& waiters, Ready ready,
-                       std::optional<time_point> deadline) {
+                       Deadline deadline) {
     // A waiter killed in here stays counted: its only cost is a futex_wake call
     // with nobody to wake when the other side has something for it.
     waiters.fetch_add(1);
@@ -408,27 +391,30 @@ class SharedRing {
     if (waiters.load() != 0) futex_wake(seq);
   }
 
-  static LockResult lock(RobustMutex& m, std::optional<time_point> deadline) {
-    return deadline ? m.lock_until(*deadline) : m.lock();
+  // forever: lock() tries first, without reading the clock.
+  static LockResult lock(RobustMutex& m, Deadline deadline) {
+    return deadline.is_forever() ? m.lock() : m.lock_until(deadline);
   }
-  RobustLock lock_writer(const WaitSpec& wait) {
+  RobustLock lock_writer(Deadline wait) {
     // put_nowait may wait for another writer's copy, never for a giant item that
     // streams through at the readers' pace.
     const bool streaming = c_->put_streaming.load() != 0;
-    const LockResult r = !wait.block && streaming ? c_->put_lock.try_lock() : lock(c_->put_lock, wait.deadline);
+    const bool no_wait = wait.is_no_wait();
+    const LockResult r = no_wait && streaming ? c_->put_lock.try_lock()
+                                              : lock(c_->put_lock, no_wait ? Deadline::forever() : wait);
     if (r == LockResult::timed_out) return {};
     RobustLock l(c_->put_lock, std::adopt_lock);
     // A streaming writer holds put_lock: finding put_streaming set means it died.
     if ((r == LockResult::owner_died || c_->put_streaming.load() != 0) && !recover_writer(wait)) return {};
     return l;
   }
-  RobustLock lock_reader(const WaitSpec& wait) {
+  RobustLock lock_reader(Deadline wait) {
     // get_nowait gives up at once while another reader takes an item, as Python's does.
-    const LockResult r = wait.block ? lock(c_->get_lock, wait.deadline) : c_->get_lock.try_lock();
+    const LockResult r = wait.is_no_wait() ? c_->get_lock.try_lock() : lock(c_->get_lock, wait);
     if (r == LockResult::timed_out) return {};
     RobustLock l(c_->get_lock, std::adopt_lock);
     if (r == LockResult::owner_died || c_->skip_end != 0) {
-      if (!recover_reader(wait.block ? wait.deadline : std::optional(std::chrono::steady_clock::now()))) return {};
+      if (!recover_reader(wait)) return {};  // no_wait: only what needs no waiting
     }
     return l;
   }
@@ -485,7 +471,7 @@ class SharedRing {
       const LockResult r = c_->get_lock.try_lock();
       if (r != LockResult::timed_out) {
         RobustLock reader(c_->get_lock, std::adopt_lock);
-        if (r == LockResult::owner_died) recover_reader(std::chrono::steady_clock::now());  // cannot wait
+        if (r == LockResult::owner_died) recover_reader(Deadline::no_wait());  // cannot wait
         if (c_->head.load() == tail) {
           c_->tail.store(next);
           c_->head.store(next);
@@ -524,7 +510,7 @@ class SharedRing {
   /// Streams an item bigger than the writers' region through it, piece by piece as
   /// the reader makes room. Once part of an item is visible, the rest must follow: if
   /// the deadline comes first, the item is withdrawn (false).
-  bool stream_record(std::span<const std::byte> payload, u64 record, std::optional<time_point> deadline) {
+  bool stream_record(std::span<const std::byte> payload, u64 record, Deadline deadline) {
     const u32 r = current();
     const u64 cap = c_->region_size[r];
     c_->put_streaming.store(1);
@@ -579,7 +565,7 @@ class SharedRing {
   /// left half done, to that reader and the next writer (recover_writer).
   void withdraw() {
     c_->stream_lock[c_->stream_current.load(std::memory_order_relaxed)].unlock();
-    (void)recover_writer(WaitSpec::no_wait());
+    (void)recover_writer(Deadline::no_wait());
   }
 
   /// Takes a stream lock that is neither held (the writer's) nor the one a reader
@@ -596,7 +582,7 @@ class SharedRing {
 
   /// The previous writer died holding put_lock (or gave up waiting here): undo or
   /// settle what it left. False if wait ran out first.
-  bool recover_writer(const WaitSpec& wait) {
+  bool recover_writer(Deadline wait) {
     if (c_->pending_end != 0) {
       const u64 tail = c_->tail.load();
       const bool showed = tail != c_->pending_start;
@@ -616,7 +602,7 @@ class SharedRing {
           c_->skip_end = 0;  // a reader that died in it left it half taken
           c_->stream_abandoned.store(0);
         }
-        if (!passed() && (!wait.block || !wait_for(c_->get_seq, c_->put_waiters, passed, wait.deadline))) {
+        if (!passed() && (wait.is_no_wait() || !wait_for(c_->get_seq, c_->put_waiters, passed, wait))) {
           return false;
         }
       }
@@ -631,7 +617,7 @@ class SharedRing {
 
   bool readable() const noexcept { return c_->tail.load() != c_->head.load(); }
 
-  std::optional<Taken> take(const WaitSpec& wait) {
+  std::optional<Taken> take(Deadline wait) {
     // A streamed item half taken by a reader also calls for the lock: if that reader
     // died after taking every byte there was, and then the writer died too, no byte
     // will ever come, and only a reader taking get_lock settles the item (drops it,
@@ -646,8 +632,8 @@ class SharedRing {
           return t;
         }
       }
-      if (!wait.block) return std::nullopt;
-      if (!wait_for(c_->put_seq, c_->get_waiters, ready, wait.deadline)) return std::nullopt;
+      if (wait.is_no_wait()) return std::nullopt;
+      if (!wait_for(c_->put_seq, c_->get_waiters, ready, wait)) return std::nullopt;
     }
   }
 
@@ -695,8 +681,9 @@ class SharedRing {
   }
 
   /// Copies a streamed item out as its writer puts it in, freeing ring space as it
-  /// goes; nothing if its writer died in it (the item is dropped).
-  std::optional<Bytes> read_streamed(u32 r, u64 head, const FrameHeader& h) {
+  /// goes; nothing if its writer died in it (the item is dropped). Out of line: its
+  /// set-up would otherwise cost every get (next_item) some instructions.
+  [[gnu::noinline]] std::optional<Bytes> read_streamed(u32 r, u64 head, const FrameHeader& h) {
     c_->skip_index = h.id;
     c_->skip_end = head + record_size(static_cast<std::size_t>(h.size));
     Bytes out(static_cast<std::size_t>(h.size));
@@ -708,14 +695,14 @@ class SharedRing {
       if (a < b) std::memcpy(out.data() + (a - payload_start), at(r, a), b - a);
     };
     // Its bytes are being taken: the rest must follow, whatever the caller's deadline.
-    if (drain_stream(copy, std::nullopt) != Drained::done) return std::nullopt;
+    if (drain_stream(copy, Deadline::forever()) != Drained::done) return std::nullopt;
     return out;
   }
 
   /// The previous reader died holding get_lock, or gave up skipping: drop the rest of
   /// the streamed item it was in. False if the deadline passed first (the rest is
   /// then left to the next reader).
-  bool recover_reader(std::optional<time_point> deadline) {
+  bool recover_reader(Deadline deadline) {
     if (c_->skip_end == 0) {
       c_->stream_abandoned.store(0);  // in case it died as it finished dropping one
       return true;
@@ -728,7 +715,7 @@ class SharedRing {
   /// Consumes the streamed item that ends at skip_end from head on, passing each
   /// piece's ring positions [from, to) to copy as its writer puts them in.
   template <class Copy>
-  Drained drain_stream(Copy copy, std::optional<time_point> deadline) {
+  Drained drain_stream(Copy copy, Deadline deadline) {
     const u64 end = c_->skip_end;
     for (u64 pos = c_->head.load(std::memory_order_relaxed); pos < end;) {
       if (c_->stream_abandoned.load() != 0) return abandon();
@@ -752,7 +739,7 @@ class SharedRing {
   /// stream_lock[stream_current] and leaves it only after a piece or the last byte,
   /// so holding that lock while it is still the current one and no byte came means
   /// the writer is dead, whoever was the lock's last owner.
-  std::optional<bool> wait_stream(u64 pos, std::optional<time_point> deadline) {
+  std::optional<bool> wait_stream(u64 pos, Deadline deadline) {
     for (;;) {
       if (c_->tail.load() != pos) return true;
       const u32 current = c_->stream_current.load();

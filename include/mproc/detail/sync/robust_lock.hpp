@@ -7,7 +7,6 @@
 #include <mproc/detail/sync/robust_mutex.hpp>
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <utility>
@@ -48,7 +47,7 @@ class RobustLock {
   bool recovered() const noexcept { return recovered_; }
   /// Waits on c (releasing the mutex meanwhile) until notified or the deadline;
   /// false on timeout. The mutex is held again either way.
-  bool wait_until(SharedCondition& c, std::chrono::steady_clock::time_point deadline) {
+  bool wait_until(SharedCondition& c, Deadline deadline) {
     const WaitResult r = c.wait_until(*m_, deadline);
     note(r.owner_died);
     return !r.timed_out;

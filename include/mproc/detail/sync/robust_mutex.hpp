@@ -22,7 +22,6 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
-#include <optional>
 
 namespace mproc::detail {
 
@@ -63,7 +62,7 @@ class RobustMutex {
     // A free mutex costs one attempt and no clock reading.
     const int rc = pthread_mutex_trylock(&m_);
     if (rc != EBUSY) return finish(rc, "pthread_mutex_trylock");
-    return lock_until(steady_clock::time_point::max());
+    return lock_until(Deadline::forever());
   }
 
   /// Locks unless it is already locked (by anyone).
@@ -73,16 +72,17 @@ class RobustMutex {
     return finish(rc, "pthread_mutex_trylock");
   }
 
-  /// Blocks until locked or the deadline passes (time_point::max(): never).
-  LockResult lock_until(steady_clock::time_point deadline) {
+  /// Blocks until locked or the deadline passes. Out of line, so that lock()'s fast
+  /// path stays a few instructions wherever it is inlined.
+  [[gnu::noinline]] LockResult lock_until(Deadline deadline) {
     for (;;) {
       // The coarse clock is a plain read, and a slice a few milliseconds short is fine.
       timespec now{};
       ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
       const auto slice_end = steady_clock::time_point(std::chrono::seconds(now.tv_sec) +
                                                       std::chrono::nanoseconds(now.tv_nsec)) + wait_slice;
-      const bool last = deadline <= slice_end;
-      const timespec ts = to_timespec(last ? deadline : slice_end);
+      const bool last = deadline.when() <= slice_end;  // never for forever()
+      const timespec ts = to_timespec(last ? deadline.when() : slice_end);
       int rc;
       {
         const ForkGate::Asleep asleep;  // a LogListener's thread: forks may happen meanwhile
@@ -153,11 +153,10 @@ class SharedCondition {
   SharedCondition(const SharedCondition&) = delete;
   SharedCondition& operator=(const SharedCondition&) = delete;
 
-  /// Waits (m locked by the caller) until notified or the deadline passes; a
-  /// deadline is_forever() waits without one. May return early (see above). m is
-  /// locked again when this returns or throws. Throws OSError(EPERM) if the caller
-  /// does not hold m, as pthread_cond_wait would.
-  WaitResult wait_until(RobustMutex& m, steady_clock::time_point deadline) {
+  /// Waits (m locked by the caller) until notified or the deadline passes. May
+  /// return early (see above). m is locked again when this returns or throws.
+  /// Throws OSError(EPERM) if the caller does not hold m, as pthread_cond_wait would.
+  WaitResult wait_until(RobustMutex& m, Deadline deadline) {
     if (!m.held_by_caller()) throw OSError("pthread_mutex_unlock", EPERM);
     const std::uint32_t round = round_;
     const std::uint32_t recoveries = m.recoveries();
@@ -167,9 +166,8 @@ class SharedCondition {
     std::uint32_t seen = seq_.load(std::memory_order_acquire);
     m.unlock();
     Relock relock(m);
-    const auto until = is_forever(deadline) ? std::nullopt : std::optional(deadline);
     for (;;) {
-      const bool in_time = futex_wait(seq_, seen, until);
+      const bool in_time = futex_wait(seq_, seen, deadline);
       // A slice ended with nothing new: sleep on without touching the mutex.
       if (in_time && seq_.load(std::memory_order_acquire) == seen && m.recoveries() == recoveries &&
           !m.abandoned()) {

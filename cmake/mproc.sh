@@ -32,8 +32,9 @@ BUILD_DIR="${MPROC_BUILD_DIR:-build}"
 SANITIZE_BUILD_DIR="${MPROC_SANITIZE_BUILD_DIR:-$BUILD_DIR-sanitize}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 # Most tests spend their time waiting on their processes (pipes, gates, exits), not
-# computing: two per core keep the cores busy (on 2 cores, a third less wall time than
-# one per core). Tests wait on events, never on timers, so the extra load is safe.
+# computing: two per core keep the cores busy (on 2 cores, 10% to 25% less wall time
+# than one per core; more on a busy machine). Tests wait on events, never on timers, so
+# the extra load is safe.
 TEST_JOBS="${MPROC_TEST_JOBS:-$((JOBS * 2))}"
 
 usage() {

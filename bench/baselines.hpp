@@ -7,8 +7,8 @@
 #include <mproc/detail/os/child.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/futex.hpp>
-#include <mproc/detail/sync/robust_mutex.hpp>
 #include <mproc/detail/shm/shared_mapping.hpp>
+#include <mproc/detail/sync/robust_mutex.hpp>
 
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -72,11 +72,11 @@ inline bool round_trip(int out, int in, std::uint64_t msg) {
 /// The ways two processes can hand each other a small message and wake the other up,
 /// with no mproc layer: the candidates for the latency floor of a request/response.
 enum class RawWay {
-  pipes,             // a pipe each way (what a Pool's workers use)
-  stream_socket,     // a socketpair(SOCK_STREAM) (what Python's duplex Pipe uses)
+  pipes,  // a pipe each way (what a Pool's workers use)
+  stream_socket,  // a socketpair(SOCK_STREAM) (what Python's duplex Pipe uses)
   seqpacket_socket,  // a socketpair(SOCK_SEQPACKET)
-  eventfd_shm,       // the message in shared memory, an eventfd each way to wake the reader
-  futex_shm,         // the message in shared memory, a futex word each way to wake the reader
+  eventfd_shm,  // the message in shared memory, an eventfd each way to wake the reader
+  futex_shm,  // the message in shared memory, a futex word each way to wake the reader
 };
 
 /// The message words and wake-up words of eventfd_shm and futex_shm, in shared memory.
@@ -184,9 +184,9 @@ class RawEcho {
   }
 
   RawWay way_;
-  Channel channel_;                 // pipes
+  Channel channel_;  // pipes
   mproc::detail::Fd mine_, theirs_;  // the socket ends
-  mproc::detail::Fd events_[2];     // eventfd_shm: to the child, back
+  mproc::detail::Fd events_[2];  // eventfd_shm: to the child, back
   mproc::detail::SharedMapping mapping_{sizeof(RawMailbox)};
   RawMailbox* mailbox_ = new (mapping_.data()) RawMailbox{};
   std::uint32_t taken_[2] = {0, 0};  // futex_shm: messages taken from each slot
@@ -241,7 +241,7 @@ struct Guarded {
 /// A Guarded in memory shared with children forked after it was made.
 class SharedGuarded {
  public:
-  SharedGuarded() : mapping_(sizeof(Guarded)), guarded_(new (mapping_.data()) Guarded) {}
+  SharedGuarded() : mapping_(sizeof(Guarded)), guarded_(new(mapping_.data()) Guarded) {}
   Guarded& operator*() const noexcept { return *guarded_; }
   Guarded* operator->() const noexcept { return guarded_; }
 

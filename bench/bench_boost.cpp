@@ -63,9 +63,15 @@ void time_sides(benchmark::State& state, Mproc& mproc_side, BoostMutex& boost_mu
     const double mproc_before = seconds[0];
     for (int k = 0; k < 3 && ok; ++k) {
       switch ((round + k) % 3) {
-        case 0: ok = mproc_side.run(processes, seconds[0]); break;
-        case 1: ok = boost_mutex.run(processes, seconds[1]); break;
-        default: ok = boost_robust.run(processes, seconds[2]); break;
+        case 0:
+          ok = mproc_side.run(processes, seconds[0]);
+          break;
+        case 1:
+          ok = boost_mutex.run(processes, seconds[1]);
+          break;
+        default:
+          ok = boost_robust.run(processes, seconds[2]);
+          break;
       }
     }
     ++round;
@@ -99,14 +105,15 @@ struct MprocCounter {
   bool run(int processes, double& seconds) {
     const int n = increments_per_process();
     value.store(0);
-    return timed(seconds, [&] {
-             return run_in(processes, [v = value, n](int) mutable {
-               for (int i = 0; i < n; ++i) {
-                 std::lock_guard hold(v.get_lock());
-                 ++v.value();
-               }
-             });
-           }) &&
+    return timed(seconds,
+                 [&] {
+                   return run_in(processes, [v = value, n](int) mutable {
+                     for (int i = 0; i < n; ++i) {
+                       std::lock_guard hold(v.get_lock());
+                       ++v.value();
+                     }
+                   });
+                 }) &&
            value.load() == processes * n;
   }
 };
@@ -118,14 +125,15 @@ struct BoostCounter {
   bool run(int processes, double& seconds) {
     const int n = increments_per_process();
     counter->data = 0;
-    return timed(seconds, [&] {
-             return run_in(processes, [c = counter, n](int) {
-               for (int i = 0; i < n; ++i) {
-                 std::lock_guard hold(c->mutex);
-                 ++c->data;
-               }
-             });
-           }) &&
+    return timed(seconds,
+                 [&] {
+                   return run_in(processes, [c = counter, n](int) {
+                     for (int i = 0; i < n; ++i) {
+                       std::lock_guard hold(c->mutex);
+                       ++c->data;
+                     }
+                   });
+                 }) &&
            counter->data == processes * n;
   }
 };

@@ -3,8 +3,8 @@
 // bench/python/bench_channels.py; bench/compare.py holds the ping-pong against the best
 // raw round trip of bench_limits.cpp, and against raw pipe round trips timed in the
 // same rounds, with the same child.
-#include "bench_support.hpp"
 #include "baselines.hpp"
+#include "bench_support.hpp"
 
 #include <mproc/detail/os/fd.hpp>  // make_pipe: the raw pipes
 #include <mproc/pipe.hpp>

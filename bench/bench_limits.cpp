@@ -3,8 +3,8 @@
 // processes (by pipes, sockets, eventfds or futexes), raw pipe bandwidth, memcpy bandwidth, and a process-shared
 // robust mutex, alone and contended by two processes. No mproc layer is involved
 // beyond the RAII owners of fds, children and mappings.
-#include "bench_support.hpp"
 #include "baselines.hpp"
+#include "bench_support.hpp"
 
 #include <mproc/detail/os/child.hpp>
 #include <mproc/detail/os/fd.hpp>
@@ -61,7 +61,8 @@ void pipe_bandwidth(benchmark::State& state) {
   for (auto _ : state) {
     const std::uint64_t want = total;
     mproc::detail::write_all(c.down.write.get(), &want, sizeof want);
-    for (std::size_t sent = 0; sent < total; sent += block) mproc::detail::write_all(c.down.write.get(), data.data(), block);
+    for (std::size_t sent = 0; sent < total; sent += block)
+      mproc::detail::write_all(c.down.write.get(), data.data(), block);
     std::uint64_t ack = 0;
     if (!mproc_bench::check(state, read_exact(c.up.read.get(), &ack, sizeof ack) && ack == total,
                             "the child read every byte")) {

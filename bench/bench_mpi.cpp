@@ -121,13 +121,15 @@ int main(int argc, char** argv) {
   if (environment.size() >= 3) {
     static std::size_t rounds[3] = {0, 0, 0};
     const auto naps = [] { return mproc_bench::Naps(*mpi_pool, nap_of); };
-    RegisterBenchmark("mpi_after_quick", [naps](benchmark::State& s) { mproc_bench::after_quick(s, naps(), rounds[0]); })
+    RegisterBenchmark("mpi_after_quick",
+                      [naps](benchmark::State& s) { mproc_bench::after_quick(s, naps(), rounds[0]); })
         ->UseRealTime()
         ->Unit(ms);
     RegisterBenchmark("mpi_after_slow", [naps](benchmark::State& s) { mproc_bench::after_slow(s, naps(), rounds[1]); })
         ->UseRealTime()
         ->Unit(ms);
-    RegisterBenchmark("mpi_interleaved", [naps](benchmark::State& s) { mproc_bench::interleaved(s, naps(), rounds[2]); })
+    RegisterBenchmark("mpi_interleaved",
+                      [naps](benchmark::State& s) { mproc_bench::interleaved(s, naps(), rounds[2]); })
         ->UseRealTime()
         ->Unit(ms);
   }

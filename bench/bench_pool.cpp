@@ -181,8 +181,10 @@ std::vector<T> big_items_round(Pool& pool, const std::vector<T>& items, BigCall 
   std::vector<T> out;
   out.reserve(items.size());
   switch (call) {
-    case BigCall::map_cs1: return pool.map(items, 1);
-    case BigCall::map: return pool.map(items);
+    case BigCall::map_cs1:
+      return pool.map(items, 1);
+    case BigCall::map:
+      return pool.map(items);
     case BigCall::imap:
       for (auto& r : pool.imap(items, 1)) out.push_back(std::move(r));
       return out;
@@ -226,7 +228,8 @@ void big_items(benchmark::State& state, F echo, std::vector<T> item, BigCall cal
 // The same items (the char ones) to a raw pipe echo child and back, one at a time:
 // the limit of big_items.
 void raw_big_items(benchmark::State& state) {
-  std::vector<std::vector<char>> items(scaled(big_item_count, 2), mproc_bench::payload_bytes(scaled(big_item_bytes, 64)));
+  std::vector<std::vector<char>> items(scaled(big_item_count, 2),
+                                       mproc_bench::payload_bytes(scaled(big_item_bytes, 64)));
   for (std::size_t i = 0; i < items.size(); ++i) items[i].front() = static_cast<char>(i);
   mproc_bench::RawPayloadEcho raw;
   std::vector<char> back;
@@ -250,12 +253,20 @@ BENCHMARK(raw_big_items)->UseRealTime()->Unit(benchmark::kMillisecond);
     for (const bool fresh : {false, true}) {
       const std::string base = std::string("big_items/") + name;
       const std::string pool = fresh ? "/fresh" : "/warm";
-      benchmark::RegisterBenchmark((base + "/char" + pool).c_str(), [call = call, fresh](benchmark::State& s) {
-        big_items(s, mproc_bench::echo, mproc_bench::payload_bytes(scaled(big_item_bytes, 64)), call, fresh);
-      })->UseRealTime()->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark((base + "/double" + pool).c_str(), [call = call, fresh](benchmark::State& s) {
-        big_items(s, mproc_bench::echo_doubles, mproc_bench::payload_doubles(scaled(big_item_bytes, 64)), call, fresh);
-      })->UseRealTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark((base + "/char" + pool).c_str(),
+                                   [call = call, fresh](benchmark::State& s) {
+                                     big_items(s, mproc_bench::echo,
+                                               mproc_bench::payload_bytes(scaled(big_item_bytes, 64)), call, fresh);
+                                   })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark((base + "/double" + pool).c_str(),
+                                   [call = call, fresh](benchmark::State& s) {
+                                     big_items(s, mproc_bench::echo_doubles,
+                                               mproc_bench::payload_doubles(scaled(big_item_bytes, 64)), call, fresh);
+                                   })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
     }
   }
   return true;
@@ -296,7 +307,8 @@ void cpu_job(benchmark::State& state) {
       std::vector<std::thread> threads;
       for (std::size_t w = 0; w < workers; ++w) {
         threads.emplace_back([&] {
-          for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) threaded[i] = mproc_bench::cube(xs[i]);
+          for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;)
+            threaded[i] = mproc_bench::cube(xs[i]);
         });
       }
       for (auto& t : threads) t.join();

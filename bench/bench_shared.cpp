@@ -5,8 +5,8 @@
 //
 // Every call starts two Processes, each doing n updates, and joins them, as seed 001
 // does: the time includes the forks (about a millisecond), a small share at these sizes.
-#include "bench_support.hpp"
 #include "baselines.hpp"
+#include "bench_support.hpp"
 #include "processes.hpp"
 
 #include <mproc/manager.hpp>
@@ -84,8 +84,8 @@ void manager_list_appends(benchmark::State& state) {
   for (auto _ : state) {
     mproc::SharedList<int> list = mgr.list<int>();
     ok = ok && run_in_processes(2, [list, n]() mutable {
-      for (int i = 0; i < n; ++i) list.append(i);
-    });
+           for (int i = 0; i < n; ++i) list.append(i);
+         });
     state.PauseTiming();
     // Each process's items arrive in its order, interleaved with the other's.
     const std::vector<int> items = list.snapshot();

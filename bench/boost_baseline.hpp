@@ -71,7 +71,8 @@ struct RobustLocks {
 };
 
 template <class Locks>
-using ManagedMemory = bip::basic_managed_shared_memory<char, bip::rbtree_best_fit<typename Locks::Family>, bip::iset_index>;
+using ManagedMemory =
+    bip::basic_managed_shared_memory<char, bip::rbtree_best_fit<typename Locks::Family>, bip::iset_index>;
 
 template <class Locks>
 using SegmentManager = typename ManagedMemory<Locks>::segment_manager;

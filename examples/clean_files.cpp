@@ -29,7 +29,9 @@ struct Cleaned {
   std::vector<std::string> rows;
   long empty = 0, duplicate = 0, system = 0;
   template <class Archive>
-  void serialize(Archive& ar) { ar(rows, empty, duplicate, system); }
+  void serialize(Archive& ar) {
+    ar(rows, empty, duplicate, system);
+  }
 };
 
 std::string trim(const std::string& s) {
@@ -104,9 +106,9 @@ struct TempDir {
 
 int main() {
   // The Python version's sysInfo_list: messages the chat system writes by itself.
-  const std::vector<std::string> system_messages = {
-      "I accepted your friend request. You can chat now", "This message is not supported. View it on your phone",
-      "Red packet"};
+  const std::vector<std::string> system_messages = {"I accepted your friend request. You can chat now",
+                                                    "This message is not supported. View it on your phone",
+                                                    "Red packet"};
   auto tmp = std::make_unique<TempDir>();
   const fs::path root = tmp->path;
   Cleaned planted;
@@ -138,9 +140,9 @@ int main() {
     std::ifstream in(entry.path());
     for (std::string line; std::getline(in, line);) ++read_back;
   }
-  std::cout << "files: " << all_paths.size() << ", rows kept: " << kept << ", rows dropped: "
-            << empty + duplicate + system << " (empty field " << empty << ", duplicate " << duplicate
-            << ", system message " << system << ")\n";
+  std::cout << "files: " << all_paths.size() << ", rows kept: " << kept
+            << ", rows dropped: " << empty + duplicate + system << " (empty field " << empty << ", duplicate "
+            << duplicate << ", system message " << system << ")\n";
   const bool as_planted = empty == planted.empty && duplicate == planted.duplicate && system == planted.system;
   std::cout << "dropped rows as planted: " << (as_planted ? "yes" : "NO") << '\n';
   std::cout << "wrote " << written << " cleaned files holding " << read_back << " rows\n";

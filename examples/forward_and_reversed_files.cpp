@@ -96,8 +96,9 @@ int main() {
     for (Lines& turns : fwd) std::reverse(turns.begin(), turns.end());
     const bool match = fwd == rev && static_cast<int>(fwd.size()) == count;
     all_match = all_match && match;
-    std::cout << name << ": " << fwd.size() << " dialogues, reversed file is the forward one with turns reversed: "
-              << (match ? "yes" : "no") << std::endl;
+    std::cout << name << ": " << fwd.size()
+              << " dialogues, reversed file is the forward one with turns reversed: " << (match ? "yes" : "no")
+              << std::endl;
   }
   fs::remove_all(dir);
   return all_match ? 0 : 1;

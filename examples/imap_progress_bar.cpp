@@ -31,7 +31,9 @@ struct QueryEvent {
   int query_id = 0;
   std::string sql_statement;
   template <class Archive>
-  void serialize(Archive& ar) { ar(query_id, sql_statement); }  // how it travels (cereal)
+  void serialize(Archive& ar) {
+    ar(query_id, sql_statement);
+  }  // how it travels (cereal)
 };
 
 struct QueryStatus {
@@ -40,7 +42,9 @@ struct QueryStatus {
   long rows = 0;    // rows the query returned
   long amount = 0;  // their total amount
   template <class Archive>
-  void serialize(Archive& ar) { ar(query_id, ok, rows, amount); }
+  void serialize(Archive& ar) {
+    ar(query_id, ok, rows, amount);
+  }
   bool operator==(const QueryStatus&) const = default;
 };
 
@@ -50,8 +54,8 @@ QueryStatus my_function(const QueryEvent& event) {
   QueryStatus status{event.query_id};
   int table = 0, threshold = 0;
   // query
-  if (std::sscanf(event.sql_statement.c_str(), "SELECT amount FROM sales_%d WHERE amount > %d", &table,
-                  &threshold) != 2) {
+  if (std::sscanf(event.sql_statement.c_str(), "SELECT amount FROM sales_%d WHERE amount > %d", &table, &threshold) !=
+      2) {
     return status;  // not ok
   }
   std::mt19937 rows(static_cast<unsigned>(table));
@@ -71,8 +75,8 @@ QueryStatus my_function(const QueryEvent& event) {
 int main() {
   std::vector<QueryEvent> my_events;
   for (int id = 1; id <= 40; ++id) {
-    my_events.push_back({id, "SELECT amount FROM sales_" + std::to_string(id) + " WHERE amount > " +
-                                 std::to_string(10 * id)});
+    my_events.push_back(
+        {id, "SELECT amount FROM sales_" + std::to_string(id) + " WHERE amount > " + std::to_string(10 * id)});
   }
 
   std::vector<QueryStatus> results = lite_multi_process(my_function, my_events, mproc::cpu_count());
@@ -83,8 +87,7 @@ int main() {
     rows += r.rows;
     amount += r.amount;
   }
-  std::cout << results.size() << " queries, " << ok << " ok, " << rows << " rows, total amount " << amount
-            << std::endl;
+  std::cout << results.size() << " queries, " << ok << " ok, " << rows << " rows, total amount " << amount << std::endl;
 
   // Debugging: n_jobs = 1 runs the same function in this process, with the same results.
   std::vector<QueryStatus> serial = lite_multi_process(my_function, my_events, 1);

@@ -33,7 +33,8 @@ constexpr int c_pool_size = 6;
 /// Every module's input queue (the Python version's WholeQueue registry).
 struct WholeQueue {
   mproc::Queue<Text> a;                                                              // results, for A
-  std::vector<mproc::Queue<std::optional<int>>> b = std::vector<mproc::Queue<std::optional<int>>>(b_pool_size);  // requests
+  std::vector<mproc::Queue<std::optional<int>>> b =
+      std::vector<mproc::Queue<std::optional<int>>>(b_pool_size);  // requests
   std::vector<mproc::Queue<Text>> c = std::vector<mproc::Queue<Text>>(c_pool_size);  // prepared items, per receiver
 };
 
@@ -41,7 +42,8 @@ struct WholeQueue {
 template <class Body>
 void run_processes(const std::string& name, int n, Body body) {
   std::vector<mproc::Process> procs;
-  for (int i = 0; i < n; ++i) procs.emplace_back(mproc::ProcessOptions{.name = name + "." + std::to_string(i)}, body, i);
+  for (int i = 0; i < n; ++i)
+    procs.emplace_back(mproc::ProcessOptions{.name = name + "." + std::to_string(i)}, body, i);
   for (auto& p : procs) p.start();
   for (auto& p : procs) p.join();
 }

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     std::uint64_t serial = 0;
     for (std::uint64_t n = 1; n < 200'001; ++n) serial += collatz_steps(n);
     std::printf("%zu blocks over %zu ranks with local pools: %llu steps, serial: %llu, equal: %s\n", blocks.size(),
-                machines.processes(), static_cast<unsigned long long>(total),
-                static_cast<unsigned long long>(serial), total == serial ? "yes" : "no");
+                machines.processes(), static_cast<unsigned long long>(total), static_cast<unsigned long long>(serial),
+                total == serial ? "yes" : "no");
   }
 }

@@ -52,8 +52,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> texts;
     for (int x : many) texts.push_back(std::to_string(x));
     const std::vector<int> back = pool.map(texts);
-    std::printf("parsed %zu strings on the serving ranks, all equal: %s\n", back.size(),
-                back == many ? "yes" : "no");
+    std::printf("parsed %zu strings on the serving ranks, all equal: %s\n", back.size(), back == many ? "yes" : "no");
   } else {
     std::printf("rank %d served and returned\n", pool.rank());
   }

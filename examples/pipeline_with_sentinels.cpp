@@ -65,8 +65,9 @@ int main() {
     in_order = added >= 10 && added <= 20;
   }
   const std::set<int> final_set(final_list.begin(), final_list.end());
-  std::cout << "collected " << final_list.size() << " numbers, each x + randint(10, 20) in order: "
-            << (in_order ? "yes" : "no") << "\nset of " << final_set.size() << " distinct numbers:";
+  std::cout << "collected " << final_list.size()
+            << " numbers, each x + randint(10, 20) in order: " << (in_order ? "yes" : "no") << "\nset of "
+            << final_set.size() << " distinct numbers:";
   for (int x : final_set) std::cout << ' ' << x;
   std::cout << std::endl;
   return in_order ? 0 : 1;

@@ -25,7 +25,7 @@ int main() {
   p.close();
   p.join();
   // Both are ready now: join() returns after the last callback has run.
-  std::cout << std::boolalpha << "ready: " << result.ready() << ' ' << result2.ready() << ", values: "
-            << result.get() << ' ' << result2.get() << std::endl;
+  std::cout << std::boolalpha << "ready: " << result.ready() << ' ' << result2.ready() << ", values: " << result.get()
+            << ' ' << result2.get() << std::endl;
   std::cout << "end" << std::endl;
 }

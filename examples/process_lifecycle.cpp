@@ -39,7 +39,8 @@ int main() {
   {
     // A daemon is terminated when its parent is done with it: this one would sleep
     // for an hour, but the Process going out of scope ends it.
-    mproc::Process d(mproc::ProcessOptions{.name = "daemon-1", .daemon = true}, [] { std::this_thread::sleep_for(1h); });
+    mproc::Process d(mproc::ProcessOptions{.name = "daemon-1", .daemon = true},
+                     [] { std::this_thread::sleep_for(1h); });
     d.start();
     std::cout << d.name() << " daemon: " << d.daemon() << ", pid " << (d.pid() > 0 ? "set" : "unset") << std::endl;
   }
@@ -55,7 +56,7 @@ int main() {
     killed.kill();           // SIGKILL
     for (auto* p : {&returns, &exits, &throws, &terminated, &killed}) p->join();
     std::cout << "exitcodes: return " << show(returns.exitcode()) << ", exit(3) " << show(exits.exitcode())
-              << ", exception " << show(throws.exitcode()) << ", terminate " << show(terminated.exitcode())
-              << ", kill " << show(killed.exitcode()) << std::endl;
+              << ", exception " << show(throws.exitcode()) << ", terminate " << show(terminated.exitcode()) << ", kill "
+              << show(killed.exitcode()) << std::endl;
   }
 }

@@ -10,8 +10,8 @@
 
 void cube(int x) {
   const int value = x * x * x;
-  std::cout << "Process ID: " << ::getpid() << " Process Name: " << mproc::current_process().name()
-            << " x: " << x << " value: " << value << std::endl;
+  std::cout << "Process ID: " << ::getpid() << " Process Name: " << mproc::current_process().name() << " x: " << x
+            << " value: " << value << std::endl;
 }
 
 int main() {

@@ -74,6 +74,6 @@ int main(int argc, char** argv) {
     std::cout << name << " did " << n << " task(s)" << std::endl;
     total += n;
   }
-  std::cout << "all " << total << " of " << jobs << " tasks done by " << workers << " workers in " << elapsed
-            << " s, " << shared.tasks.size() << " left" << std::endl;
+  std::cout << "all " << total << " of " << jobs << " tasks done by " << workers << " workers in " << elapsed << " s, "
+            << shared.tasks.size() << " left" << std::endl;
 }

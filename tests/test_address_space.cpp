@@ -125,10 +125,12 @@ TEST_CASE("under a 1 GiB address-space limit a Pool of 2 workers, Queues and a M
     return step(13, "a Manager list appended to by a Pool and a Process", [] {
       mproc::Manager mgr;
       auto lst = mgr.list<std::string>();
-      mproc::Pool pool([lst](int i) mutable {
-        lst.append("pool " + std::to_string(i));
-        return i;
-      }, {.processes = 2});
+      mproc::Pool pool(
+          [lst](int i) mutable {
+            lst.append("pool " + std::to_string(i));
+            return i;
+          },
+          {.processes = 2});
       std::vector<int> items(1000);
       for (int i = 0; i < 1000; ++i) items[static_cast<std::size_t>(i)] = i;
       (void)pool.map(items);

@@ -237,7 +237,8 @@ class BoostSide {
 
   /// Reads both containers, checking what Boost's structures promise on the way (with a
   /// bounded walk: a cycle is a finding, not a hang), then the segment's allocator.
-  std::string check(std::vector<std::int64_t>& list_items, std::vector<std::pair<std::int64_t, std::int64_t>>& map_items) {
+  std::string check(std::vector<std::int64_t>& list_items,
+                    std::vector<std::pair<std::int64_t, std::int64_t>>& map_items) {
     auto& memory = segment_->memory();
     const Vector& v = list_->data;
     if (v.size() > v.capacity()) return "vector: size above capacity";
@@ -294,7 +295,8 @@ class MprocSide {
     return ok;
   }
 
-  std::string check(std::vector<std::int64_t>& list_items, std::vector<std::pair<std::int64_t, std::int64_t>>& map_items) {
+  std::string check(std::vector<std::int64_t>& list_items,
+                    std::vector<std::pair<std::int64_t, std::int64_t>>& map_items) {
     list_items = list_->snapshot();
     map_items = dict_->items();
     if (list_->size() != list_items.size()) return "list: size() disagrees with its items";
@@ -337,8 +339,7 @@ struct Tally {
                   "%s: %d kills, %d hangs (%d on a dead holder's lock, %d asleep on a free lock, %d with no progress), "
                   "%d corruptions (%d found by the checker, %d in the processes); %d segments, %llu operations, %.1f s",
                   name.c_str(), kills, hangs(), dead_holders, lost_wakeups, stalls, corruptions(), corrupt_checks,
-                  crashes, rounds,
-                  static_cast<unsigned long long>(operations), seconds);
+                  crashes, rounds, static_cast<unsigned long long>(operations), seconds);
     std::string out = text;
     if (repairs > 0) out += ", " + std::to_string(repairs) + " half-done operations repaired";
     for (const auto& [what, n] : findings) out += "\n    " + std::to_string(n) + " x " + what;
@@ -376,7 +377,7 @@ void default_crash_signals() {
 template <class Side>
 class Run {
  public:
-  explicit Run(Side& side) : side_(side), board_(new (mapping_.data()) Board) { tally_.name = side.name(); }
+  explicit Run(Side& side) : side_(side), board_(new(mapping_.data()) Board) { tally_.name = side.name(); }
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
   ~Run() { kill_all(); }
@@ -497,7 +498,9 @@ class Run {
       }
       if (asleep >= deadlock_samples || Clock::now() - last_progress > no_progress_limit) {
         if (asleep < deadlock_samples) ++tally_.stalls;
-        else if (std::any_of(slots_.begin(), slots_.end(), [&](const Slot& s) { return !paused(s, request) && asleep_on_free_lock(s.child.pid()); })) ++tally_.lost_wakeups;
+        else if (std::any_of(slots_.begin(), slots_.end(),
+                             [&](const Slot& s) { return !paused(s, request) && asleep_on_free_lock(s.child.pid()); }))
+          ++tally_.lost_wakeups;
         else ++tally_.dead_holders;
         resume();
         end_round();

@@ -592,8 +592,8 @@ TEST_CASE("a big buffer's memory goes to the next big buffer, never to two at on
 TEST_CASE("every truncation of an encoding is a ProtocolError") {
   using T = std::tuple<std::string, std::vector<int>, std::optional<std::map<int, std::string>>,
                        std::variant<int, std::string>, bool, Record>;
-  const T value{"name", {1, 2, 3}, std::map<int, std::string>{{1, "one"}}, std::string("alt"), true,
-                Record{"r", {0.5}, 1}};
+  const T value{
+      "name", {1, 2, 3}, std::map<int, std::string>{{1, "one"}}, std::string("alt"), true, Record{"r", {0.5}, 1}};
   const mproc::Bytes full = mproc::encode(value);
   REQUIRE(mproc::decode<T>(full) == value);
   for (std::size_t n = 0; n < full.size(); ++n) {
@@ -670,12 +670,11 @@ TEST_CASE("sending a valueless variant is a ValueError") {
 
 TEST_CASE("a malformed varint is a ProtocolError") {
   // Eleven continuation bytes: longer than any 64-bit value.
-  CHECK_THROWS_WITH(mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                                         0xff, 0x01})),
-                    Catch::Contains("varint"));
+  CHECK_THROWS_WITH(
+      mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})),
+      Catch::Contains("varint"));
   // The tenth byte may only carry bit 63.
-  CHECK_THROWS_WITH(mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                                         0x02})),
+  CHECK_THROWS_WITH(mproc::decode<std::string>(bytes_of({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02})),
                     Catch::Contains("varint"));
   // A varint cut short.
   CHECK_THROWS_AS(mproc::decode<std::string>(bytes_of({0x80})), mproc::ProtocolError);
@@ -764,8 +763,8 @@ TEST_CASE("Sendable accepts values and rejects what cannot leave the process") {
 TEST_CASE("the compile error names the innermost type that cannot be sent") {
   using mproc::detail::first_unsendable;
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::vector<NoSerialize>>::type, NoSerialize>);
-  STATIC_REQUIRE(std::is_same_v<first_unsendable<std::map<int, std::vector<std::string_view>>>::type,
-                                std::string_view>);
+  STATIC_REQUIRE(
+      std::is_same_v<first_unsendable<std::map<int, std::vector<std::string_view>>>::type, std::string_view>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::tuple<int, std::pair<char, int*>>>::type, int*>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<NoSerialize>::type, NoSerialize>);
   STATIC_REQUIRE(std::is_same_v<first_unsendable<std::array<std::string_view, 2>>::type, std::string_view>);

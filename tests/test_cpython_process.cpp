@@ -228,7 +228,7 @@ void ignore_signal(int) {}
 class SignalHandler {
  public:
   SignalHandler(int sig, void (*handler)(int)) : sig_(sig) {
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     ::sigaction(sig, &sa, &old_);
@@ -239,7 +239,7 @@ class SignalHandler {
 
  private:
   int sig_;
-  struct sigaction old_ {};
+  struct sigaction old_{};
 };
 
 }  // namespace
@@ -336,14 +336,10 @@ TEST_CASE("cpython: _TestProcess.test_process_mainthread_native_id") {
 
 // Checks terminate(): join(0) and join(-1) return at once while it runs, then join()
 // returns once it is terminated, and exitcode is -SIGTERM.
-TEST_CASE("cpython: _TestProcess.test_terminate") {
-  CHECK(kill_process(&mproc::Process::terminate) == -SIGTERM);
-}
+TEST_CASE("cpython: _TestProcess.test_terminate") { CHECK(kill_process(&mproc::Process::terminate) == -SIGTERM); }
 
 // Checks kill() as terminate() above, with exitcode -SIGKILL.
-TEST_CASE("cpython: _TestProcess.test_kill") {
-  CHECK(kill_process(&mproc::Process::kill) == -SIGKILL);
-}
+TEST_CASE("cpython: _TestProcess.test_kill") { CHECK(kill_process(&mproc::Process::kill) == -SIGKILL); }
 
 // Checks cpu_count() is at least 1.
 TEST_CASE("cpython: _TestProcess.test_cpu_count") {

@@ -142,7 +142,9 @@ TEMPLATE_TEST_CASE("lock_tests.BaseLockTests.test_acquire_contended", "[cpython]
 TEMPLATE_TEST_CASE("lock_tests.BaseLockTests.test_with", "[cpython]", mproc::Lock, mproc::RLock) {
   // A scoped guard (Python's `with lock:`) releases the lock, also when the scope throws.
   TestType lock;
-  { std::lock_guard guard(lock); }
+  {
+    std::lock_guard guard(lock);
+  }
   CHECK(free_elsewhere(lock));
   CHECK_THROWS_AS(
       [&] {
@@ -306,7 +308,9 @@ TEST_CASE("_TestLock.test_rlock", "[cpython]") {
 TEST_CASE("_TestLock.test_lock_context", "[cpython]") {
   // A Lock works as a scoped guard (Python's `with Lock():`) and is free afterwards.
   mproc::Lock lock;
-  { std::lock_guard guard(lock); }
+  {
+    std::lock_guard guard(lock);
+  }
   CHECK(free_elsewhere(lock));
 }
 
@@ -907,8 +911,7 @@ TEMPLATE_TEST_CASE("lock_tests.BaseSemaphoreTests.test_default_value", "[cpython
   CHECK(bunch.join() == all_ok(1));
 }
 
-TEMPLATE_TEST_CASE("lock_tests.BaseSemaphoreTests.test_with", "[cpython]", mproc::Semaphore,
-                   mproc::BoundedSemaphore) {
+TEMPLATE_TEST_CASE("lock_tests.BaseSemaphoreTests.test_with", "[cpython]", mproc::Semaphore, mproc::BoundedSemaphore) {
   // A scoped guard takes one unit and gives it back, also when the scope throws.
   TestType sem(2);
   auto with = [&](bool raise) {

@@ -33,8 +33,7 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 }
 
 Frame own(const mproc::detail::FrameView& f) {
-  return {f.header.kind, f.header.id,
-          std::string(reinterpret_cast<const char*>(f.payload.data()), f.payload.size())};
+  return {f.header.kind, f.header.id, std::string(reinterpret_cast<const char*>(f.payload.data()), f.payload.size())};
 }
 
 /// The bytes of the frames, back to back, as a writer would send them.
@@ -109,22 +108,19 @@ TEST_CASE("a valid frame header parses back to its fields") {
 }
 
 TEST_CASE("frame header validation rejects bad magic, kind, reserved bits, size and truncation") {
-  using mproc::detail::parse_frame_header;
   using mproc::ProtocolError;
-  CHECK_THROWS_WITH(parse_frame_header(header_with([](FrameHeader& h) { h.magic ^= 1; })),
-                    Catch::Contains("magic"));
+  using mproc::detail::parse_frame_header;
+  CHECK_THROWS_WITH(parse_frame_header(header_with([](FrameHeader& h) { h.magic ^= 1; })), Catch::Contains("magic"));
   CHECK_THROWS_WITH(parse_frame_header(header_with([](FrameHeader& h) { h.kind = FrameKind{0}; })),
                     Catch::Contains("kind"));
-  CHECK_THROWS_WITH(parse_frame_header(header_with([](FrameHeader& h) {
-                      h.kind = FrameKind{mproc::detail::max_frame_kind + 1};
-                    })),
-                    Catch::Contains("kind"));
+  CHECK_THROWS_WITH(
+      parse_frame_header(header_with([](FrameHeader& h) { h.kind = FrameKind{mproc::detail::max_frame_kind + 1}; })),
+      Catch::Contains("kind"));
   CHECK_THROWS_WITH(parse_frame_header(header_with([](FrameHeader& h) { h.reserved = 1; })),
                     Catch::Contains("reserved"));
-  CHECK_THROWS_AS(parse_frame_header(header_with([](FrameHeader& h) {
-                    h.size = mproc::detail::max_frame_payload + 1;
-                  })),
-                  ProtocolError);
+  CHECK_THROWS_AS(
+      parse_frame_header(header_with([](FrameHeader& h) { h.size = mproc::detail::max_frame_payload + 1; })),
+      ProtocolError);
   CHECK_NOTHROW(parse_frame_header(header_with([](FrameHeader& h) { h.size = mproc::detail::max_frame_payload; })));
   const auto good = header_with([](FrameHeader&) {});
   CHECK_THROWS_AS(parse_frame_header(std::span<const std::byte>(good.data(), good.size() - 1)), ProtocolError);
@@ -133,8 +129,8 @@ TEST_CASE("frame header validation rejects bad magic, kind, reserved bits, size 
 TEST_CASE("FrameAssembler rebuilds frames fed one byte at a time and in big pieces") {
   const std::vector<Frame> frames = sample_frames();
   const std::string stream = serialize(frames);
-  for (std::size_t piece : {std::size_t{1}, std::size_t{7}, std::size_t{24}, std::size_t{4096},
-                            std::size_t{64 * 1024}, stream.size()}) {
+  for (std::size_t piece :
+       {std::size_t{1}, std::size_t{7}, std::size_t{24}, std::size_t{4096}, std::size_t{64 * 1024}, stream.size()}) {
     INFO("pieces of " << piece << " bytes");
     CHECK(reassemble(stream, piece) == frames);
   }
@@ -191,9 +187,8 @@ TEST_CASE("write_frame sends a 64 MiB payload through a pipe intact") {
   auto pipe = mproc::detail::make_pipe();
   bool written = false;
   std::thread writer([&] {
-    written = mproc::detail::write_frame(pipe.write.get(),
-                                         mproc::detail::make_frame_header(FrameKind::message, 42, payload.size()),
-                                         as_bytes(payload));
+    written = mproc::detail::write_frame(
+        pipe.write.get(), mproc::detail::make_frame_header(FrameKind::message, 42, payload.size()), as_bytes(payload));
     pipe.write.reset();
   });
   mproc::detail::FrameReader reader(pipe.read.get());
@@ -212,7 +207,6 @@ TEST_CASE("write_frame returns false when the reader is gone") {
   auto pipe = mproc::detail::make_pipe();
   pipe.read.reset();
   const std::string payload = "nobody listens";
-  CHECK_FALSE(mproc::detail::write_frame(pipe.write.get(),
-                                         mproc::detail::make_frame_header(FrameKind::message, 1, payload.size()),
-                                         as_bytes(payload)));
+  CHECK_FALSE(mproc::detail::write_frame(
+      pipe.write.get(), mproc::detail::make_frame_header(FrameKind::message, 1, payload.size()), as_bytes(payload)));
 }

@@ -47,8 +47,8 @@
 
 #include <mproc/mproc.hpp>
 
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -168,7 +168,8 @@ std::vector<Outcome> stop_the_victim(mproc::Pool<ReportsAndWaits>& pool, mproc::
 
 }  // namespace
 
-TEST_CASE("a worker stopped in the middle of a task, then killed while stopped: that task alone fails with WorkerLost") {
+TEST_CASE(
+    "a worker stopped in the middle of a task, then killed while stopped: that task alone fails with WorkerLost") {
   mproc::Queue<int> pids;
   mproc::Event go;
   mproc::Pool pool(ReportsAndWaits{5, pids, go}, {.processes = 2, .chunksize = 1});
@@ -182,7 +183,8 @@ TEST_CASE("a worker stopped in the middle of a task, then killed while stopped: 
   CHECK(pool.map(std::vector<int>{10, 11, 12}) == std::vector<long>{20, 22, 24});  // the pool goes on
 }
 
-TEST_CASE("task_timeout ends a worker stopped (SIGSTOP) while it runs a task: that task alone fails with TimeoutError") {
+TEST_CASE(
+    "task_timeout ends a worker stopped (SIGSTOP) while it runs a task: that task alone fails with TimeoutError") {
   mproc::Queue<int> pids;
   mproc::Event go;
   mproc::Pool pool(ReportsAndWaits{3, pids, go}, {.processes = 2, .chunksize = 1, .task_timeout = 2s});
@@ -191,7 +193,8 @@ TEST_CASE("task_timeout ends a worker stopped (SIGSTOP) while it runs a task: th
   CHECK(is_error<mproc::TimeoutError>(out[3]));
 }
 
-TEST_CASE("terminate() while a worker is stopped: it returns with every worker reaped, the tasks fail with PoolClosed") {
+TEST_CASE(
+    "terminate() while a worker is stopped: it returns with every worker reaped, the tasks fail with PoolClosed") {
   mproc::Queue<int> pids;
   mproc::Event go;
   mproc::Pool pool(
@@ -396,7 +399,8 @@ int with_task_room(uid_t uid, std::size_t room, Body body) {
 
 }  // namespace
 
-TEST_CASE("RLIMIT_NPROC: Process::start with no process left raises OSError (EAGAIN), runs nothing, and works once there is room") {
+TEST_CASE("RLIMIT_NPROC: Process::start with no process left raises OSError (EAGAIN), runs nothing, and works once "
+          "there is room") {
   const int code = with_task_room(nproc_uid_base + 1, 0, [] {
     mproc::Value<int> ran(0);
     mproc::Process p([ran]() mutable { ran.store(1); });
@@ -436,7 +440,8 @@ TEST_CASE("RLIMIT_NPROC: a Pool with no room for its own thread raises an mproc:
   CHECK(code == 0);
 }
 
-TEST_CASE("RLIMIT_NPROC: a Pool that can start no worker fails its calls with mproc::Error, and nothing hangs or stays") {
+TEST_CASE(
+    "RLIMIT_NPROC: a Pool that can start no worker fails its calls with mproc::Error, and nothing hangs or stays") {
   // Room for the pool's thread and its fork server, not for a worker; then room for
   // the thread only. Either way every call fails with an mproc::Error naming fork.
   for (std::size_t room : {std::size_t{2}, std::size_t{1}}) {
@@ -462,9 +467,8 @@ TEST_CASE("RLIMIT_NPROC: a Pool that can start no worker fails its calls with mp
         return int{mproc_test::limit_wrong_error};
       }
       // The pool is gone: no process of it may remain (the fork server, a worker).
-      return mproc_test::reap_all_children(Clock::now() + mproc_test::hang_limit) && mproc_test::has_no_children()
-                 ? 0
-                 : 3;
+      return mproc_test::reap_all_children(Clock::now() + mproc_test::hang_limit) && mproc_test::has_no_children() ? 0
+                                                                                                                   : 3;
     });
     CHECK(code == 0);
   }
@@ -561,7 +565,8 @@ TEST_CASE("a stopped child: join(timeout) is false and is_alive() true, and kill
   CHECK(p.exitcode() == -SIGKILL);
 }
 
-TEST_CASE("a stopped daemon is still ended by its destructor (SIGTERM stays pending, the grace period's SIGKILL does not)") {
+TEST_CASE(
+    "a stopped daemon is still ended by its destructor (SIGTERM stays pending, the grace period's SIGKILL does not)") {
   pid_t pid = 0;
   {
     mproc::Process p({.daemon = true}, [] {
@@ -578,7 +583,8 @@ TEST_CASE("a stopped daemon is still ended by its destructor (SIGTERM stays pend
 // ---------------------------------------------------------------------------
 // Pipes
 
-TEST_CASE("Pipe: a sender killed in the middle of a 32 MiB message: recv raises, returns no partial value, never hangs") {
+TEST_CASE(
+    "Pipe: a sender killed in the middle of a 32 MiB message: recv raises, returns no partial value, never hangs") {
   auto [here, there] = mproc::Pipe<std::vector<std::int64_t>>();
   mproc::Process sender(
       [](mproc::Connection<std::vector<std::int64_t>> c) {

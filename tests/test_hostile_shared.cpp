@@ -58,9 +58,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -442,11 +442,21 @@ void list_op(List& l, long j) {
   const auto size = static_cast<std::ptrdiff_t>(l.size());
   switch (j % 6) {
     case 0:
-    case 1: l.append(value_for(j)); break;
-    case 2: l.insert(size / 2, value_for(j)); break;
-    case 3: size > 0 ? (void)l.pop(-1) : l.append(value_for(j)); break;
-    case 4: size > 0 ? l.set(size / 2, value_for(j)) : l.append(value_for(j)); break;
-    default: size > 2 ? (void)l.pop(0) : l.extend(std::vector<std::string>{value_for(j), value_for(j + 1)}); break;
+    case 1:
+      l.append(value_for(j));
+      break;
+    case 2:
+      l.insert(size / 2, value_for(j));
+      break;
+    case 3:
+      size > 0 ? (void)l.pop(-1) : l.append(value_for(j));
+      break;
+    case 4:
+      size > 0 ? l.set(size / 2, value_for(j)) : l.append(value_for(j));
+      break;
+    default:
+      size > 2 ? (void)l.pop(0) : l.extend(std::vector<std::string>{value_for(j), value_for(j + 1)});
+      break;
   }
 }
 
@@ -472,9 +482,15 @@ void dict_op(Dict& d, long j) {
   const int key = static_cast<int>((j * 7919) % 300);
   switch (j % 4) {
     case 0:
-    case 1: d.set(key, value_for(j)); break;
-    case 2: (void)d.erase(key); break;
-    default: (void)d.pop(static_cast<int>((j * 31) % 300)); break;
+    case 1:
+      d.set(key, value_for(j));
+      break;
+    case 2:
+      (void)d.erase(key);
+      break;
+    default:
+      (void)d.pop(static_cast<int>((j * 31) % 300));
+      break;
   }
 }
 
@@ -543,8 +559,8 @@ int torn_rounds(Container container, Snapshot snapshot, Op op, unsigned seed) {
   int torn = 0;
   for (int round = 0; round < 60; ++round) {
     Model before{snapshot(container)};
-    const long done = run_and_kill(
-        next, finished, [container, op](long j) mutable { op(container, j); }, rng, round % 2 == 1);
+    const long done =
+        run_and_kill(next, finished, [container, op](long j) mutable { op(container, j); }, rng, round % 2 == 1);
     Model without = before;
     for (long j = next; j < done; ++j) op(without, j);
     Model with = without;
@@ -701,7 +717,8 @@ mproc::detail::Child holder(mproc::Event held, Take take) {
 
 }  // namespace
 
-TEST_CASE("a lock holder stopped (SIGSTOP) keeps its lock, and killed while stopped, the next locker gets it with owner_died") {
+TEST_CASE("a lock holder stopped (SIGSTOP) keeps its lock, and killed while stopped, the next locker gets it with "
+          "owner_died") {
   mproc::Lock lock;
   mproc::RLock rlock;
   mproc::Value<long> value(5);
@@ -802,7 +819,8 @@ TEST_CASE("a waiter stopped (SIGSTOP) while queued on a Semaphore does not keep 
   stopped_waiter_keeps_nothing([sem]() mutable { sem.acquire(); }, [&sem] { sem.release(); });
 }
 
-TEST_CASE("Barrier: a party stopped before it arrives: the others' wait(timeout) raises BrokenBarrierError, none hangs") {
+TEST_CASE(
+    "Barrier: a party stopped before it arrives: the others' wait(timeout) raises BrokenBarrierError, none hangs") {
   mproc::Barrier barrier(3);
   mproc::Event go;
   auto late = spawn([barrier, go]() mutable {
@@ -1028,7 +1046,8 @@ TEST_CASE("large Arrays made and dropped in turn under an address-space limit of
   CHECK(exit_code(child) == 0);
 }
 
-TEST_CASE("a Manager grows to its max_size under an address-space limit, then raises SharedMemoryFull and stays usable") {
+TEST_CASE(
+    "a Manager grows to its max_size under an address-space limit, then raises SharedMemoryFull and stays usable") {
   auto child = spawn([] {
     if (!mproc_test::limit_address_space_above_current(std::size_t{512} << 20)) return int{mproc_test::limit_not_set};
     mproc::Manager mgr({.initial_size = 1 << 20, .max_size = std::size_t{128} << 20});
@@ -1060,7 +1079,8 @@ TEST_CASE("a Manager grows to its max_size under an address-space limit, then ra
 // Queue (a pipe) and Pool work there, and its Array raises OSError (EFBIG): mproc must
 // work or raise OSError (EFBIG) naming RLIMIT_FSIZE, never die.
 
-TEST_CASE("RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc::Error or work, never kill the program") {
+TEST_CASE(
+    "RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc::Error or work, never kill the program") {
   struct Case {
     const char* name;
     int (*run)();
@@ -1143,7 +1163,8 @@ TEST_CASE("RLIMIT_FSIZE: a Queue, an Array and a Manager's growth raise an mproc
 // ---------------------------------------------------------------------------
 // A busy machine
 
-TEST_CASE("every core busy with other work: a Queue, Value::update and a Manager list shared by 4 processes lose nothing") {
+TEST_CASE(
+    "every core busy with other work: a Queue, Value::update and a Manager list shared by 4 processes lose nothing") {
   const mproc_test::BusyMachine busy;
   mproc::Queue<std::pair<int, int>> q(100);
   mproc::Value<long> counter(0);

@@ -15,10 +15,10 @@
 #include "picky_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/outcome.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/engine/worker.hpp>
 #include <mproc/detail/os/deadline.hpp>
@@ -255,8 +255,8 @@ class BareEngine : public mproc::detail::DispatchEngine {
  public:
   using DispatchEngine::complete;
   using DispatchEngine::cut_chunk_locked;
-  using DispatchEngine::DispatchEngine;
   using DispatchEngine::Death;
+  using DispatchEngine::DispatchEngine;
   using DispatchEngine::max_held_chunks;
   using DispatchEngine::wants_more_locked;
 
@@ -349,7 +349,11 @@ struct WorkerOutcome {
   ChunkOutcome parsed;
   WorkerOutcome(const Chunk& c, std::int64_t ns_each) {
     const mproc::detail::ChunkOutcomeHeader h{ns_each * static_cast<std::int64_t>(c.count),
-                                              static_cast<std::uint32_t>(c.count), 0, c.count * sizeof(int), 0, 0};
+                                              static_cast<std::uint32_t>(c.count),
+                                              0,
+                                              c.count * sizeof(int),
+                                              0,
+                                              0};
     payload.append(&h, sizeof h);
     for (std::size_t i = 0; i < c.count; ++i) mproc::encode_into(payload, static_cast<int>(10 * (c.first + i)));
     parsed = mproc::detail::parse_chunk_outcome(payload.span());
@@ -362,7 +366,8 @@ Chunk held_chunk(const std::shared_ptr<Job>& job, double predicted_seconds) {
 
 }  // namespace
 
-TEST_CASE("DispatchEngine: a call not measured yet goes out as one-item probes, one per worker, then in measured chunks") {
+TEST_CASE(
+    "DispatchEngine: a call not measured yet goes out as one-item probes, one per worker, then in measured chunks") {
   BareEngine engine(3, 0);
   const auto job = engine.submit(100);
   std::vector<Chunk> probes;
@@ -669,7 +674,8 @@ TEST_CASE("DispatchEngine: with retries, an item survives that many more deaths 
   REQUIRE(job->failed == std::vector<std::size_t>{0});
   const auto lost = error_as<mproc::WorkerLost>(job->errors[0]);
   REQUIRE(lost);
-  CHECK_THAT(lost->what(), Catch::Contains("exited with status 3 holding task 0") && Catch::Contains("3 times in a row"));
+  CHECK_THAT(lost->what(),
+             Catch::Contains("exited with status 3 holding task 0") && Catch::Contains("3 times in a row"));
   CHECK(lost->exit_code() == 3);
   CHECK(engine.give_all(w) == std::vector<Cut>{{1, 1, 0, 1}});
   engine.answer(w);
@@ -699,8 +705,8 @@ TEST_CASE("DispatchEngine: a map whose workers die finishes once, when every ite
   using State = mproc::detail::ResultState<std::vector<int>>;
   const auto map_job = [](const std::vector<int>& values, std::size_t chunksize) {
     auto state = std::make_shared<State>();
-    auto job = std::make_shared<mproc::detail::CollectJob<int>>(
-        mproc::detail::fixed_encoded_size<std::tuple<int>>(), chunksize, values.size(), false, state);
+    auto job = std::make_shared<mproc::detail::CollectJob<int>>(mproc::detail::fixed_encoded_size<std::tuple<int>>(),
+                                                                chunksize, values.size(), false, state);
     Bytes bytes;
     for (const int v : values) mproc::encode_into(bytes, std::tuple<int>(v));
     job->input.append(std::move(bytes), {}, values.size());
@@ -1068,8 +1074,8 @@ TEST_CASE("A worker whose initializer threw says so, runs nothing, and exits wit
 
 TEST_CASE("A frame whose payload is in a lane has no payload bytes in the stream") {
   using mproc::detail::FrameKind;
-  const auto lane = mproc::detail::make_frame_header(FrameKind::result, 1, std::uint64_t{1} << 30,
-                                                     mproc::detail::frame_flag_in_lane);
+  const auto lane =
+      mproc::detail::make_frame_header(FrameKind::result, 1, std::uint64_t{1} << 30, mproc::detail::frame_flag_in_lane);
   const auto next = mproc::detail::make_frame_header(FrameKind::result, 2, 3);
   mproc::detail::FrameAssembler in;
   auto space = in.prepare(2 * sizeof lane + 3);
@@ -1123,7 +1129,8 @@ TEST_CASE("SegmentAllocator: a seeded run of allocate, extend and deallocate kee
     for (std::size_t i = 0; i < sorted.size(); ++i) {
       const Block& b = sorted[i];
       ok = ok && intact(b, b.size) && alloc.plausible(b.offset, b.size) && b.offset + b.size <= state->top;
-      if (i + 1 < sorted.size()) ok = ok && b.offset + b.size + sizeof(mproc::detail::BlockHeader) <= sorted[i + 1].offset;
+      if (i + 1 < sorted.size())
+        ok = ok && b.offset + b.size + sizeof(mproc::detail::BlockHeader) <= sorted[i + 1].offset;
     }
     return ok && alloc.live_bytes() >= live_total;
   };
@@ -1218,8 +1225,8 @@ TEST_CASE("Deadline: forever, no wait and an instant are three different waits")
 
 namespace {
 
-using mproc::detail::SharedRing;
 using mproc::detail::Deadline;
+using mproc::detail::SharedRing;
 
 /// Runs an action at a named fault point of the ring, in this process, while the
 /// operation that reached it is half done. Restores the hook on exit.

@@ -121,7 +121,8 @@ TEST_CASE("without a listener, log writes each line straight to stderr") {
 TEST_CASE("a LogQueue served by a logger process, stopped by stop()") {
   mproc::LogQueue logs;
   mproc::Queue<std::string> printed;
-  mproc::Process logger([logs, printed] { logs.serve([&](const mproc::LogRecord& r) { printed.put(mproc::format_log_line(r)); }); });
+  mproc::Process logger(
+      [logs, printed] { logs.serve([&](const mproc::LogRecord& r) { printed.put(mproc::format_log_line(r)); }); });
   logger.start();
   mproc::Process worker(mproc::ProcessOptions{.name = "worker"}, [logs] { logs.log("working on ", 3); });
   worker.start();

@@ -58,9 +58,11 @@ TEST_CASE("a one-way Pipe: the first end receives, the second sends, in Python's
   CHECK_THROWS_AS(r.send(1), mproc::ValueError);
   CHECK_THROWS_AS(w.recv(), mproc::ValueError);
   CHECK(w.fileno() == -1);
-  mproc::Process p([](mproc::Connection<int> out) {
-    for (int i = 0; i < 1000; ++i) out.send(i);
-  }, std::move(w));
+  mproc::Process p(
+      [](mproc::Connection<int> out) {
+        for (int i = 0; i < 1000; ++i) out.send(i);
+      },
+      std::move(w));
   p.start();
   for (int i = 0; i < 1000; ++i) CHECK(r.recv() == i);
   p.join();
@@ -202,9 +204,11 @@ TEST_CASE("no descriptor is left once both ends are gone, in parent or child") {
   const std::size_t before = open_fd_count();
   for (int i = 0; i < 10; ++i) {
     auto [a, b] = mproc::Pipe<int>(i % 2 == 0);
-    mproc::Process p([](mproc::Connection<int> conn) {
-      if (conn.writable()) conn.send(1);
-    }, std::move(b));
+    mproc::Process p(
+        [](mproc::Connection<int> conn) {
+          if (conn.writable()) conn.send(1);
+        },
+        std::move(b));
     p.start();
     if (a.readable()) CHECK(a.recv() == 1);
     p.join();

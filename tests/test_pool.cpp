@@ -391,8 +391,8 @@ TEST_CASE("imap and imap_unordered: an input that throws yields the results read
   for (const bool serial : {false, true}) {
     for (const bool on_increment : {false, true}) {
       for (const int k : {0, 3, 150}) {
-        INFO((serial ? "serial" : "pool") << ", throws at " << (on_increment ? "increment" : "dereference")
-                                          << ", after " << k << " items");
+        INFO((serial ? "serial" : "pool")
+             << ", throws at " << (on_increment ? "increment" : "dereference") << ", after " << k << " items");
         mproc::Pool pool(square, {.processes = 2, .serial = serial});
         std::vector<std::string> expected;
         for (int i = 0; i < k; ++i) expected.push_back(std::to_string(square(i)));
@@ -556,8 +556,7 @@ TEST_CASE("a lambda's captured state is in the workers without being sent") {
         return table[static_cast<std::size_t>(i)] * 2;
       },
       {.processes = 2});
-  CHECK(pool.map(std::vector<int>{0, 1, 1000, (1 << 20) - 1}) ==
-        std::vector<int>{0, 2, 2000, ((1 << 20) - 1) * 2});
+  CHECK(pool.map(std::vector<int>{0, 1, 1000, (1 << 20) - 1}) == std::vector<int>{0, 2, 2000, ((1 << 20) - 1) * 2});
 }
 
 TEST_CASE("a function object with state works as F") {
@@ -727,7 +726,8 @@ TEST_CASE("serial mode gives what pool mode gives: results and error texts") {
 
   const std::vector<int> good{0, 1, 2, 4, 5, 6};
   CHECK(serial.map(good) == workers.map(good));
-  CHECK(serial.starmap(std::vector<std::tuple<int>>{{1}, {2}}) == workers.starmap(std::vector<std::tuple<int>>{{1}, {2}}));
+  CHECK(serial.starmap(std::vector<std::tuple<int>>{{1}, {2}}) ==
+        workers.starmap(std::vector<std::tuple<int>>{{1}, {2}}));
   CHECK(serial.apply(5) == workers.apply(5));
 
   const std::vector<int> mixed = iota_vector(12);

@@ -238,8 +238,8 @@ TEST_CASE("an argument whose decoding throws anything fails its task with a Remo
       CodecPicky b;
       const char* thrown;
     };
-    for (const Refused& r : {Refused{{-1}, {0}, "int"}, Refused{{0}, {-2}, "no negative values"},
-                             Refused{{-3}, {0}, "std::bad_alloc"}}) {
+    for (const Refused& r :
+         {Refused{{-1}, {0}, "int"}, Refused{{0}, {-2}, "no negative values"}, Refused{{-3}, {0}, "std::bad_alloc"}}) {
       const auto e = thrown_by<mproc::RemoteError>([&] { return pool.apply(r.a, r.b); });
       CHECK(e.type_name() == "mproc::ProtocolError");
       CHECK_THAT(e.message(), Catch::Contains("arguments") && Catch::Contains(r.thrown));
@@ -454,9 +454,9 @@ TEST_CASE("an initializer that throws breaks the pool: calls fail with its Remot
   std::vector<std::string> texts[2];
   for (bool serial : {false, true}) {
     INFO("serial " << serial);
-    mproc::Pool pool([](int x) { return x; }, {.processes = 2,
-                                               .initializer = [] { throw std::runtime_error("no model file"); },
-                                               .serial = serial});
+    mproc::Pool pool(
+        [](int x) { return x; },
+        {.processes = 2, .initializer = [] { throw std::runtime_error("no model file"); }, .serial = serial});
     const auto broken = thrown_by<mproc::RemoteError>([&] { return pool.map(iota_vector(4)); });
     CHECK(broken.type_name() == "std::runtime_error");
     CHECK_THAT(broken.message(), Catch::Contains("no model file"));
@@ -467,7 +467,8 @@ TEST_CASE("an initializer that throws breaks the pool: calls fail with its Remot
     seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.imap(iota_vector(3)); }).what());
     seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.apply_async(2).get(); }).what());
     pool.close();
-    seen.push_back(thrown_by<mproc::RemoteError>([&] { return pool.starmap(std::vector<std::tuple<int>>{{1}}); }).what());
+    seen.push_back(
+        thrown_by<mproc::RemoteError>([&] { return pool.starmap(std::vector<std::tuple<int>>{{1}}); }).what());
   }
   CHECK(texts[1] == texts[0]);  // serial mode gives the same errors
 }

@@ -149,14 +149,13 @@ TEST_CASE("a pool closed right after it is made still starts every worker, and e
 TEST_CASE("serial mode runs the initializer once, in the calling process, before any task") {
   int runs = 0;
   pid_t ran_in = 0;
-  mproc::Pool pool([&runs](int x) { return x + 100 * runs; },
-                   {.processes = 2,
-                    .initializer =
-                        [&] {
-                          ++runs;
-                          ran_in = ::getpid();
-                        },
-                    .serial = true});
+  mproc::Pool pool([&runs](int x) { return x + 100 * runs; }, {.processes = 2,
+                                                               .initializer =
+                                                                   [&] {
+                                                                     ++runs;
+                                                                     ran_in = ::getpid();
+                                                                   },
+                                                               .serial = true});
   CHECK(runs == 1);
   CHECK(ran_in == ::getpid());
   CHECK(pool.map(std::vector<int>{1, 2}) == std::vector<int>{101, 102});

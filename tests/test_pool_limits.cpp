@@ -143,8 +143,7 @@ bool wait_for_workers(const P& pool, std::size_t n) {
 /// "ok" if the error names what ran out: the errno's name, the limit, and the code.
 std::string names_limit(const mproc::OSError& e, int code, const char* errno_name, const char* limit) {
   const std::string what = e.what();
-  if (e.error_code() != code || what.find(errno_name) == std::string::npos ||
-      what.find(limit) == std::string::npos) {
+  if (e.error_code() != code || what.find(errno_name) == std::string::npos || what.find(limit) == std::string::npos) {
     return std::string("an OSError that does not name ") + errno_name + " and " + limit + ": " + what;
   }
   return "ok";

@@ -224,7 +224,8 @@ namespace {
 /// n bytes that differ from item to item and from byte to byte.
 std::vector<char> big_item(int item, std::size_t n = std::size_t{1} << 20) {
   std::vector<char> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<char>((i * 2654435761u + static_cast<std::size_t>(item) * 977) >> 5);
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = static_cast<char>((i * 2654435761u + static_cast<std::size_t>(item) * 977) >> 5);
   return v;
 }
 std::vector<std::vector<char>> big_items(int n) {

@@ -101,20 +101,24 @@ struct Api {
 
 std::vector<Api> apis() {
   return {
-      {"map", [](auto& pool, int n) {
-         return std::async(std::launch::deferred, [r = pool.map_async(iota_vector(n), 1)]() mutable { return r.get(); });
+      {"map",
+       [](auto& pool, int n) {
+         return std::async(std::launch::deferred,
+                           [r = pool.map_async(iota_vector(n), 1)]() mutable { return r.get(); });
        }},
-      {"imap", [](auto& pool, int n) {
-         return std::async(std::launch::async, [r = pool.imap(iota_vector(n), 1)]() mutable {
-           return drain(std::move(r), false);
-         });
+      {"imap",
+       [](auto& pool, int n) {
+         return std::async(std::launch::async,
+                           [r = pool.imap(iota_vector(n), 1)]() mutable { return drain(std::move(r), false); });
        }},
-      {"imap_unordered", [](auto& pool, int n) {
+      {"imap_unordered",
+       [](auto& pool, int n) {
          return std::async(std::launch::async, [r = pool.imap_unordered(iota_vector(n), 1)]() mutable {
            return drain(std::move(r), true);
          });
        }},
-      {"apply_async", [](auto& pool, int n) {
+      {"apply_async",
+       [](auto& pool, int n) {
          std::vector<mproc::AsyncResult<long>> rs;
          for (int i = 0; i < n; ++i) rs.push_back(pool.apply_async(i));
          return std::async(std::launch::deferred, [rs = std::move(rs)]() mutable {
@@ -128,7 +132,8 @@ std::vector<Api> apis() {
 
 }  // namespace
 
-TEST_CASE("items held behind a long one by a busy worker go to the idle worker (map, imap, imap_unordered, apply_async)") {
+TEST_CASE(
+    "items held behind a long one by a busy worker go to the idle worker (map, imap, imap_unordered, apply_async)") {
   constexpr int n = 8;  // an imap of chunksize 1 on 2 workers reads 8 items ahead of its consumer at first
   for (const auto& api : apis()) {
     for (const std::size_t maxtasks : {std::size_t{0}, std::size_t{3}}) {
@@ -149,9 +154,8 @@ TEST_CASE("tiny items batched behind a long one go to the idle worker") {
   constexpr int n = 20000;
   const Board board(n);
   mproc::Pool pool(HoldOne{&board, n, 5000}, {.processes = 2});
-  auto results = std::async(std::launch::async, [r = pool.imap_unordered(iota_vector(n), 1)]() mutable {
-    return drain(std::move(r), true);
-  });
+  auto results = std::async(
+      std::launch::async, [r = pool.imap_unordered(iota_vector(n), 1)]() mutable { return drain(std::move(r), true); });
   CHECK(others_finish_while_held(board));
   CHECK(results.get() == tens(n));
   int ran_twice = 0;

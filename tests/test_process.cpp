@@ -18,8 +18,8 @@
 
 #include <chrono>
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -135,9 +135,7 @@ TEST_CASE("exitcode: nullopt while running, 0 on return, N after std::exit(N), 1
 
 TEST_CASE("an uncaught exception prints its type, message and the process name to stderr") {
   std::optional<int> code;
-  const std::string err = child_stderr(
-      [] { throw std::invalid_argument("bad input 42"); },
-      code);
+  const std::string err = child_stderr([] { throw std::invalid_argument("bad input 42"); }, code);
   CHECK(code == 1);
   CHECK_THAT(err, Catch::Contains("std::invalid_argument") && Catch::Contains("bad input 42") &&
                       Catch::Contains("Process-"));

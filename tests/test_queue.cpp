@@ -161,7 +161,8 @@ TEST_CASE("put on a full bounded queue blocks until a consumer in another proces
   producer.join();
 }
 
-TEST_CASE("an unbounded put does not wait for a reader while the ring has room: a million items before any consumer starts") {
+TEST_CASE(
+    "an unbounded put does not wait for a reader while the ring has room: a million items before any consumer starts") {
   mproc::Queue<int> q;
   constexpr int n = 1'000'000;
   for (int i = 0; i < n; ++i) q.put(i);
@@ -708,7 +709,8 @@ TEST_CASE("put_nowait of an item bigger than the ring, with no reader, throws Fu
   CHECK(q.get() == std::vector<std::int64_t>{1});
 }
 
-TEST_CASE("put(timeout) of an item bigger than the ring, with no reader, throws Full after the timeout and changes nothing") {
+TEST_CASE(
+    "put(timeout) of an item bigger than the ring, with no reader, throws Full after the timeout and changes nothing") {
   const GiantItem giant;
   const Int64Queue& q = giant.q;
   CHECK(put_in_child([&] { q.put(giant.item, 50ms); }) == "Full");

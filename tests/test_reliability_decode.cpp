@@ -8,10 +8,10 @@
 #include "reliability_support.hpp"
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/engine/lane.hpp>
 #include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/engine/worker.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/pipe.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/queue.hpp>

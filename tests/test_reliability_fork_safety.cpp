@@ -169,8 +169,9 @@ TEST_CASE("pools made, and workers replaced, while other threads hold malloc, io
       const auto out = result.get();
       for (int x = 0; x < items && all_done; ++x) {
         all_done = out[static_cast<std::size_t>(x)] == expected_for(x);
-        if (!all_done) what_failed = "round " + std::to_string(round) + ": item " + std::to_string(x) + " gave '" +
-                                     out[static_cast<std::size_t>(x)] + "'";
+        if (!all_done)
+          what_failed = "round " + std::to_string(round) + ": item " + std::to_string(x) + " gave '" +
+                        out[static_cast<std::size_t>(x)] + "'";
       }
     }
     malloc_rounds = storm.malloc_rounds();

@@ -5,8 +5,8 @@
 // task that dies inside Value::update, which leaves the value as it was. And a waiter
 // killed between its wake-up and taking the lock, held there with ptrace.
 
-#include "reliability_support.hpp"
 #include "blocked_support.hpp"
+#include "reliability_support.hpp"
 
 #include <mproc/mproc.hpp>
 
@@ -87,7 +87,8 @@ void check_no_waiter_left_asleep(Lockable& lock, Take take) {
 
 }  // namespace
 
-TEST_CASE("a lock waiter killed between its wake-up and taking the lock leaves no other waiter asleep on the free lock") {
+TEST_CASE(
+    "a lock waiter killed between its wake-up and taking the lock leaves no other waiter asleep on the free lock") {
   mproc::Lock lock;
   SECTION("Lock::lock") {
     check_no_waiter_left_asleep(lock, [&] {

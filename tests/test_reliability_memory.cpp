@@ -53,8 +53,8 @@ TEST_CASE("max_memory_per_child: a worker past the limit after a task is replace
   std::map<pid_t, int> tasks_per_worker;
   for (int i = 0; i < tasks; ++i) {
     const auto& [x, pid, rss_at_start] = out[static_cast<std::size_t>(i)];
-    INFO("task " << i << " ran in " << pid << " with " << rss_at_start / mib << " MiB resident (limit "
-                 << limit / mib << " MiB)");
+    INFO("task " << i << " ran in " << pid << " with " << rss_at_start / mib << " MiB resident (limit " << limit / mib
+                 << " MiB)");
     CHECK(x == i);
     // A worker past the limit takes no further task (the slack covers the few pages
     // a worker touches between its check and its next task).

@@ -28,7 +28,8 @@ constexpr std::size_t mib = std::size_t{1} << 20;
 /// A payload whose bytes depend on its index, so a mix-up shows.
 Payload make_payload(std::size_t bytes, int index) {
   Payload p(bytes);
-  for (std::size_t i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>((i * 131 + static_cast<std::size_t>(index) * 7) >> 3);
+  for (std::size_t i = 0; i < bytes; ++i)
+    p[i] = static_cast<std::uint8_t>((i * 131 + static_cast<std::size_t>(index) * 7) >> 3);
   return p;
 }
 
@@ -132,7 +133,8 @@ TEST_CASE("a big argument in a killed worker's lane or pipe: the pool goes on, e
     inputs[0][0] = victim_mark;
     std::vector<mproc::AsyncResult<Payload>> pending;  // queued at once, handed out in order
     for (const auto& in : inputs) pending.push_back(pool.apply_async(in));
-    const std::string pid = mproc_test::read_until(report.read.get(), "\n", std::chrono::steady_clock::now() + mproc_test::hang_limit);
+    const std::string pid =
+        mproc_test::read_until(report.read.get(), "\n", std::chrono::steady_clock::now() + mproc_test::hang_limit);
     REQUIRE(!pid.empty());
     REQUIRE(::kill(std::stoi(pid), SIGKILL) == 0);
     CHECK_THROWS_AS(pending[0].get(mproc_test::hang_limit), mproc::WorkerLost);

@@ -379,7 +379,7 @@ namespace {
 class IgnoredSigchld {
  public:
   IgnoredSigchld() {
-    struct sigaction ignore {};
+    struct sigaction ignore{};
     ignore.sa_handler = SIG_IGN;
     REQUIRE(::sigaction(SIGCHLD, &ignore, &saved_) == 0);
   }
@@ -388,12 +388,12 @@ class IgnoredSigchld {
   ~IgnoredSigchld() { ::sigaction(SIGCHLD, &saved_, nullptr); }
 
  private:
-  struct sigaction saved_ {};
+  struct sigaction saved_{};
 };
 
 /// Whether this process ignores SIGCHLD.
 bool sigchld_ignored() {
-  struct sigaction now {};
+  struct sigaction now{};
   ::sigaction(SIGCHLD, nullptr, &now);
   return now.sa_handler == SIG_IGN;
 }
@@ -466,8 +466,7 @@ void stall_fork_server() {
 
 void install_fork_hooks() {
   test_pid = ::getpid();
-  static const bool installed =
-      (::pthread_atfork(stall_fork_server, nullptr, kill_server_before_worker_starts), true);
+  static const bool installed = (::pthread_atfork(stall_fork_server, nullptr, kill_server_before_worker_starts), true);
   (void)installed;
 }
 

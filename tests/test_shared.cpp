@@ -278,8 +278,8 @@ std::set<ino_t> segment_inodes(pid_t pid) {
     char target[256] = {};
     const std::string link = proc + "/fd/" + fd;
     struct stat st{};
-    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 && std::string(target).rfind("/memfd:mproc (", 0) == 0 &&
-        ::stat(link.c_str(), &st) == 0) {
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+        std::string(target).rfind("/memfd:mproc (", 0) == 0 && ::stat(link.c_str(), &st) == 0) {
       inodes.insert(st.st_ino);
     }
   }

@@ -24,9 +24,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <semaphore>
 #include <set>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -165,7 +165,10 @@ TEST_CASE("Semaphore: processes beyond its count wait until a unit is released")
   CHECK(sem.acquire());  // waits for a holder's release
   for (auto& h : holders) CHECK(exit_code(h) == 0);
   CHECK(sem.get_value() == 1);
-  { std::lock_guard guard(sem); CHECK(sem.get_value() == 0); }
+  {
+    std::lock_guard guard(sem);
+    CHECK(sem.get_value() == 0);
+  }
   CHECK(sem.get_value() == 1);
   sem.release(3);
   CHECK(sem.get_value() == 4);
@@ -183,7 +186,6 @@ TEST_CASE("BoundedSemaphore: releasing above the initial value throws ValueError
   CHECK(exit_code(child) == 0);
   CHECK(sem.get_value() == 2);
 }
-
 
 TEST_CASE("a waiter killed inside Event::wait or Condition::wait does not block the next one") {
   // glibc's process-shared pthread condition hangs the next broadcast after a waiter
@@ -717,7 +719,8 @@ int drop_while_held_in_child(std::unique_ptr<Handle>& handle, Take take) {
   return exit_code_within(child);
 }
 
-TEST_CASE("Dropping the last handle of a lock this thread holds abandons it: the thread locks on, the next locker sees owner_died()") {
+TEST_CASE("Dropping the last handle of a lock this thread holds abandons it: the thread locks on, the next locker sees "
+          "owner_died()") {
   // Python: `lock.acquire(); del lock`. Before, the thread's next lock crashed in glibc.
   mproc_test::drop_cached_segments();  // what is made next gets an arena of its own
   const auto taken_over = [](auto& lock) {
@@ -770,7 +773,8 @@ TEST_CASE("Dropping the last handle of a lock this thread holds abandons it: the
   }
 }
 
-TEST_CASE("Dropping the last handle of a lock another thread holds keeps its memory: that thread locks on, its end hands the lock on") {
+TEST_CASE("Dropping the last handle of a lock another thread holds keeps its memory: that thread locks on, its end "
+          "hands the lock on") {
   // That thread can never release it (a bug of the program), but glibc's list of its
   // robust mutexes must stay sound; when it ends, the kernel marks the lock as a dead
   // holder's, for the next locker in another process.
@@ -801,7 +805,7 @@ TEST_CASE("Dropping the last handle of a lock another thread holds keeps its mem
 int* handled_signals = nullptr;
 void count_signal(int) { std::atomic_ref<int>(*handled_signals).fetch_add(1); }
 void count_sigusr1() {
-  struct sigaction sa {};
+  struct sigaction sa{};
   sa.sa_handler = count_signal;  // no SA_RESTART: an interrupted wait gets EINTR
   ::sigaction(SIGUSR1, &sa, nullptr);
 }

@@ -88,13 +88,15 @@ consteval bool is_bool_like() {
 template <class T>
 consteval bool plain_copyable_type();
 template <template <class...> class Tuple, class... Ts>
-consteval bool all_plain_copyable(std::type_identity<Tuple<Ts...>>) { return (plain_copyable_type<Ts>() && ...); }
+consteval bool all_plain_copyable(std::type_identity<Tuple<Ts...>>) {
+  return (plain_copyable_type<Ts>() && ...);
+}
 template <class T>
 consteval bool plain_copyable_type() {
   if constexpr (!std::is_trivially_copyable_v<T> || std::is_pointer_v<T> || std::is_member_pointer_v<T> ||
-                is_bool_like<T>() || is_specialization_of<T, std::optional> ||
-                is_specialization_of<T, std::variant> || is_specialization_of<T, std::basic_string_view> ||
-                is_specialization_of<T, std::reference_wrapper> || is_std_span<T>) {
+                is_bool_like<T>() || is_specialization_of<T, std::optional> || is_specialization_of<T, std::variant> ||
+                is_specialization_of<T, std::basic_string_view> || is_specialization_of<T, std::reference_wrapper> ||
+                is_std_span<T>) {
     return false;
   } else if constexpr (std::is_array_v<T>) {
     return plain_copyable_type<std::remove_extent_t<T>>();
@@ -137,19 +139,19 @@ consteval Kind kind_of() {
   else if constexpr (plain_copyable<T>) return Kind::trivial;
   else if constexpr (is_specialization_of<T, std::basic_string>) {
     return plain_copyable<typename T::value_type> ? Kind::string : Kind::none;
-  }
-  else if constexpr (is_specialization_of<T, std::vector> || is_specialization_of<T, std::deque> ||
-                     is_specialization_of<T, std::list>) return Kind::sequence;
+  } else if constexpr (is_specialization_of<T, std::vector> || is_specialization_of<T, std::deque> ||
+                       is_specialization_of<T, std::list>)
+    return Kind::sequence;
   else if constexpr (is_std_array<T>) return Kind::array;
   else if constexpr (is_specialization_of<T, std::pair> || is_specialization_of<T, std::tuple>) return Kind::tuple;
   else if constexpr (is_specialization_of<T, std::optional>) return Kind::optional;
   else if constexpr (is_specialization_of<T, std::variant>) return Kind::variant;
   else if constexpr (is_specialization_of<T, std::map> || is_specialization_of<T, std::multimap> ||
-                     is_specialization_of<T, std::unordered_map> ||
-                     is_specialization_of<T, std::unordered_multimap>) return Kind::map;
+                     is_specialization_of<T, std::unordered_map> || is_specialization_of<T, std::unordered_multimap>)
+    return Kind::map;
   else if constexpr (is_specialization_of<T, std::set> || is_specialization_of<T, std::multiset> ||
-                     is_specialization_of<T, std::unordered_set> ||
-                     is_specialization_of<T, std::unordered_multiset>) return Kind::set;
+                     is_specialization_of<T, std::unordered_set> || is_specialization_of<T, std::unordered_multiset>)
+    return Kind::set;
   else return Kind::none;
 }
 
@@ -157,11 +159,17 @@ template <class T>
 consteval bool sendable();
 
 template <class... Ts>
-consteval bool all_sendable(std::type_identity<std::tuple<Ts...>>) { return (sendable<Ts>() && ...); }
+consteval bool all_sendable(std::type_identity<std::tuple<Ts...>>) {
+  return (sendable<Ts>() && ...);
+}
 template <class A, class B>
-consteval bool all_sendable(std::type_identity<std::pair<A, B>>) { return sendable<A>() && sendable<B>(); }
+consteval bool all_sendable(std::type_identity<std::pair<A, B>>) {
+  return sendable<A>() && sendable<B>();
+}
 template <class... Ts>
-consteval bool all_sendable(std::type_identity<std::variant<Ts...>>) { return (sendable<Ts>() && ...); }
+consteval bool all_sendable(std::type_identity<std::variant<Ts...>>) {
+  return (sendable<Ts>() && ...);
+}
 
 template <class T>
 consteval bool sendable() {
@@ -183,26 +191,36 @@ struct first_unsendable;
 template <class... Ts>
 struct first_unsendable_of;
 template <>
-struct first_unsendable_of<> { using type = void; };
+struct first_unsendable_of<> {
+  using type = void;
+};
 template <class T, class... Ts>
 struct first_unsendable_of<T, Ts...> {
-  using type = std::conditional_t<sendable<T>(), typename first_unsendable_of<Ts...>::type,
-                                  typename first_unsendable<T>::type>;
+  using type =
+      std::conditional_t<sendable<T>(), typename first_unsendable_of<Ts...>::type, typename first_unsendable<T>::type>;
 };
 template <class T>
-struct element_types { using type = first_unsendable_of<>; };
+struct element_types {
+  using type = first_unsendable_of<>;
+};
 template <class T>
 concept has_value_type = requires { typename T::value_type; };
 template <class T>
 concept has_mapped_type = has_value_type<T> && requires { typename T::mapped_type; };
 template <has_value_type T>
-struct element_types<T> { using type = first_unsendable_of<typename T::value_type>; };
+struct element_types<T> {
+  using type = first_unsendable_of<typename T::value_type>;
+};
 template <has_mapped_type T>
-struct element_types<T> { using type = first_unsendable_of<typename T::key_type, typename T::mapped_type>; };
+struct element_types<T> {
+  using type = first_unsendable_of<typename T::key_type, typename T::mapped_type>;
+};
 template <template <class...> class Tuple, class... Ts>
   requires(is_specialization_of<Tuple<Ts...>, std::tuple> || is_specialization_of<Tuple<Ts...>, std::pair> ||
            is_specialization_of<Tuple<Ts...>, std::variant>)
-struct element_types<Tuple<Ts...>> { using type = first_unsendable_of<Ts...>; };
+struct element_types<Tuple<Ts...>> {
+  using type = first_unsendable_of<Ts...>;
+};
 template <class T>
 struct first_unsendable {
   using inner = typename element_types<T>::type::type;

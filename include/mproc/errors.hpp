@@ -78,8 +78,7 @@ class ProtocolError : public Error {
 /// An operating-system call failed; what() names the call and errno's text.
 class OSError : public Error {
  public:
-  OSError(const std::string& call, int err)
-      : Error(call + ": " + std::strerror(err)), errno_(err) {}
+  OSError(const std::string& call, int err) : Error(call + ": " + std::strerror(err)), errno_(err) {}
   /// The errno value the call failed with.
   int error_code() const noexcept { return errno_; }
 

@@ -170,7 +170,7 @@ class SharedList : public detail::ContainerHandle<detail::ListStore<T>> {
   explicit SharedList(detail::ContainerRef ref) noexcept : Base(std::move(ref)) {}
   static SharedList make(std::shared_ptr<detail::Segment> seg) {
     return SharedList(detail::ContainerRef::make<detail::ListRoot<T>>(std::move(seg), "a new mproc::SharedList",
-                                                                       detail::type_tag<SharedList>()));
+                                                                      detail::type_tag<SharedList>()));
   }
 
   static std::uint64_t position(std::ptrdiff_t index, std::uint64_t size, const char* what) {
@@ -282,7 +282,7 @@ class SharedDict : public detail::ContainerHandle<detail::DictStore<K, V>> {
   explicit SharedDict(detail::ContainerRef ref) noexcept : Base(std::move(ref)) {}
   static SharedDict make(std::shared_ptr<detail::Segment> seg) {
     return SharedDict(detail::ContainerRef::make<detail::DictRoot>(std::move(seg), "a new mproc::SharedDict",
-                                                                    detail::type_tag<SharedDict>()));
+                                                                   detail::type_tag<SharedDict>()));
   }
 
   template <class Out, class F>

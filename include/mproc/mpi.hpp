@@ -150,9 +150,8 @@ class Pool : public mproc::Pool<F> {
                                         "same order");
     }
     if (config[2] != 0) {
-      throw ValueError(
-          "mproc::mpi::Pool: maxtasksperchild, task_timeout, retries and max_memory_per_child replace or "
-          "kill workers, which a pool over MPI can't do to its ranks; leave them at 0");
+      throw ValueError("mproc::mpi::Pool: maxtasksperchild, task_timeout, retries and max_memory_per_child replace or "
+                       "kill workers, which a pool over MPI can't do to its ranks; leave them at 0");
     }
     s.serial = config[0] != 0;
     s.options.processes = static_cast<std::size_t>(std::max(comm.size() - 1, 1));

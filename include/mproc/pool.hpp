@@ -29,8 +29,8 @@
 
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -219,8 +219,7 @@ class Pool {
   /// its options (processes already defaulted), unless F was rejected, and returns
   /// the engine that runs the tasks, or null for serial mode (they run here).
   template <class Setup>
-  Pool(F fn, PoolOptions options, Setup&& setup)
-      : state_(std::make_shared<State>(std::move(fn), std::move(options))) {
+  Pool(F fn, PoolOptions options, Setup&& setup) : state_(std::make_shared<State>(std::move(fn), std::move(options))) {
     require_sendable<Args>();
     require_sendable<result_type>();
     State& s = *state_;
@@ -299,7 +298,7 @@ class Pool {
     auto it = std::ranges::begin(inputs);
     const std::size_t count = Encoding::encode_items(it, std::ranges::end(inputs), SIZE_MAX, convert, bytes, offsets);
     auto job = std::make_shared<detail::CollectJob<result_type>>(Encoding::item_size, chunksize, count,
-                                                                  state().options.progress, result);
+                                                                 state().options.progress, result);
     job->input.append(std::move(bytes), std::move(offsets), count);
     job->input_closed = true;
     job->expected_total = count;

@@ -395,7 +395,7 @@ class Process {
   bool daemon_ = false;
   bool closed_ = false;
   bool registered_ = false;
-  pid_t pid_ = 0;             // the child's, once started
+  pid_t pid_ = 0;  // the child's, once started
   pid_t owner_ = detail::current_pid();  // the process that made this object: it alone starts, joins, reaps
   int uncaught_ = std::uncaught_exceptions();
   std::unique_ptr<detail::ProcessTarget> target_;

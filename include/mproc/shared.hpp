@@ -11,8 +11,8 @@
 // that started earlier. Copies of a Value or Array are handles to the same memory.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/handle_codec.hpp>
 #include <mproc/detail/shm/shared_heap.hpp>
+#include <mproc/detail/wire/handle_codec.hpp>
 #include <mproc/errors.hpp>
 #include <mproc/sync.hpp>
 
@@ -178,8 +178,8 @@ class Array {
   /// Element i; throws IndexError if i >= size().
   T& at(std::size_t i) const {
     if (i >= size()) {
-      throw IndexError("mproc::Array index " + std::to_string(i) + " out of range (size " +
-                       std::to_string(size()) + ")");
+      throw IndexError("mproc::Array index " + std::to_string(i) + " out of range (size " + std::to_string(size()) +
+                       ")");
     }
     return data()[i];
   }

@@ -27,15 +27,15 @@
 // signal handled meanwhile does not end a wait: it goes on to its deadline.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
-#include <mproc/detail/wire/handle_codec.hpp>
+#include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>
+#include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/detail/sync/lock_ref.hpp>
 #include <mproc/detail/sync/robust_lock.hpp>
-#include <mproc/detail/os/pid.hpp>
-#include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/detail/sync/sync_state.hpp>
+#include <mproc/detail/wire/handle_codec.hpp>
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
@@ -61,7 +61,9 @@ class LockBase {
   /// Blocks until this thread holds the lock. If its holder died, takes it over and
   /// owner_died() turns true. Throws ValueError if a Lock (not an RLock) is already
   /// held by this thread: that would deadlock (try_lock_for and try_lock_until too).
-  void lock() { acquired(checked([this] { return state_->mutex.lock(); })); }
+  void lock() {
+    acquired(checked([this] { return state_->mutex.lock(); }));
+  }
   /// Takes the lock if nobody holds it; never blocks. False if anyone holds it,
   /// this thread included (an RLock's holder gets it again).
   bool try_lock() {
@@ -92,7 +94,8 @@ class LockBase {
     LockState& s = *state_;
     if (s.recursive) return unlock_recursive(s);
     // A Lock (error-checking) says EPERM itself when this thread does not hold it.
-    if (const int rc = ::pthread_mutex_unlock(s.mutex.native()); rc != 0) [[unlikely]] unlock_failed(rc);
+    if (const int rc = ::pthread_mutex_unlock(s.mutex.native()); rc != 0) [[unlikely]]
+      unlock_failed(rc);
   }
 
   /// Python's acquire(block): lock() when block, else try_lock(). Returns whether
@@ -313,9 +316,7 @@ class Semaphore {
 
   /// Python's acquire(block): waits for the counter to be positive and decrements
   /// it; without block, only if it already is. Returns whether it decremented.
-  bool acquire(bool block = true) {
-    return block ? acquire_until(detail::Deadline::forever()) : try_acquire();
-  }
+  bool acquire(bool block = true) { return block ? acquire_until(detail::Deadline::forever()) : try_acquire(); }
   /// Python's acquire(timeout=...): try_acquire_for(timeout).
   template <class Rep, class Period>
   bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
@@ -549,9 +550,7 @@ class Condition {
     return detail::SharedObject<detail::ConditionState>::make(0);
   }
 
-  bool wait_steady(detail::Deadline deadline) {
-    return !lock_.wait_on(state_->cond, deadline).timed_out;
-  }
+  bool wait_steady(detail::Deadline deadline) { return !lock_.wait_on(state_->cond, deadline).timed_out; }
   // The notify counts live under the lock: a notify without it would race the waiters.
   void check_held(const char* what) {
     if (lock_.state_->mutex.held_by_caller()) return;
@@ -709,7 +708,8 @@ struct Codec<Condition> {
   }
   static Condition decode(detail::Reader& r) {
     const bool recursive = detail::decode_flag(r);
-    detail::LockBase lock = recursive ? detail::LockBase(Codec<RLock>::decode(r)) : detail::LockBase(Codec<Lock>::decode(r));
+    detail::LockBase lock =
+        recursive ? detail::LockBase(Codec<RLock>::decode(r)) : detail::LockBase(Codec<Lock>::decode(r));
     auto state = detail::SharedObject<detail::ConditionState>::decode(r, "mproc::Condition");
     return Condition(std::move(lock), std::move(state));
   }

@@ -441,7 +441,8 @@ void barrier() {
   out("parties", b.parties(), "n_waiting", b.n_waiting(), "broken", b.broken());
   mproc::Queue<long> results;
   std::vector<mproc::Process> kids;
-  for (int i = 0; i < 2; ++i) kids.emplace_back([b, results]() mutable { results.put(static_cast<long>(b.wait(hang))); });
+  for (int i = 0; i < 2; ++i)
+    kids.emplace_back([b, results]() mutable { results.put(static_cast<long>(b.wait(hang))); });
   for (auto& k : kids) k.start();
   out("two waiting", wait_for_waiting(b, 2));
   const long mine = static_cast<long>(b.wait(hang));

@@ -12,10 +12,10 @@
 // <dir> and exits instead of fuzzing (to refresh them after an encoding change).
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/outcome.hpp>
 #include <mproc/detail/engine/worker.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -153,9 +153,12 @@ void write_seeds(const std::string& dir) {
   write_file(dir + "/record", mproc::encode(record));
   write_file(dir + "/records", mproc::encode(std::vector<fuzz::Record>{record, {}}));
   write_file(dir + "/checked", mproc::encode(fuzz::Checked{3, "three"}));
-  write_file(dir + "/map_of_vectors", mproc::encode(std::map<std::string, std::vector<double>>{{"a", {1, 2}}, {"b", {}}}));
-  write_file(dir + "/nested", mproc::encode(fuzz::Nested{{"x", std::vector<int>{1, 2, 3}, true}, {"", std::nullopt, 2.5}}));
-  write_file(dir + "/variant", mproc::encode(std::variant<int, std::string, std::vector<double>>(std::vector<double>{1, 2})));
+  write_file(dir + "/map_of_vectors",
+             mproc::encode(std::map<std::string, std::vector<double>>{{"a", {1, 2}}, {"b", {}}}));
+  write_file(dir + "/nested",
+             mproc::encode(fuzz::Nested{{"x", std::vector<int>{1, 2, 3}, true}, {"", std::nullopt, 2.5}}));
+  write_file(dir + "/variant",
+             mproc::encode(std::variant<int, std::string, std::vector<double>>(std::vector<double>{1, 2})));
   write_file(dir + "/tuple", mproc::encode(std::tuple<int, std::string, double>{1, "two", 3.0}));
   write_file(dir + "/string", mproc::encode(std::string("hello, mproc")));
   write_file(dir + "/deque_of_lists", mproc::encode(std::deque<std::list<int>>{{1, 2}, {}, {3}}));
@@ -194,8 +197,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
              std::variant<int, std::string, std::vector<double>>, std::tuple<int, std::string, double>,
              std::pair<std::string, std::vector<std::uint8_t>>, std::array<std::int16_t, 3>,
              std::map<std::string, std::vector<double>>, std::unordered_map<int, std::string>, std::set<std::string>,
-             std::deque<std::list<int>>, std::vector<std::map<int, std::optional<std::string>>>,
-             fuzz::Nested, fuzz::Record, std::vector<fuzz::Record>, fuzz::Checked>(bytes);
+             std::deque<std::list<int>>, std::vector<std::map<int, std::optional<std::string>>>, fuzz::Nested,
+             fuzz::Record, std::vector<fuzz::Record>, fuzz::Checked>(bytes);
   return 0;
 }
 

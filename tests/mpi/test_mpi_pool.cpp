@@ -366,10 +366,12 @@ TEST_CASE("close, join and terminate behave as locally; terminate drops what no 
   for (auto& r : results) CHECK(error_of([&] { r.get(); }) == "PoolClosed");
   CHECK(error_of([&] { pool.map(iota_vector(3)); }) == "PoolClosed");
 
-  mproc::Pool local([](int x) {
-    std::this_thread::sleep_for(5s);
-    return x;
-  }, {.processes = 2});
+  mproc::Pool local(
+      [](int x) {
+        std::this_thread::sleep_for(5s);
+        return x;
+      },
+      {.processes = 2});
   std::vector<mproc::AsyncResult<int>> local_results;
   for (int i = 0; i < 10; ++i) local_results.push_back(local.apply_async(i));
   local.terminate();

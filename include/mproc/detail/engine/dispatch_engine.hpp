@@ -7,13 +7,13 @@
 // and handle events, and stop its workers.
 
 #include <mproc/async_result.hpp>
-#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/engine.hpp>
-#include <mproc/detail/os/fd.hpp>  // limit_error
-#include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/engine/job.hpp>
 #include <mproc/detail/engine/outcome.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/os/deadline.hpp>  // monotonic_ns
+#include <mproc/detail/os/fd.hpp>  // limit_error
+#include <mproc/detail/os/fork_gate.hpp>
 #include <mproc/detail/wire/frame.hpp>     // FrameView
 #include <mproc/errors.hpp>
 
@@ -307,8 +307,8 @@ class DispatchEngine : public Engine {
       if (!job->chunking.may_cut(job->in_flight, workers_)) continue;
       std::optional<std::size_t> remaining;
       if (job->expected_total) remaining = *job->expected_total - job->dispatched;
-      const std::size_t n = std::min({job->chunking.next(remaining, workers_),
-                                      job->input.contiguous_from(job->dispatched), budget});
+      const std::size_t n =
+          std::min({job->chunking.next(remaining, workers_), job->input.contiguous_from(job->dispatched), budget});
       Chunk c{next_chunk_id_++, job, job->dispatched, n, 0, 0, predict_locked(*job, n)};
       job->dispatched += n;
       ++job->in_flight;
@@ -451,10 +451,10 @@ class DispatchEngine : public Engine {
   std::exception_ptr death_error(std::size_t index, std::uint32_t attempts, const std::string& what,
                                  std::optional<int> signal, std::optional<int> exit_code) const {
     if (attempts < retries_) return nullptr;
-    return std::make_exception_ptr(WorkerLost(
-        "mproc: " + what + " while running task " + std::to_string(index) +
-            (retries_ > 0 ? " (attempt " + std::to_string(attempts + 1) + ")" : ""),
-        signal, exit_code));
+    return std::make_exception_ptr(
+        WorkerLost("mproc: " + what + " while running task " + std::to_string(index) +
+                       (retries_ > 0 ? " (attempt " + std::to_string(attempts + 1) + ")" : ""),
+                   signal, exit_code));
   }
 
   /// Queues a job without waking the pool's thread (submit_awaited). Mutex held.

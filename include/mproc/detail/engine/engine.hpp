@@ -12,8 +12,8 @@
 //   ├── SerialEngine (serial_engine.hpp): the calling thread
 //   └── RefusingEngine (mpi/refusing_engine.hpp): an MPI rank that served, takes nothing
 
-#include <mproc/detail/engine/scheduling.hpp>  // StreamFeed
 #include <mproc/detail/engine/job.hpp>
+#include <mproc/detail/engine/scheduling.hpp>  // StreamFeed
 #include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 

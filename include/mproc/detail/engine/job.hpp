@@ -5,9 +5,9 @@
 // typed jobs in typed_jobs.hpp, which walk each outcome with for_each_outcome from
 // outcome.hpp). Nothing here depends on how chunks reach a worker.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/engine/outcome.hpp>  // ChunkOutcome
 #include <mproc/detail/engine/scheduling.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>

@@ -23,8 +23,8 @@
 // Each side trusts only its own counters: the other process may be hostile or dying,
 // so what it wrote in the header is checked before any byte is reached through it.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/shm/memfd.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <sys/mman.h>
@@ -147,7 +147,8 @@ class Lane {
     if (!map_view(offset + size)) {
       throw SharedMemoryFull("mproc: no address space left to map a payload of " + std::to_string(size) +
                              " bytes from a pool's shared-memory lane (the address-space limit, RLIMIT_AS or "
-                             "`ulimit -v`, " + address_space_limit_text() + ")");
+                             "`ulimit -v`, " +
+                             address_space_limit_text() + ")");
     }
     viewed_offset_ = offset;
     if (offset + size > mapped) prefault(data() + offset, size, false);

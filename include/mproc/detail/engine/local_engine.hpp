@@ -30,15 +30,15 @@
 // not only at end of file on its task pipe: a process forked outside mproc may hold a
 // copy of that pipe, and the end of file would then never come.
 
-#include <mproc/detail/wire/bytes.hpp>
-#include <mproc/detail/os/child.hpp>
 #include <mproc/detail/engine/dispatch_engine.hpp>
-#include <mproc/detail/os/fd.hpp>
-#include <mproc/detail/os/fork_server.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/engine/lane.hpp>
 #include <mproc/detail/engine/worker_env.hpp>
 #include <mproc/detail/engine/worker_slots.hpp>
+#include <mproc/detail/os/child.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/os/fork_server.hpp>
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <poll.h>
@@ -119,17 +119,17 @@ class LocalEngine final : public DispatchEngine {
     HeldChunks held;
     std::deque<Outgoing> out;
     std::size_t out_written = 0;  // bytes of out.front() already written
-    std::size_t assigned = 0;     // items ever handed to this worker
-    std::uint32_t sent = 0;       // the sequence of the last chunk sent (WorkerSlot::claims)
+    std::size_t assigned = 0;  // items ever handed to this worker
+    std::uint32_t sent = 0;  // the sequence of the last chunk sent (WorkerSlot::claims)
     std::int64_t last_answer_ns = 0;  // when it last returned an outcome
     /// With a task timeout: when it last sent or took bytes, or was given work while
     /// it held none (a worker that runs no item is timed from there).
     std::int64_t progress_ns = 0;
-    bool ready = false;           // its initializer finished
-    bool retiring = false;        // takes no more work (maxtasksperchild, memory)
-    bool stop_queued = false;     // a stop frame is in out (or written)
-    bool lent = false;            // a caller of submit_awaited does its I/O (see there)
-    bool gone = false;            // it exited and the pool forgot it
+    bool ready = false;  // its initializer finished
+    bool retiring = false;  // takes no more work (maxtasksperchild, memory)
+    bool stop_queued = false;  // a stop frame is in out (or written)
+    bool lent = false;  // a caller of submit_awaited does its I/O (see there)
+    bool gone = false;  // it exited and the pool forgot it
     /// The running word it was killed for by the task timeout (0: it held work and
     /// started none of it in time).
     std::optional<std::uint64_t> timed_out;
@@ -153,12 +153,12 @@ class LocalEngine final : public DispatchEngine {
         // Forked (through the server) from the pool's thread, whose flag it copied: a
         // worker is not that thread, and a pool it makes may wait for its results.
         on_pool_thread = false;
-        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed,
-                                             task_lanes_[slot].get(), result_lanes_[slot].get(),
-                                             config_.max_memory_per_child});
+        return config_.worker_main(WorkerEnv{task_fd, result_fd, &slots_[slot], parent, timed, task_lanes_[slot].get(),
+                                             result_lanes_[slot].get(), config_.max_memory_per_child});
       });
     } catch (const OSError& e) {  // out of descriptors or processes: say which, as OSError
-      break_pool(std::make_exception_ptr(limit_error("mproc: the pool could not start its fork server", e.error_code())));
+      break_pool(
+          std::make_exception_ptr(limit_error("mproc: the pool could not start its fork server", e.error_code())));
       return;
     }
     forked_from_program();  // workers come from the server, a single thread
@@ -522,17 +522,17 @@ class LocalEngine final : public DispatchEngine {
   bool retry_later(const SpawnRefused& refused) {
     const std::int64_t now = monotonic_ns();
     if (refused_since_ns_ == 0) refused_since_ns_ = now;
-    const bool passes = refused.error == EAGAIN || refused.error == ENOMEM || refused.error == EMFILE ||
-                        refused.error == ENFILE;
+    const bool passes =
+        refused.error == EAGAIN || refused.error == ENOMEM || refused.error == EMFILE || refused.error == ENFILE;
     const bool too_long = now - refused_since_ns_ >= std::chrono::nanoseconds(spawn_retry_limit).count();
     if (!passes || workers_.empty() || too_long) {
-      const std::string why = workers_.empty() ? "no worker process could be started, and none is running"
-                              : too_long ? "no worker process could be started for " +
-                                               std::to_string(spawn_retry_limit.count()) + " s"
-                                         : "a worker process could not be started";
+      const std::string why =
+          workers_.empty() ? "no worker process could be started, and none is running"
+          : too_long ? "no worker process could be started for " + std::to_string(spawn_retry_limit.count()) + " s"
+                     : "a worker process could not be started";
       respawn_.clear();
-      break_pool(std::make_exception_ptr(limit_error("mproc: the pool is broken: " + why + "; " + refused.call,
-                                                     refused.error)));
+      break_pool(std::make_exception_ptr(
+          limit_error("mproc: the pool is broken: " + why + "; " + refused.call, refused.error)));
       return false;
     }
     refused_backoff_ns_ = std::min(std::max(2 * refused_backoff_ns_, first_backoff_ns), max_backoff_ns);
@@ -638,16 +638,19 @@ class LocalEngine final : public DispatchEngine {
                          sig == SIGSYS || sig == SIGTRAP;
     if (crashed || status.exit_code) {
       if (++failed_starts_ < max_failed_starts) return true;
-      break_pool(std::make_exception_ptr(Error(
-          "mproc: " + std::to_string(failed_starts_) + " worker processes in a row died before they were ready, in "
-          "the pool's initializer (the last " + status.describe() + "); the pool is broken")));
+      break_pool(std::make_exception_ptr(Error("mproc: " + std::to_string(failed_starts_) +
+                                               " worker processes in a row died before they were ready, in "
+                                               "the pool's initializer (the last " +
+                                               status.describe() + "); the pool is broken")));
       return false;
     }
     if (++killed_starts_ >= max_killed_starts) {
-      break_pool(std::make_exception_ptr(Error(
-          "mproc: " + std::to_string(killed_starts_) + " worker processes in a row were killed before they were "
-          "ready (the last " + status.describe() + "), by someone else or for their memory (the OOM killer, an "
-          "initializer that needs more than there is?); the pool is broken")));
+      break_pool(std::make_exception_ptr(Error("mproc: " + std::to_string(killed_starts_) +
+                                               " worker processes in a row were killed before they were "
+                                               "ready (the last " +
+                                               status.describe() +
+                                               "), by someone else or for their memory (the OOM killer, an "
+                                               "initializer that needs more than there is?); the pool is broken")));
       return false;
     }
     if (killed_starts_ > 1) {
@@ -754,8 +757,8 @@ class LocalEngine final : public DispatchEngine {
       int n = 0;
       std::size_t skip = w.out_written;
       for (auto it = w.out.begin(); it != w.out.end() && n + 2 <= 64; ++it) {
-        std::span<const std::byte> parts[2] = {
-            {reinterpret_cast<const std::byte*>(&it->header), frame_header_size}, it->payload};
+        std::span<const std::byte> parts[2] = {{reinterpret_cast<const std::byte*>(&it->header), frame_header_size},
+                                               it->payload};
         for (auto part : parts) {
           if (skip >= part.size()) {
             skip -= part.size();
@@ -838,7 +841,7 @@ class LocalEngine final : public DispatchEngine {
 
   LocalConfig config_;
   WorkerSlots slots_;
-  std::vector<std::unique_ptr<Lane>> task_lanes_;    // per slot, parent -> worker
+  std::vector<std::unique_ptr<Lane>> task_lanes_;  // per slot, parent -> worker
   std::vector<std::unique_ptr<Lane>> result_lanes_;  // per slot, worker -> parent
   Fd wake_fd_;
   /// Held by whoever does the workers' I/O (reads, writes, the Worker fields): the
@@ -864,9 +867,9 @@ class LocalEngine final : public DispatchEngine {
   int failed_starts_ = 0;  // workers in a row that died in the initializer
   int killed_starts_ = 0;  // workers in a row killed from outside before ready
   std::vector<std::size_t> respawn_;  // slots whose worker is to be started, in order
-  bool first_start_pending_ = true;   // respawn_ holds the first workers
-  std::int64_t next_spawn_ns_ = 0;       // no start before this (monotonic_ns; 0: none)
-  std::int64_t refused_since_ns_ = 0;    // the first of the refused starts in a row (0: none)
+  bool first_start_pending_ = true;  // respawn_ holds the first workers
+  std::int64_t next_spawn_ns_ = 0;  // no start before this (monotonic_ns; 0: none)
+  std::int64_t refused_since_ns_ = 0;  // the first of the refused starts in a row (0: none)
   std::int64_t refused_backoff_ns_ = 0;  // the last pause after a refusal
   bool stopping_hard_ = false;  // killing the workers: their exits fail nothing
   /// A worker quiet for this long may give up the chunks it holds and has not started

@@ -100,10 +100,12 @@ int worker_main(F& fn, const std::function<void()>& initializer, const WorkerEnv
   // A task that calls std::exit(N) ends the worker with N at once, as the normal way
   // out (_exit) does: the static destructors and atexit handlers it inherited belong
   // to the parent's objects. (on_exit handlers run newest first, so this one leads.)
-  ::on_exit([](int status, void*) {
-    std::fflush(nullptr);
-    ::_exit(status);
-  }, nullptr);
+  ::on_exit(
+      [](int status, void*) {
+        std::fflush(nullptr);
+        ::_exit(status);
+      },
+      nullptr);
   WorkerPipes pipes(env);
   return serve_chunks(fn, initializer, pipes);
 }

@@ -75,8 +75,8 @@ class OutcomeWriter {
 
   /// The first `count` items have their outcome; `flags`: outcome_flag_*.
   void finish(std::uint32_t count, std::uint32_t flags, std::int64_t elapsed_ns) {
-    const ChunkOutcomeHeader h{elapsed_ns, count, static_cast<std::uint32_t>(errors_.size()),
-                               out_.size() - results_at_, flags, 0};
+    const ChunkOutcomeHeader h{elapsed_ns, count, static_cast<std::uint32_t>(errors_.size()), out_.size() - results_at_,
+                               flags,      0};
     Writer w(out_);
     for (auto& [index, info] : errors_) {
       w.pod(index);
@@ -180,10 +180,10 @@ void for_each_outcome(std::size_t first, const ChunkOutcome& outcome, OnValue&& 
       continue;
     }
     if (lost_after) {
-      on_error(index, std::make_exception_ptr(ProtocolError("mproc: the result of task " + std::to_string(index) +
-                                                            " cannot be found: it came after task " +
-                                                            std::to_string(*lost_after) +
-                                                            "'s, which could not be decoded")));
+      on_error(index,
+               std::make_exception_ptr(ProtocolError("mproc: the result of task " + std::to_string(index) +
+                                                     " cannot be found: it came after task " +
+                                                     std::to_string(*lost_after) + "'s, which could not be decoded")));
       continue;
     }
     const std::size_t start = offset + results.position();

@@ -118,8 +118,7 @@ class StreamJob final : public Job {
  public:
   using Entry = std::variant<std::monostate, R, std::exception_ptr>;  // monostate: not arrived
 
-  StreamJob(std::size_t item_size, std::size_t chunksize, bool ordered, std::optional<std::size_t> total,
-            bool progress)
+  StreamJob(std::size_t item_size, std::size_t chunksize, bool ordered, std::optional<std::size_t> total, bool progress)
       : Job(item_size, chunksize), ordered_(ordered) {
     if (progress) progress_.emplace(total);
   }

@@ -30,9 +30,7 @@ inline std::uint32_t word_item(std::uint64_t word) noexcept {
 
 /// Whether chunk sequence a comes after b: sequences wrap at 2^32, and those compared
 /// are never 2^31 apart (a worker holds at most a few hundred chunks).
-inline bool sequence_after(std::uint32_t a, std::uint32_t b) noexcept {
-  return static_cast<std::int32_t>(a - b) > 0;
-}
+inline bool sequence_after(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) > 0; }
 
 /// One worker's post, on its own cache line.
 struct alignas(64) WorkerSlot {
@@ -72,9 +70,7 @@ struct alignas(64) WorkerSlot {
     return watched.load(std::memory_order_seq_cst) != 0 && watched.exchange(0, std::memory_order_seq_cst) != 0;
   }
   /// Parent side: the last chunk the worker claimed (0: none yet).
-  std::uint32_t claimed() const noexcept {
-    return static_cast<std::uint32_t>(claims.load(std::memory_order_acquire));
-  }
+  std::uint32_t claimed() const noexcept { return static_cast<std::uint32_t>(claims.load(std::memory_order_acquire)); }
   /// Parent side: takes back every chunk after `claimed` through `last` (the last
   /// sent), if the worker has claimed no other since it claimed `claimed`.
   bool revoke(std::uint32_t claimed, std::uint32_t last) noexcept {

@@ -4,11 +4,11 @@
 // an element is kept (in place, or as the offset of its encoding).
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/shm/crash_safety.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/shm/segment_allocator.hpp>
 #include <mproc/detail/sync/robust_lock.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <pthread.h>
@@ -125,8 +125,7 @@ inline std::span<const std::byte> blob_bytes(const ContainerRef& c, std::uint64_
 /// encoding.
 template <class T>
 struct ElementStore {
-  static constexpr bool in_place =
-      (kind_of<T>() == Kind::trivial || kind_of<T>() == Kind::boolean) && alignof(T) <= 16;
+  static constexpr bool in_place = (kind_of<T>() == Kind::trivial || kind_of<T>() == Kind::boolean) && alignof(T) <= 16;
   using Slot = std::conditional_t<in_place, T, std::uint64_t>;
 
   /// The slot for v (for an encoded T, a new blob the caller must link or drop).

@@ -81,8 +81,8 @@ consteval bool canonical_encoding() {
     return false;
   } else if constexpr (kind == Kind::map) {
     return canonical_encoding<typename T::key_type>() && canonical_encoding<typename T::mapped_type>();
-  } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::array ||
-                       kind == Kind::set || kind == Kind::optional) {
+  } else if constexpr (kind == Kind::string || kind == Kind::sequence || kind == Kind::array || kind == Kind::set ||
+                       kind == Kind::optional) {
     return canonical_encoding<typename T::value_type>();
   } else if constexpr (kind == Kind::tuple || kind == Kind::variant) {
     return all_canonical(std::type_identity<T>{});
@@ -306,13 +306,12 @@ class DictStore {
   DictTable* rebuild(std::uint64_t live) {
     const std::uint64_t capacity = std::max<std::uint64_t>(8, 2 * live);
     if (capacity > max_capacity) {
-      throw SharedMemoryFull("mproc: a SharedDict cannot hold more than " + std::to_string(max_capacity / 2) +
-                             " keys");
+      throw SharedMemoryFull("mproc: a SharedDict cannot hold more than " + std::to_string(max_capacity / 2) + " keys");
     }
     const std::uint64_t index_size = std::bit_ceil(2 * capacity);
-    const std::uint64_t offset = ref_.allocator().allocate(
-        sizeof(DictTable) + capacity * sizeof(DictEntry) + index_size * sizeof(std::uint32_t),
-        "mproc::SharedDict (to grow)");
+    const std::uint64_t offset =
+        ref_.allocator().allocate(sizeof(DictTable) + capacity * sizeof(DictEntry) + index_size * sizeof(std::uint32_t),
+                                  "mproc::SharedDict (to grow)");
     auto* t = ref_.at<DictTable>(offset);
     t->capacity = capacity;
     t->index_size = index_size;

@@ -173,7 +173,9 @@ class ListStore {
     std::memcpy(&s, slots(a) + i, sizeof(Slot));
     return s;
   }
-  static void put(ListArray* a, std::uint64_t i, const Slot& s) noexcept { std::memcpy(slots(a) + i, &s, sizeof(Slot)); }
+  static void put(ListArray* a, std::uint64_t i, const Slot& s) noexcept {
+    std::memcpy(slots(a) + i, &s, sizeof(Slot));
+  }
   Slot slot(std::uint64_t i) const noexcept { return get(array(), i); }
   Slot journal_slot() const noexcept {
     Slot s;

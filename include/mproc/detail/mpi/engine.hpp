@@ -13,12 +13,12 @@
 // A rank that dies is not survived: Open MPI's mpirun ends the whole job.
 
 #include <mproc/detail/engine/dispatch_engine.hpp>
-#include <mproc/detail/os/fd.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/mpi/env.hpp>
 #include <mproc/detail/mpi/frames.hpp>
 #include <mproc/detail/mpi/serve.hpp>
 #include <mproc/detail/mpi/wait.hpp>
+#include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <poll.h>
@@ -82,8 +82,7 @@ class MpiEngine final : public DispatchEngine {
  public:
   /// Takes the pool's communicator (this process is its rank 0); every other rank
   /// must be in serve_tasks().
-  explicit MpiEngine(Comm comm)
-      : DispatchEngine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
+  explicit MpiEngine(Comm comm) : DispatchEngine(static_cast<std::size_t>(comm.size() - 1), 0), comm_(std::move(comm)) {
     ranks_.resize(static_cast<std::size_t>(comm_.size() - 1));
     for (std::size_t i = 0; i < ranks_.size(); ++i) ranks_[i].rank = static_cast<int>(i) + 1;
     wake_fd_ = make_private_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });

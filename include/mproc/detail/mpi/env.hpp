@@ -34,8 +34,7 @@ inline void check_mpi(int rc, const char* call) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
-  throw MpiError(std::string("mproc: ") + call + " failed: " + std::string(text, static_cast<std::size_t>(length)),
-                 rc);
+  throw MpiError(std::string("mproc: ") + call + " failed: " + std::string(text, static_cast<std::size_t>(length)), rc);
 }
 
 /// Ends the whole job with `message` on stderr: for a mistake that would otherwise
@@ -77,10 +76,9 @@ inline bool init_mpi(int* argc = nullptr, char*** argv = nullptr) {
   int level = 0;
   MPI_Query_thread(&level);
   if (level < MPI_THREAD_MULTIPLE) {
-    throw ValueError(
-        "mproc: a pool over MPI needs MPI_THREAD_MULTIPLE (its own thread makes MPI calls while yours "
-        "submit work), but MPI was initialized with less: initialize it with MPI_Init_thread(..., "
-        "MPI_THREAD_MULTIPLE, ...), or let mproc::mpi::Environment or the pool do it");
+    throw ValueError("mproc: a pool over MPI needs MPI_THREAD_MULTIPLE (its own thread makes MPI calls while yours "
+                     "submit work), but MPI was initialized with less: initialize it with MPI_Init_thread(..., "
+                     "MPI_THREAD_MULTIPLE, ...), or let mproc::mpi::Environment or the pool do it");
   }
   return here;
 }

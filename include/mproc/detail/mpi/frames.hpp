@@ -5,10 +5,10 @@
 // right after it on tag_piece from the same sender. The receiver learns the size
 // from a matched probe, so nothing is sized in advance.
 
-#include <mproc/detail/wire/bytes.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/mpi/env.hpp>
 #include <mproc/detail/mpi/wait.hpp>
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -39,8 +39,8 @@ void for_each_piece(std::span<const std::byte> message, std::size_t piece, Send&
 
 /// Starts sending a frame; its requests are appended to `requests`, and `message`
 /// must stay alive and unchanged until they complete.
-inline void isend_frame(MPI_Comm comm, int dest, std::span<const std::byte> message,
-                        std::vector<MPI_Request>& requests, std::size_t piece = mpi_max_piece) {
+inline void isend_frame(MPI_Comm comm, int dest, std::span<const std::byte> message, std::vector<MPI_Request>& requests,
+                        std::size_t piece = mpi_max_piece) {
   for_each_piece(message, piece, [&](const std::byte* data, int n, int tag) {
     requests.emplace_back();
     check_mpi(MPI_Isend(data, n, MPI_BYTE, dest, tag, comm, &requests.back()), "MPI_Isend");
@@ -49,8 +49,7 @@ inline void isend_frame(MPI_Comm comm, int dest, std::span<const std::byte> mess
 
 /// Sends a frame and returns when its buffer may be reused (waiting for a big one to
 /// be taken without spinning: mpi/wait.hpp).
-inline void send_frame(MPI_Comm comm, int dest, std::span<const std::byte> message,
-                       std::size_t piece = mpi_max_piece) {
+inline void send_frame(MPI_Comm comm, int dest, std::span<const std::byte> message, std::size_t piece = mpi_max_piece) {
   std::vector<MPI_Request> requests;
   isend_frame(comm, dest, message, requests, piece);
   mpi_wait_all(requests);

@@ -13,12 +13,12 @@
 // wait for this rank's answers forever.
 
 #include <mproc/codec.hpp>
-#include <mproc/detail/wire/bytes.hpp>
-#include <mproc/detail/wire/frame.hpp>
+#include <mproc/detail/engine/worker.hpp>
 #include <mproc/detail/mpi/env.hpp>
 #include <mproc/detail/mpi/frames.hpp>
 #include <mproc/detail/mpi/wait.hpp>
-#include <mproc/detail/engine/worker.hpp>
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -148,8 +148,8 @@ void serve_or_abort(F& fn, const std::function<void()>& initializer, const Comm&
   } catch (...) {
     what = "an exception that is not a std::exception";
   }
-  abort_job(comm.get(), "mproc::mpi::Pool: serving rank " + std::to_string(comm.rank()) +
-                            " can't go on (" + what + "); the master would wait for it forever, so the job ends");
+  abort_job(comm.get(), "mproc::mpi::Pool: serving rank " + std::to_string(comm.rank()) + " can't go on (" + what +
+                            "); the master would wait for it forever, so the job ends");
 }
 
 }  // namespace mproc::detail

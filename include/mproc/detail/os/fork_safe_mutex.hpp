@@ -29,9 +29,16 @@ class ForkSafeMutex {
     static std::mutex m;
     // Around a fork: the forking thread takes the mutex unless it holds it already;
     // the child, whose only thread is that one, gets it back as the parent does.
-    static const bool registered = (::pthread_atfork([] { if (depth() == 0) mutex().lock(); },
-                                                     [] { if (depth() == 0) mutex().unlock(); },
-                                                     [] { if (depth() == 0) mutex().unlock(); }),
+    static const bool registered = (::pthread_atfork(
+                                        [] {
+                                          if (depth() == 0) mutex().lock();
+                                        },
+                                        [] {
+                                          if (depth() == 0) mutex().unlock();
+                                        },
+                                        [] {
+                                          if (depth() == 0) mutex().unlock();
+                                        }),
                                     true);
     (void)registered;
     return m;

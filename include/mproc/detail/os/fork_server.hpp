@@ -284,7 +284,7 @@ class ForkServer {
     // The server needs its workers' exit statuses: a program that ignores SIGCHLD
     // (or handles it by reaping every child) would have them discarded or taken.
     // The workers get the program's own setting back.
-    struct sigaction program_sigchld {};
+    struct sigaction program_sigchld{};
     ::sigaction(SIGCHLD, nullptr, &program_sigchld);
     std::signal(SIGCHLD, SIG_DFL);
     const pid_t server = ::getpid();  // for the workers: whether it is still there

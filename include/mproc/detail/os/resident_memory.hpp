@@ -1,8 +1,8 @@
 #pragma once
 // The resident memory of this process, for PoolOptions::max_memory_per_child.
 
-#include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/deadline.hpp>  // monotonic_ns
+#include <mproc/detail/os/fd.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>

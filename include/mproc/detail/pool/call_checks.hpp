@@ -107,9 +107,8 @@ struct CallChecks {
   }
   template <class E>
   static void require_map_input() {
-    static_assert(arity == 1,
-                  "mproc: map/imap/imap_unordered call F with one argument per input, but F takes another "
-                  "number of arguments: use starmap with tuples, or apply/apply_async");
+    static_assert(arity == 1, "mproc: map/imap/imap_unordered call F with one argument per input, but F takes another "
+                              "number of arguments: use starmap with tuples, or apply/apply_async");
     if constexpr (arity == 1) require_arguments_convert<E>();
   }
 
@@ -187,7 +186,6 @@ struct CallChecks {
       if constexpr (fit) require_arguments_convert(leading_arguments<Xs...>());
     }
   }
-
 };
 
 }  // namespace mproc::detail

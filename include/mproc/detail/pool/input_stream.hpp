@@ -4,8 +4,8 @@
 // engine asks (Engine::stream_room), and hands the items to the engine
 // (append_input); the job's state is the engine's to lock.
 
-#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/engine.hpp>
+#include <mproc/detail/engine/scheduling.hpp>
 #include <mproc/detail/engine/typed_jobs.hpp>
 #include <mproc/detail/pool/item_encoding.hpp>
 #include <mproc/errors.hpp>
@@ -36,8 +36,8 @@ class InputStream final : public StreamSource<Result> {
   InputStream(std::shared_ptr<Engine> engine, R&& range, std::size_t chunksize, bool ordered, bool progress)
       : engine_(std::move(engine)),
         range_(std::forward<R>(range)),
-        job_(std::make_shared<StreamJob<Result>>(Encoding::item_size, chunksize, ordered, size_hint(range_),
-                                                 progress)) {
+        job_(
+            std::make_shared<StreamJob<Result>>(Encoding::item_size, chunksize, ordered, size_hint(range_), progress)) {
     job_->expected_total = size_hint(range_);
     try {
       it_.emplace(std::ranges::begin(range_));  // a generator's first item may throw here
@@ -76,9 +76,8 @@ class InputStream final : public StreamSource<Result> {
   void feed_items(std::size_t room) {
     Bytes bytes;
     std::vector<std::size_t> offsets;
-    const std::size_t n =
-        Encoding::encode_items(*it_, std::ranges::end(range_), room, typename Encoding::MapConvert{}, bytes, offsets,
-                               ChunkPolicy::max_stream_bytes, &input_error_);
+    const std::size_t n = Encoding::encode_items(*it_, std::ranges::end(range_), room, typename Encoding::MapConvert{},
+                                                 bytes, offsets, ChunkPolicy::max_stream_bytes, &input_error_);
     bytes_fed_ += bytes.size();
     exhausted_ = input_error_ || *it_ == std::ranges::end(range_);
     if (!engine_->append_input(job_, std::move(bytes), std::move(offsets), n, exhausted_)) {

@@ -65,9 +65,13 @@ inline std::optional<std::size_t> file_size_limit() noexcept {
 /// file_size_limit() the caller read already.
 inline void check_file_size(const char* call, std::size_t bytes, std::optional<std::size_t> limit = file_size_limit()) {
   if (!limit || bytes <= *limit) return;
-  throw OSError("mproc: shared memory of " + std::to_string(bytes) + " bytes is a file bigger than this process's "
-                "file-size limit of " + std::to_string(*limit) + " bytes (EFBIG, RLIMIT_FSIZE; raise it with "
-                "`ulimit -f` before starting the program, or with setrlimit(RLIMIT_FSIZE) in it). " + call,
+  throw OSError("mproc: shared memory of " + std::to_string(bytes) +
+                    " bytes is a file bigger than this process's "
+                    "file-size limit of " +
+                    std::to_string(*limit) +
+                    " bytes (EFBIG, RLIMIT_FSIZE; raise it with "
+                    "`ulimit -f` before starting the program, or with setrlimit(RLIMIT_FSIZE) in it). " +
+                    call,
                 EFBIG);
 }
 

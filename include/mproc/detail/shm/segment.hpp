@@ -15,10 +15,10 @@
 // behind it is extended with fallocate() as the segment grows, so addresses never
 // move and no process ever has to remap.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/os/fd.hpp>
 #include <mproc/detail/os/fork_safe_mutex.hpp>
 #include <mproc/detail/shm/memfd.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <fcntl.h>
@@ -144,8 +144,8 @@ class Segment {
     check_file_size("fallocate(memfd)", committed);
     Fd fd = make_memfd("mproc", 0);
     if (!allocate_file(fd.get(), committed)) {
-      throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " +
-                             std::to_string(committed) + " bytes");
+      throw SharedMemoryFull("mproc: the system has no memory for a shared segment of " + std::to_string(committed) +
+                             " bytes");
     }
     const std::uint64_t id = random_id();
     const int fd_number = fd.get();
@@ -270,8 +270,8 @@ class Segment {
   static void* map(int fd, std::size_t reserved) {
     if (std::byte* p = map_memfd(fd, 0, reserved)) return p;
     throw SharedMemoryFull("mproc: no address space left to map a shared segment of " + std::to_string(reserved) +
-                           " bytes (the address-space limit, RLIMIT_AS or `ulimit -v`, " +
-                           address_space_limit_text() + ")");
+                           " bytes (the address-space limit, RLIMIT_AS or `ulimit -v`, " + address_space_limit_text() +
+                           ")");
   }
 
   static std::uint64_t random_id() {

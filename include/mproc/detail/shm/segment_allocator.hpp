@@ -14,9 +14,9 @@
 // stores; hence this small allocator.)
 
 #include <mproc/detail/shm/crash_safety.hpp>
-#include <mproc/detail/sync/robust_mutex.hpp>
 #include <mproc/detail/shm/segment.hpp>
 #include <mproc/detail/sync/robust_lock.hpp>
+#include <mproc/detail/sync/robust_mutex.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -94,8 +94,7 @@ static_assert(sizeof(BlockHeader) == 16);
 /// Allocates and frees blocks in a Manager segment. A light view: make one where needed.
 class SegmentAllocator {
  public:
-  explicit SegmentAllocator(Segment& seg) noexcept
-      : seg_(seg), state_(*seg.at<AllocatorState>(allocator_offset)) {}
+  explicit SegmentAllocator(Segment& seg) noexcept : seg_(seg), state_(*seg.at<AllocatorState>(allocator_offset)) {}
 
   /// Lays out an empty heap in a new segment.
   static void format(Segment& seg) {
@@ -319,8 +318,8 @@ class SegmentAllocator {
   static std::uint64_t bit(std::size_t c) noexcept { return std::uint64_t{1} << (c % 64); }
 
   SharedMemoryFull full(std::uint64_t bytes, const char* what, bool system = false) const {
-    const std::string sizes = std::to_string(bytes) + " more bytes for " + what + ", with " +
-                              std::to_string(live_bytes()) + " bytes in use";
+    const std::string sizes =
+        std::to_string(bytes) + " more bytes for " + what + ", with " + std::to_string(live_bytes()) + " bytes in use";
     if (system) {
       return SharedMemoryFull("mproc: the system has no memory left to grow the Manager's shared memory beyond " +
                               std::to_string(seg_.committed()) + " bytes (" + sizes + ")");

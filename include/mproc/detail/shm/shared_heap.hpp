@@ -22,10 +22,10 @@
 // SharedObject<T> is the handle: a T in an arena, kept mapped while a copy exists in
 // this process. Copies refer to the same T.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/os/fork_safe_mutex.hpp>
 #include <mproc/detail/shm/memfd.hpp>
 #include <mproc/detail/shm/segment.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -75,8 +75,8 @@ inline constexpr std::uint64_t max_object_size = std::uint64_t{1} << 48;
 /// count * each bytes for `what`; SharedMemoryFull if that is more than max_object_size.
 inline std::size_t object_bytes(std::size_t count, std::size_t each, const char* what) {
   if (each != 0 && count > max_object_size / each) {
-    throw SharedMemoryFull(std::string(what) + ": " + std::to_string(count) + " elements of " +
-                           std::to_string(each) + " bytes are more than any shared memory can hold");
+    throw SharedMemoryFull(std::string(what) + ": " + std::to_string(count) + " elements of " + std::to_string(each) +
+                           " bytes are more than any shared memory can hold");
   }
   return count * each;
 }
@@ -178,8 +178,8 @@ class SharedHeap {
       }
       if (!grown) {
         give_back();
-        throw SharedMemoryFull("mproc: the system has no memory left for a shared object of " +
-                               std::to_string(size) + " bytes");
+        throw SharedMemoryFull("mproc: the system has no memory left for a shared object of " + std::to_string(size) +
+                               " bytes");
       }
     }
     auto* header = seg.at<ObjectHeader>(start - sizeof(ObjectHeader));

@@ -38,16 +38,16 @@
 //   region's size) unless it is bounded, when the jump is also taken whenever
 //   maxsize items still fit.
 
-#include <mproc/detail/wire/bytes.hpp>
-#include <mproc/detail/shm/crash_safety.hpp>  // fault_point
 #include <mproc/detail/os/deadline.hpp>
-#include <mproc/detail/wire/frame.hpp>
 #include <mproc/detail/os/futex.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>  // fault_point
 #include <mproc/detail/shm/memfd.hpp>
 #include <mproc/detail/shm/mirror_mapping.hpp>
+#include <mproc/detail/shm/shared_mapping.hpp>
 #include <mproc/detail/sync/robust_lock.hpp>
 #include <mproc/detail/sync/robust_mutex.hpp>
-#include <mproc/detail/shm/shared_mapping.hpp>
+#include <mproc/detail/wire/bytes.hpp>
+#include <mproc/detail/wire/frame.hpp>
 #include <mproc/errors.hpp>
 
 #include <algorithm>
@@ -79,7 +79,7 @@ class SharedRing {
   /// ring grows to in bytes, rounded up to a power of two of at least one page.
   SharedRing(std::size_t maxsize, std::size_t capacity)
       : control_(sizeof(Control)),
-        c_(new (control_.data()) Control(maxsize, fit_file_size_limit(ring_size(capacity)))),
+        c_(new(control_.data()) Control(maxsize, fit_file_size_limit(ring_size(capacity)))),
         file_(make_memfd("mproc-ring", c_->file_bytes())) {
     (void)view(0);  // here, so that every process forked from now on has it mapped
   }
@@ -260,9 +260,7 @@ class SharedRing {
     while (cap > page_size() && Control::file_bytes_of(cap) > *limit) cap /= 2;
     return cap;
   }
-  static constexpr u64 record_size(std::size_t payload) noexcept {
-    return (frame_header_size + payload + 7) / 8 * 8;
-  }
+  static constexpr u64 record_size(std::size_t payload) noexcept { return (frame_header_size + payload + 7) / 8 * 8; }
 
   // ---------------------------------------------------------------- regions
 
@@ -292,8 +290,10 @@ class SharedRing {
   std::byte* view(u32 r) {
     if (std::byte* p = try_view(r)) return p;
     throw SharedMemoryFull("mproc: no address space left to map a Queue's ring of " +
-                           std::to_string(2 * c_->region_size[r]) + " bytes (the address-space limit, RLIMIT_AS or "
-                           "`ulimit -v`, " + address_space_limit_text() + ")");
+                           std::to_string(2 * c_->region_size[r]) +
+                           " bytes (the address-space limit, RLIMIT_AS or "
+                           "`ulimit -v`, " +
+                           address_space_limit_text() + ")");
   }
   /// Unmaps the regions the readers have left. Nothing in this process uses them:
   /// writers are in the last region, readers (one at a time) at or past head_region.
@@ -371,8 +371,7 @@ class SharedRing {
 
   /// Sleeps on seq (counted in waiters) until ready() or the deadline.
   template <class Ready>
-  static bool wait_for(std::atomic<u32>& seq, std::atomic<u32>& waiters, Ready ready,
-                       Deadline deadline) {
+  static bool wait_for(std::atomic<u32>& seq, std::atomic<u32>& waiters, Ready ready, Deadline deadline) {
     // A waiter killed in here stays counted: its only cost is a futex_wake call
     // with nobody to wake when the other side has something for it.
     waiters.fetch_add(1);
@@ -400,8 +399,8 @@ class SharedRing {
     // streams through at the readers' pace.
     const bool streaming = c_->put_streaming.load() != 0;
     const bool no_wait = wait.is_no_wait();
-    const LockResult r = no_wait && streaming ? c_->put_lock.try_lock()
-                                              : lock(c_->put_lock, no_wait ? Deadline::forever() : wait);
+    const LockResult r =
+        no_wait && streaming ? c_->put_lock.try_lock() : lock(c_->put_lock, no_wait ? Deadline::forever() : wait);
     if (r == LockResult::timed_out) return {};
     RobustLock l(c_->put_lock, std::adopt_lock);
     // A streaming writer holds put_lock: finding put_streaming set means it died.

@@ -19,11 +19,11 @@
 // A lock held by another process is that process's; dropping the handles here does not
 // touch it.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/os/fork_safe_mutex.hpp>
 #include <mproc/detail/os/pid.hpp>
 #include <mproc/detail/shm/shared_heap.hpp>
 #include <mproc/detail/sync/sync_state.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 
 #include <pthread.h>
 #include <signal.h>

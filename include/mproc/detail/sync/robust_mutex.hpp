@@ -5,10 +5,10 @@
 // interprocess_mutex gives up for good on EOWNERDEAD; this one marks the mutex
 // consistent again, so the data it guards stays usable.
 
-#include <mproc/detail/shm/crash_safety.hpp>  // fault_point
 #include <mproc/detail/os/deadline.hpp>
 #include <mproc/detail/os/futex.hpp>
 #include <mproc/detail/os/pid.hpp>
+#include <mproc/detail/shm/crash_safety.hpp>  // fault_point
 #include <mproc/errors.hpp>
 
 #include <linux/futex.h>  // FUTEX_TID_MASK, FUTEX_OWNER_DIED
@@ -79,8 +79,9 @@ class RobustMutex {
       // The coarse clock is a plain read, and a slice a few milliseconds short is fine.
       timespec now{};
       ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-      const auto slice_end = steady_clock::time_point(std::chrono::seconds(now.tv_sec) +
-                                                      std::chrono::nanoseconds(now.tv_nsec)) + wait_slice;
+      const auto slice_end =
+          steady_clock::time_point(std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec)) +
+          wait_slice;
       const bool last = deadline.when() <= slice_end;  // never for forever()
       const timespec ts = to_timespec(last ? deadline.when() : slice_end);
       int rc;
@@ -169,8 +170,7 @@ class SharedCondition {
     for (;;) {
       const bool in_time = futex_wait(seq_, seen, deadline);
       // A slice ended with nothing new: sleep on without touching the mutex.
-      if (in_time && seq_.load(std::memory_order_acquire) == seen && m.recoveries() == recoveries &&
-          !m.abandoned()) {
+      if (in_time && seq_.load(std::memory_order_acquire) == seen && m.recoveries() == recoveries && !m.abandoned()) {
         continue;
       }
       fault_point("condition.relock");

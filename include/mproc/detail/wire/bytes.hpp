@@ -373,8 +373,8 @@ class Reader {
     const std::uint64_t n = varint();
     const std::size_t unit = min_bytes == 0 ? 1 : min_bytes;
     if (n > remaining() / unit) {
-      throw ProtocolError("mproc: element count " + std::to_string(n) + " exceeds the " +
-                          std::to_string(remaining()) + " bytes left");
+      throw ProtocolError("mproc: element count " + std::to_string(n) + " exceeds the " + std::to_string(remaining()) +
+                          " bytes left");
     }
     return static_cast<std::size_t>(n);
   }

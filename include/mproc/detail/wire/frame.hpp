@@ -3,8 +3,8 @@
 // tasks and results, Queue and Pipe messages, MPI messages). A fixed 24-byte header
 // (magic, kind, id, payload size) and the payload. Parsing validates every field.
 
-#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/detail/os/fd.hpp>
+#include <mproc/detail/wire/bytes.hpp>
 #include <mproc/errors.hpp>
 
 #include <sys/uio.h>

@@ -13,9 +13,7 @@ namespace mproc::detail {
 template <class Handle>
 struct ObjectHandleCodec {
   static void encode(Writer& w, const Handle& h) { h.state_.encode(w); }
-  static Handle decode(Reader& r) {
-    return Handle(decltype(Handle::state_)::decode(r, Handle::type_label));
-  }
+  static Handle decode(Reader& r) { return Handle(decltype(Handle::state_)::decode(r, Handle::type_label)); }
 };
 
 }  // namespace mproc::detail

@@ -10,7 +10,11 @@
 #include <mproc/detail/shm/shared_heap.hpp>
 
 // Catch2 v2 declares its listener base only with this; include this header before
-// catch.hpp.
+// catch.hpp (and before any header that includes it: clang-format sorts includes
+// within a block, so give this one a block of its own).
+#if defined(TWOBLUECUBES_SINGLE_INCLUDE_CATCH_HPP_INCLUDED) && !defined(CATCH_CONFIG_EXTERNAL_INTERFACES)
+#error "include shared_state_support.hpp before catch2/catch.hpp, in an include block of its own"
+#endif
 #define CATCH_CONFIG_EXTERNAL_INTERFACES
 #include <catch2/catch.hpp>
 

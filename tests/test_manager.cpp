@@ -2,8 +2,9 @@
 // processes and from Pools started before or after the Manager, a full segment, and
 // processes killed in the middle of an operation.
 
+#include "shared_state_support.hpp"  // first: it configures Catch2
+
 #include "fault_support.hpp"
-#include "shared_state_support.hpp"
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/manager/container.hpp>

@@ -8,7 +8,7 @@
 // child reports what it saw as text. RLIMIT_NPROC does not hold for root, so the
 // scenarios that need it first become a user of their own.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

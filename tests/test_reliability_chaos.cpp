@@ -9,7 +9,7 @@
 // running task varies from run to run, and only bounds that hold for any schedule
 // are checked (each death fails at most one task).
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

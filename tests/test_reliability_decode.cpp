@@ -5,7 +5,7 @@
 // behaviour it used to have. Values nested deeper than a thread's stack can decode
 // are refused, in a pool's results and on a pipe.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/engine/lane.hpp>

@@ -6,7 +6,7 @@
 // program made when the pool started), never by the program itself; that is what the
 // last test pins down with a user mutex held at the moment of the replacement.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

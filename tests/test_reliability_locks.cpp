@@ -5,8 +5,9 @@
 // task that dies inside Value::update, which leaves the value as it was. And a waiter
 // killed between its wake-up and taking the lock, held there with ptrace.
 
+#include "reliability_support.hpp"  // first: it configures Catch2
+
 #include "blocked_support.hpp"
-#include "reliability_support.hpp"
 
 #include <mproc/mproc.hpp>
 

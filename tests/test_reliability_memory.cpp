@@ -3,7 +3,7 @@
 // elsewhere), so a leaking F cannot grow a worker without bound. Tasks here leak on purpose and report
 // the resident memory their worker had when they started.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

@@ -5,7 +5,7 @@
 // the pool's thread must keep reading results while it writes tasks. And a worker
 // killed with a big argument on its way to it, in its lane or in its pipe.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

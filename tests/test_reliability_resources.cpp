@@ -7,7 +7,7 @@
 // before it is reused, so resident memory says nothing there: only the descriptor,
 // thread and process counts are checked in that build.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

@@ -11,7 +11,7 @@
 // write end of a pipe: end-of-file on it means that every process holding it is gone,
 // including any that a /proc snapshot could have missed.
 
-#include "reliability_support.hpp"
+#include "reliability_support.hpp"  // first: it configures Catch2
 
 #include <mproc/mproc.hpp>
 

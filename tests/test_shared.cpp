@@ -2,7 +2,7 @@
 // larger than an atomic, arrays big and small, handles sent to a Pool started before
 // them, handles whose owner is gone, and nothing left behind afterwards.
 
-#include "shared_state_support.hpp"
+#include "shared_state_support.hpp"  // first: it configures Catch2
 
 #include <mproc/codec.hpp>
 #include <mproc/detail/os/fd.hpp>
